@@ -1,0 +1,33 @@
+"""authmw: authentication for any WSGI app, before it runs.
+
+Wrap the app, name the prefixes to protect, register a callback::
+
+    from authmw import AuthMiddleware, HTTPBasicAuth
+    app = AuthMiddleware(app, auth=HTTPBasicAuth(), prefixes=["/scheduler"])
+
+    @app.authenticate
+    def authenticate(auth):
+        return auth["username"] == "admin" and compare_secrets(auth["password"], "secret")
+"""
+
+from __future__ import annotations
+
+from .auth import (
+    Authorization,
+    HTTPAuth,
+    HTTPBasicAuth,
+    compare_secrets,
+    get_authorization_header,
+)
+from .context import request
+from .middleware import AuthMiddleware
+
+__all__ = [
+    "AuthMiddleware",
+    "Authorization",
+    "HTTPAuth",
+    "HTTPBasicAuth",
+    "compare_secrets",
+    "get_authorization_header",
+    "request",
+]

@@ -1,0 +1,155 @@
+"""Authentication handlers: they read credentials from the current request.
+
+A handler turns the request's credentials into an :class:`Authorization` (or ``None``) and
+names the challenge a 401 carries. Deciding whether the credentials are *valid* is the job of
+the ``authenticate`` callback registered on the middleware::
+
+    auth = HTTPBasicAuth(realm="Scheduler API")
+    app = AuthMiddleware(app, auth=auth, prefixes=["/scheduler"])
+
+Parsing is strict and never raises: a header that is too long, not ASCII, carries control
+characters, was joined from duplicates, or is not exactly well-formed gives ``None``, which
+the middleware answers with the same 401 as missing or wrong credentials.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+import re
+from typing import Any
+
+from .context import current_environ
+
+#: Longest Authorization value accepted; gunicorn's own limit for a header field is 8190.
+MAX_HEADER_LENGTH = 8192
+
+# RFC 9110 token (the scheme) then 1*SP then one run of visible ASCII (token68 or one
+# auth-param). No comma: duplicate headers joined by a server would smuggle a second value.
+_AUTHORIZATION_RE = re.compile(r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+) +([!-+\--~]+)[ \t]*")
+_BASE64_RE = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Authorization(dict):  # type: ignore[type-arg]
+    """The credentials a handler found: a dict of scheme-specific fields plus ``auth_type``.
+
+    >>> Authorization("basic", username="admin", password="secret")["username"]
+    'admin'
+    """
+
+    def __init__(self, auth_type: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.auth_type = auth_type
+
+    def __repr__(self) -> str:
+        # Never show secrets in logs or tracebacks: only the field names.
+        return f"<Authorization {self.auth_type!r} fields={sorted(self)!r}>"
+
+
+class HTTPAuth:
+    """A base class from which all authentication handlers inherit.
+
+    Subclasses implement :meth:`get_authorization` (read the current request through
+    :data:`authmw.request` or :func:`get_authorization_header`) and
+    :meth:`get_authenticate_header` (the challenge for a 401).
+    """
+
+    def get_authorization(self) -> Authorization | None:
+        """Return the credentials of the current request, or None if absent or invalid."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_authorization()")
+
+    def get_authenticate_header(self) -> str:
+        """Return the value of the WWW-Authenticate header of a 401 response."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement get_authenticate_header()"
+        )
+
+
+def quote_header_value(value: str, what: str = "value") -> str:
+    """Quote ``value`` as an RFC 9110 quoted-string; ValueError if it cannot be sent safely."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str, not {type(value).__name__}")
+    if _CONTROL_RE.search(value) or max(value, default="\0") > "\xff":
+        raise ValueError(f"{what} must not contain control characters or characters above U+00FF")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class HTTPBasicAuth(HTTPAuth):
+    """HTTP Basic authentication (RFC 7617).
+
+    ``www_authenticate_realm`` may be set on the class, on an instance, or with ``realm=``; a
+    realm with control characters is refused with ValueError when it is set.
+    """
+
+    www_authenticate_realm: str = "Authentication Required"
+
+    def __init__(self, realm: str | None = None) -> None:
+        if realm is not None:
+            self.www_authenticate_realm = realm
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "www_authenticate_realm":
+            quote_header_value(value, "realm")
+        super().__setattr__(name, value)
+
+    def get_authorization(self) -> Authorization | None:
+        """Return ``Authorization("basic", username=..., password=...)`` or None."""
+        header = get_authorization_header()
+        if header is None or header[0] != "basic":
+            return None
+        credentials = decode_basic_credentials(header[1])
+        if credentials is None:
+            return None
+        return Authorization("basic", username=credentials[0], password=credentials[1])
+
+    def get_authenticate_header(self) -> str:
+        """Return ``Basic realm="<realm>"``."""
+        return "Basic realm=" + quote_header_value(self.www_authenticate_realm, "realm")
+
+
+def decode_basic_credentials(encoded: bytes) -> tuple[str, str] | None:
+    """Decode Basic credentials strictly: canonical base64, a colon, no control characters.
+
+    UTF-8 is tried first (RFC 7617's ``charset="UTF-8"``), then latin-1 for old clients.
+    """
+    if _BASE64_RE.fullmatch(encoded) is None:
+        return None
+    raw = binascii.a2b_base64(encoded)  # cannot fail: the pattern admits only valid base64
+    if binascii.b2a_base64(raw, newline=False) != encoded:  # non-zero padding bits
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    username, colon, password = text.partition(":")
+    if not colon or _CONTROL_RE.search(text):
+        return None
+    return username, password
+
+
+def get_authorization_header() -> tuple[str, bytes] | None:
+    """Return the current request's Authorization header as ``(scheme, credentials)``.
+
+    The scheme is lower-cased, the credentials are bytes: ``("basic", b"dXNlcjpwYXNz")``.
+    None when the header is missing or not exactly well-formed (see the module docstring).
+    """
+    value = current_environ().get("HTTP_AUTHORIZATION")
+    if not isinstance(value, str) or len(value) > MAX_HEADER_LENGTH:
+        return None
+    match = _AUTHORIZATION_RE.fullmatch(value)
+    if match is None:
+        return None
+    return match.group(1).lower(), match.group(2).encode("ascii")
+
+
+def compare_secrets(given: str | bytes, expected: str | bytes) -> bool:
+    """Compare two secrets in constant time; str is compared as UTF-8 bytes.
+
+    ``hmac.compare_digest`` raises TypeError on non-ASCII str, so both sides become bytes.
+    """
+    if isinstance(given, str):
+        given = given.encode("utf-8", "surrogatepass")
+    if isinstance(expected, str):
+        expected = expected.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(given, expected)

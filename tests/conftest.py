@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from werkzeug.test import create_environ, run_wsgi_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    header_list: list[tuple[str, str]]
+
+
+def basic(username: str, password: str, encoding: str = "utf-8") -> str:
+    raw = f"{username}:{password}".encode(encoding)
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def call(
+    app: Callable[..., Any],
+    path: str = "/",
+    method: str = "GET",
+    authorization: str | None = None,
+    **extra: Any,
+) -> Answer:
+    """Call a WSGI app in process with ``path`` as the raw PATH_INFO, untouched."""
+    environ = create_environ(method=method)
+    environ["PATH_INFO"] = path
+    if authorization is not None:
+        environ["HTTP_AUTHORIZATION"] = authorization
+    environ.update(extra)
+    body_iter, status, headers = run_wsgi_app(app, environ, buffered=True)
+    header_list = list(headers.items())
+    return Answer(int(status.split()[0]), dict(header_list), b"".join(body_iter), header_list)
+
+
+class RecordingApp:
+    """A WSGI app that records the environ of every request that reached it."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        self.seen.append(environ)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"reached the app"]
+
+
+@pytest.fixture
+def recording_app() -> RecordingApp:
+    return RecordingApp()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(app_spec: str, *args: str, env: dict[str, str] | None = None,
+             timeout: float = 30) -> Iterator[tuple[str, int]]:
+    """Run a real gunicorn serving ``app_spec`` on a free loopback port; yield (host, port)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+         "--graceful-timeout", "2", *args, app_spec],
+        cwd=ROOT, env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"gunicorn did not start: {process.stderr.read().decode()}"  # type: ignore[union-attr]
+                    ) from None
+                time.sleep(0.05)
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stderr.close()  # type: ignore[union-attr]
+
+
+def raw_request(address: tuple[str, int], target: str, method: str = "GET",
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """Send ``target`` byte for byte (no client-side normalisation); return (status, body)."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {address[0]}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    with socket.create_connection(address, timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body

@@ -1,0 +1,280 @@
+"""AuthMiddleware's flow: the seed's 401, the published results, failing closed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from authmw import AuthMiddleware, Authorization, HTTPAuth, HTTPBasicAuth, request
+
+from .conftest import basic, call
+
+
+def protected(app, **kwargs):
+    middleware = AuthMiddleware(app, auth=HTTPBasicAuth(), prefixes=["/scheduler"], **kwargs)
+
+    @middleware.authenticate
+    def authenticate(auth):
+        return auth["username"] == "admin" and auth["password"] == "secret"
+
+    return middleware
+
+
+SEED_401_HEADERS = {
+    "WWW-Authenticate": 'Basic realm="Authentication Required"',
+    "Content-Type": "text/plain",
+    "Content-Length": "13",
+    "Cache-Control": "no-store",
+}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Basic", "Basic !!!!", "Bearer abc", basic("admin", "wrong"), basic("root", "secret"),
+     basic("admin", "secret") + ", Basic YTpi"],
+    ids=["missing", "scheme-alone", "malformed-base64", "other-scheme", "wrong-password",
+         "unknown-user", "joined-duplicates"],
+)
+def test_refusals_are_the_seeds_byte_identical_401(recording_app, authorization):
+    answer = call(protected(recording_app), "/scheduler/jobs", authorization=authorization)
+    assert answer.status == 401
+    assert answer.headers == SEED_401_HEADERS
+    assert answer.body == b"Access Denied"
+    assert recording_app.seen == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE",
+                                    "TRACE", "PROPFIND"])
+def test_every_method_is_protected(recording_app, method):
+    assert call(protected(recording_app), "/scheduler", method=method).status == 401
+    assert recording_app.seen == []
+
+
+def test_valid_credentials_reach_the_app_with_the_user_published(recording_app):
+    answer = call(protected(recording_app), "/scheduler/jobs",
+                  authorization=basic("admin", "secret"), REMOTE_USER="forged")
+    assert (answer.status, answer.body) == (200, b"reached the app")
+    environ = recording_app.seen[0]
+    assert environ["REMOTE_USER"] == "admin"
+    assert environ["authmw.authorization"] == {"username": "admin", "password": "secret"}
+    assert environ["authmw.authorization"].auth_type == "basic"
+    assert "authmw.user" not in environ  # the callback returned True, not a user
+
+
+def test_a_user_object_returned_by_the_callback_is_published(recording_app):
+    user = {"name": "admin", "roles": ["admin"]}
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), prefixes="/scheduler",
+                                authenticate=lambda auth: user)
+    assert call(middleware, "/scheduler", authorization=basic("admin", "x")).status == 200
+    assert recording_app.seen[0]["authmw.user"] is user
+
+
+def test_inbound_remote_user_is_dropped_on_protected_paths_even_without_auth(recording_app):
+    middleware = AuthMiddleware(recording_app, prefixes=["/scheduler"])
+    call(middleware, "/scheduler", REMOTE_USER="forged")
+    assert "REMOTE_USER" not in recording_app.seen[0]
+
+
+def test_unprotected_paths_pass_untouched(recording_app):
+    answer = call(protected(recording_app), "/public", REMOTE_USER="from-the-server")
+    assert answer.status == 200
+    assert recording_app.seen[0]["REMOTE_USER"] == "from-the-server"
+    assert "authmw.authorization" not in recording_app.seen[0]
+
+
+def test_default_prefix_protects_everything(recording_app):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(),
+                                authenticate=lambda auth: True)
+    for path in ["/", "", "/anything", "/a/b/c"]:
+        assert call(middleware, path).status == 401
+    assert recording_app.seen == []
+
+
+def test_auth_none_serves_without_authentication_and_warns(recording_app, caplog):
+    with caplog.at_level(logging.WARNING, logger="authmw"):
+        middleware = AuthMiddleware(recording_app, auth=None, prefixes=["/scheduler"])
+    assert "WITHOUT authentication" in caplog.text
+    assert call(middleware, "/scheduler").status == 200
+
+
+def test_auth_without_callback_refuses_everything_and_warns_once(recording_app, caplog):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), prefixes=["/scheduler"])
+    with caplog.at_level(logging.WARNING, logger="authmw"):
+        for _ in range(3):
+            assert call(middleware, "/scheduler", authorization=basic("a", "b")).status == 401
+    assert caplog.text.count("no authenticate callback") == 1
+    assert recording_app.seen == []
+
+
+def test_a_raising_callback_is_a_bare_500_and_logged_without_credentials(recording_app, caplog):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), prefixes=["/scheduler"])
+
+    @middleware.authenticate
+    def authenticate(auth):
+        raise LookupError(f"no such user {auth['username']} with {auth['password']}")
+
+    header = basic("admin", "hunter2-secret")
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        answer = call(middleware, "/scheduler", authorization=header)
+    assert answer.status == 500
+    assert answer.body == b"Internal Server Error"
+    assert "LookupError" not in answer.body.decode()
+    assert recording_app.seen == []
+    assert "LookupError" in caplog.text and "Traceback" in caplog.text
+    assert "hunter2-secret" not in caplog.text
+    assert header.split()[1] not in caplog.text
+
+
+class BrokenHandler(HTTPAuth):
+    def get_authorization(self):
+        raise KeyError("boom")
+
+    def get_authenticate_header(self):
+        return 'Custom realm="x"'
+
+
+class NoneChallenge(HTTPAuth):
+    def get_authorization(self):
+        return None
+
+    def get_authenticate_header(self):
+        return None
+
+
+class InjectingChallenge(NoneChallenge):
+    def get_authenticate_header(self):
+        return 'Custom realm="x"\r\nSet-Cookie: pwned=1'
+
+
+@pytest.mark.parametrize("handler", [BrokenHandler(), NoneChallenge(), InjectingChallenge()],
+                         ids=["get-authorization-raises", "challenge-is-none",
+                              "challenge-with-crlf"])
+def test_a_broken_handler_fails_closed_with_500(recording_app, handler, caplog):
+    middleware = AuthMiddleware(recording_app, auth=handler, prefixes=["/scheduler"],
+                                authenticate=lambda auth: True)
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        answer = call(middleware, "/scheduler")
+    assert answer.status == 500
+    assert "WWW-Authenticate" not in answer.headers
+    assert recording_app.seen == []
+    assert "refused with 500" in caplog.text
+
+
+class OnlyAuthorization(HTTPAuth):
+    def get_authorization(self):
+        return None
+
+
+@pytest.mark.parametrize("handler", [HTTPAuth(), OnlyAuthorization(), object()],
+                         ids=["base-class", "no-challenge", "not-a-handler"])
+def test_a_handler_that_cannot_challenge_is_refused_when_set(recording_app, handler):
+    with pytest.raises(TypeError, match="must implement"):
+        AuthMiddleware(recording_app, auth=handler)
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth())
+    with pytest.raises(TypeError):
+        middleware.auth = handler
+    assert isinstance(middleware.auth, HTTPBasicAuth)
+
+
+def test_base_class_methods_raise_not_implemented():
+    with pytest.raises(NotImplementedError):
+        HTTPAuth().get_authorization()
+    with pytest.raises(NotImplementedError):
+        HTTPAuth().get_authenticate_header()
+
+
+def test_auth_can_be_replaced_and_takes_effect_on_the_next_request(recording_app):
+    middleware = protected(recording_app)
+    assert call(middleware, "/scheduler").status == 401
+    middleware.auth = None
+    assert call(middleware, "/scheduler").status == 200
+    middleware.auth = HTTPBasicAuth(realm="Other")
+    assert call(middleware, "/scheduler").headers["WWW-Authenticate"] == 'Basic realm="Other"'
+
+
+@pytest.mark.parametrize(
+    ("realm", "header"),
+    [
+        ("Scheduler API", 'Basic realm="Scheduler API"'),
+        ('say "hi"', r'Basic realm="say \"hi\""'),
+        ("back\\slash", r'Basic realm="back\\slash"'),
+        ("Planificación", 'Basic realm="Planificación"'),
+        ("", 'Basic realm=""'),
+    ],
+    ids=["plain", "double-quotes-escaped", "backslash-escaped", "latin-1", "empty"],
+)
+def test_realm_is_quoted(realm, header):
+    assert HTTPBasicAuth(realm=realm).get_authenticate_header() == header
+    handler = HTTPBasicAuth()
+    handler.www_authenticate_realm = realm
+    assert handler.get_authenticate_header() == header
+
+
+@pytest.mark.parametrize("realm", ["a\r\nSet-Cookie: x=1", "a\nb", "tab\there", "nul\x00",
+                                   "del\x7f", "snow☃man", 42],
+                         ids=["crlf", "lf", "tab", "nul", "del", "above-latin-1", "not-a-str"])
+def test_a_realm_that_cannot_be_sent_is_refused_when_set(realm):
+    with pytest.raises(ValueError):
+        HTTPBasicAuth(realm=realm)
+    handler = HTTPBasicAuth()
+    with pytest.raises(ValueError):
+        handler.www_authenticate_realm = realm
+    assert handler.get_authenticate_header() == 'Basic realm="Authentication Required"'
+
+
+def test_a_bad_realm_set_on_the_class_never_reaches_a_header(recording_app, monkeypatch):
+    monkeypatch.setattr(HTTPBasicAuth, "www_authenticate_realm", "x\r\nSet-Cookie: a=1")
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), prefixes="/scheduler",
+                                authenticate=lambda auth: True)
+    answer = call(middleware, "/scheduler")
+    assert answer.status == 500
+    assert all("Set-Cookie" not in value for _, value in answer.header_list)
+
+
+def test_class_default_realm():
+    assert HTTPBasicAuth.www_authenticate_realm == "Authentication Required"
+
+
+class HeaderEcho(HTTPAuth):
+    """Reads the current request through authmw.request, as the seed's custom class does."""
+
+    def get_authorization(self):
+        value = request.headers.get("X-Who")
+        return Authorization("who", name=value) if value else None
+
+    def get_authenticate_header(self):
+        return 'Who realm="test"'
+
+
+def test_request_is_context_local_across_threads():
+    results: dict[str, object] = {}
+    barrier = threading.Barrier(8)
+
+    def callback(auth):
+        barrier.wait(timeout=5)  # all eight threads are inside authentication at once
+        return auth["name"]
+
+    def app(environ, start_response):
+        results[environ["authmw.user"]] = environ["PATH_INFO"]
+        start_response("200 OK", [])
+        return [b""]
+
+    middleware = AuthMiddleware(app, auth=HeaderEcho(), authenticate=callback)
+    threads = [
+        threading.Thread(target=call, args=(middleware, f"/path-{i}"),
+                         kwargs={"HTTP_X_WHO": f"user-{i}"})
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {f"user-{i}": f"/path-{i}" for i in range(8)}
+
+
+def test_request_outside_authentication_raises():
+    with pytest.raises(RuntimeError):
+        request.headers  # noqa: B018
+    assert repr(request) == "<authmw.request unbound>"
