@@ -1,0 +1,318 @@
+"""The job API: a werkzeug ``Map`` of ``Rule``s with ``on_<endpoint>`` handlers.
+
+Routes, bodies and status codes are Flask-APScheduler's; every error is JSON
+``{"error_message": ...}`` with a 4xx status for bad input (never a 500, never internal
+exception text). Mounted by :meth:`scheduler_api.APScheduler.init_app` under its prefix, behind
+authentication::
+
+    api = SchedulerAPI(scheduler)       # a WSGI app; paths relative to the prefix
+    DispatcherMiddleware(app, {"/scheduler": api})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.executors.base import MaxInstancesReachedError
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.job import Job
+from apscheduler.schedulers.base import STATE_STOPPED
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from .funcs import ForbiddenFunc
+from .jobs import (
+    InvalidField,
+    JSON,
+    check_known_fields,
+    job_options_from_json,
+    job_to_json,
+    json_default,
+    parse_datetime,
+    parse_job_id,
+    trigger_from_json,
+    trigger_part,
+    trigger_to_json,
+)
+from .openapi import openapi_document
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from .scheduler import APScheduler
+
+logger = logging.getLogger("scheduler_api")
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class APIError(Exception):
+    """An error answered as ``{"error_message": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = list(headers)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    body = json.dumps(data, default=json_default, separators=(",", ":"), ensure_ascii=False)
+    return Response(body, status=status, mimetype="application/json")
+
+
+def error_response(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    response = json_response({"error_message": message}, status)
+    response.headers.extend(headers)
+    return response
+
+
+class SchedulerAPI:
+    """The WSGI app of the job API over an :class:`~scheduler_api.APScheduler`."""
+
+    def __init__(self, scheduler: APScheduler) -> None:
+        self.scheduler = scheduler
+        self.url_map = Map(
+            [
+                Rule("/", endpoint="scheduler_info", methods=["GET"]),
+                Rule("/pause", endpoint="pause_scheduler", methods=["POST"]),
+                Rule("/resume", endpoint="resume_scheduler", methods=["POST"]),
+                Rule("/start", endpoint="start_scheduler", methods=["POST"]),
+                Rule("/shutdown", endpoint="shutdown_scheduler", methods=["POST"]),
+                Rule("/jobs", endpoint="get_jobs", methods=["GET"]),
+                Rule("/jobs", endpoint="add_job", methods=["POST"]),
+                Rule("/jobs/<job_id>", endpoint="get_job", methods=["GET"]),
+                Rule("/jobs/<job_id>", endpoint="update_job", methods=["PATCH"]),
+                Rule("/jobs/<job_id>", endpoint="delete_job", methods=["DELETE"]),
+                Rule("/jobs/<job_id>/pause", endpoint="pause_job", methods=["POST"]),
+                Rule("/jobs/<job_id>/resume", endpoint="resume_job", methods=["POST"]),
+                Rule("/jobs/<job_id>/run", endpoint="run_job", methods=["POST"]),
+                Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
+            ],
+            strict_slashes=False,
+            merge_slashes=False,
+        )
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        response = self.dispatch(request)
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        adapter = self.url_map.bind_to_environ(request.environ)
+        values: dict[str, Any] = {}
+        try:
+            endpoint, values = adapter.match()
+            handler: Callable[..., Response] = getattr(self, f"on_{endpoint}")
+            return handler(request, **values)
+        except APIError as exc:
+            return error_response(exc.status, exc.message, exc.headers)
+        except InvalidField as exc:
+            return error_response(400, str(exc))
+        except ForbiddenFunc as exc:
+            return error_response(403, str(exc))
+        except JobLookupError:  # removed by someone else between lookup and change
+            return error_response(404, f"Job {values.get('job_id')} not found")
+        except MethodNotAllowed as exc:
+            allow = ", ".join(sorted(exc.valid_methods or ()))
+            return error_response(405, f"method {request.method} not allowed here",
+                                  [("Allow", allow)])
+        except NotFound:
+            return error_response(404, f"no route {request.path}")
+        except HTTPException as exc:
+            return error_response(exc.code or 500, exc.name)
+        except OperationalError:
+            logger.exception("the job store is unavailable")
+            return error_response(503, "the job store is unavailable, try again later")
+        except Exception:
+            logger.exception("unexpected error in %s %s", request.method, request.path)
+            return error_response(500, "internal error")
+
+    # -- request helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _json_body(request: Request, required: bool = True) -> JSON:
+        """The request's JSON object; 415 unless declared application/json."""
+        if not required and not request.content_length and not request.headers.get(
+            "Transfer-Encoding"
+        ):
+            return {}
+        if request.mimetype != "application/json":
+            raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+        raw = request.get_data(cache=False)
+        if len(raw) > MAX_BODY_BYTES:
+            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+        if not raw and not required:
+            return {}
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise APIError(400, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "the body must be a JSON object")
+        return body
+
+    def _job(self, job_id: str) -> Job:
+        job = self.scheduler.get_job(job_id)
+        if job is None:
+            raise APIError(404, f"Job {job_id} not found")
+        return job
+
+    def _require_started(self) -> None:
+        if self.scheduler.state == STATE_STOPPED:
+            raise APIError(409, "the scheduler is not running")
+
+    def _next_run_time(self, value: object) -> datetime | None:
+        return None if value is None else parse_datetime(
+            value, "next_run_time", self.scheduler.scheduler.timezone
+        )
+
+    def _check_alias(self, body: JSON, field: str, known: Iterable[str]) -> None:
+        if field in body and body[field] not in set(known):
+            raise InvalidField(field, f"no {field} named {body[field]!r} is configured")
+
+    # -- scheduler -------------------------------------------------------------------------
+
+    def on_scheduler_info(self, request: Request) -> Response:
+        return json_response({
+            "current_host": self.scheduler.host_name,
+            "allowed_hosts": self.scheduler.allowed_hosts,
+            "running": self.scheduler.running,
+            "state": self.scheduler.state_name,
+        })
+
+    def on_pause_scheduler(self, request: Request) -> Response:
+        self._require_started()
+        self.scheduler.pause()
+        return Response(status=204)
+
+    def on_resume_scheduler(self, request: Request) -> Response:
+        self._require_started()
+        self.scheduler.resume()
+        return Response(status=204)
+
+    def on_start_scheduler(self, request: Request) -> Response:
+        if self.scheduler.state != STATE_STOPPED:
+            raise APIError(409, "the scheduler is already running")
+        if not self.scheduler.start():
+            raise APIError(409, f"host {self.scheduler.host_name} is not allowed to run the "
+                           "scheduler (SCHEDULER_ALLOWED_HOSTS)")
+        return Response(status=204)
+
+    def on_shutdown_scheduler(self, request: Request) -> Response:
+        body = self._json_body(request, required=False)
+        if set(body) - {"wait"} or not isinstance(body.get("wait", True), bool):
+            raise InvalidField("wait", "the body may only hold 'wait': true or false")
+        self._require_started()
+        self.scheduler.shutdown(wait=body.get("wait", True))
+        return Response(status=204)
+
+    def on_openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(request.script_root or "/"))
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def on_get_jobs(self, request: Request) -> Response:
+        return json_response([job_to_json(job) for job in self.scheduler.get_jobs()])
+
+    def on_add_job(self, request: Request) -> Response:
+        body = self._json_body(request)
+        check_known_fields(body)
+        job_id = parse_job_id(body.get("id"))
+        if "func" not in body:
+            raise InvalidField("func", "is required")
+        func = self.scheduler.func_policy.check(body["func"])
+        options = job_options_from_json(body)
+        options.setdefault("name", job_id)
+        trigger = trigger_from_json(trigger_part(body), self.scheduler.scheduler.timezone)
+        if "next_run_time" in body:
+            options["next_run_time"] = self._next_run_time(body["next_run_time"])
+        if not isinstance(body.get("replace_existing", False), bool):
+            raise InvalidField("replace_existing", "must be true or false")
+        self._check_alias(body, "jobstore", self.scheduler.scheduler._jobstores)
+        self._check_alias(body, "executor", self.scheduler.scheduler._executors)
+        try:
+            job = self.scheduler.scheduler.add_job(
+                func, trigger=trigger, id=job_id,
+                jobstore=body.get("jobstore", "default"), executor=body.get("executor", "default"),
+                replace_existing=body.get("replace_existing", False), **options,
+            )
+        except ConflictingIdError:
+            raise APIError(409, f"Job {job_id} already exists.") from None
+        except (LookupError, ImportError):
+            raise InvalidField("func", f"{func!r} cannot be imported") from None
+        return json_response(job_to_json(job))
+
+    def on_get_job(self, request: Request, job_id: str) -> Response:
+        return json_response(job_to_json(self._job(job_id)))
+
+    def on_update_job(self, request: Request, job_id: str) -> Response:
+        body = self._json_body(request)
+        job = self._job(job_id)
+        check_known_fields(body)
+        if body.get("id", job_id) != job_id:
+            raise InvalidField("id", "a job's id cannot be changed")
+        for field in ("jobstore", "replace_existing"):
+            if field in body:
+                raise InvalidField(field, "cannot be changed by PATCH")
+        self._check_alias(body, "executor", self.scheduler.scheduler._executors)
+        changes = job_options_from_json(body)
+        if "func" in body:
+            changes["func"] = self.scheduler.func_policy.check(body["func"])
+        if "executor" in body:
+            changes["executor"] = body["executor"]
+        trigger_fields = trigger_part(body)
+        if trigger_fields:
+            # New fields of the same trigger type are merged into the current ones; a
+            # "trigger" key replaces the trigger as a whole.
+            spec = trigger_fields if "trigger" in body else {
+                **trigger_to_json(job.trigger), **trigger_fields
+            }
+            trigger = trigger_from_json(spec, self.scheduler.scheduler.timezone)
+            changes["trigger"] = trigger
+            if job.next_run_time is not None:  # a paused job stays paused
+                now = datetime.now(self.scheduler.scheduler.timezone)
+                changes["next_run_time"] = trigger.get_next_fire_time(None, now)
+        if "next_run_time" in body:
+            changes["next_run_time"] = self._next_run_time(body["next_run_time"])
+        try:
+            job = self.scheduler.modify_job(job_id, **changes)  # validated, then one write
+        except JobLookupError:
+            raise APIError(404, f"Job {job_id} not found") from None
+        except (LookupError, ImportError):
+            raise InvalidField("func", f"{body.get('func')!r} cannot be imported") from None
+        return json_response(job_to_json(job))
+
+    def on_delete_job(self, request: Request, job_id: str) -> Response:
+        try:
+            self.scheduler.remove_job(job_id)
+        except JobLookupError:
+            raise APIError(404, f"Job {job_id} not found") from None
+        return Response(status=204)
+
+    def on_pause_job(self, request: Request, job_id: str) -> Response:
+        self._job(job_id)
+        return json_response(job_to_json(self.scheduler.pause_job(job_id)))
+
+    def on_resume_job(self, request: Request, job_id: str) -> Response:
+        self._job(job_id)
+        self.scheduler.resume_job(job_id)
+        return json_response(job_to_json(self._job(job_id)))
+
+    def on_run_job(self, request: Request, job_id: str) -> Response:
+        job = self._job(job_id)
+        self._require_started()
+        try:
+            self.scheduler.run_job(job_id)
+        except MaxInstancesReachedError:
+            raise APIError(409, f"Job {job_id} is already running its maximum number of "
+                           "instances") from None
+        return json_response(job_to_json(job))

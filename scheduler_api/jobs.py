@@ -1,0 +1,315 @@
+"""Jobs and triggers to JSON and back, in Flask-APScheduler's field names.
+
+Everything a client sends is validated here before APScheduler sees it, so that bad input is
+a :class:`InvalidField` (a 400 naming the field) and never a half-applied change::
+
+    trigger = trigger_from_json({"trigger": "cron", "hour": "3"}, default_timezone=utc)
+    trigger_to_json(trigger)  # {"trigger": "cron", "hour": "3", "timezone": "UTC", ...}
+
+What :func:`job_to_json` returns can be posted back to create an identical job, for every
+trigger APScheduler 3 ships (date, interval, cron, calendarinterval, and, or).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.job import Job
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.calendarinterval import CalendarIntervalTrigger
+from apscheduler.triggers.combining import AndTrigger, OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import convert_to_datetime
+
+JSON = dict[str, Any]
+
+
+class InvalidField(ValueError):
+    """A field of a request body is missing, unknown or has an invalid value."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+_INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+_CALENDAR_UNITS = ("years", "months", "weeks", "days")
+_TIME_OF_DAY = ("hour", "minute", "second")
+_CRON_FIELDS = tuple(CronTrigger.FIELD_NAMES)
+_DATES = ("start_date", "end_date")
+
+#: The fields each trigger type takes, besides ``trigger`` itself.
+TRIGGER_FIELDS: dict[str, frozenset[str]] = {
+    "date": frozenset({"run_date", "timezone"}),
+    "interval": frozenset({*_INTERVAL_UNITS, *_DATES, "timezone", "jitter"}),
+    "cron": frozenset({*_CRON_FIELDS, *_DATES, "timezone", "jitter"}),
+    "calendarinterval": frozenset({*_CALENDAR_UNITS, *_TIME_OF_DAY, *_DATES, "timezone", "jitter"}),
+    "and": frozenset({"triggers", "jitter"}),
+    "or": frozenset({"triggers", "jitter"}),
+}
+ALL_TRIGGER_FIELDS = frozenset().union(*TRIGGER_FIELDS.values())
+
+#: The job options a body may carry, besides the trigger and its fields.
+JOB_FIELDS = frozenset({"id", "name", "func", "args", "kwargs", "misfire_grace_time",
+                        "max_instances", "coalesce", "next_run_time", "replace_existing",
+                        "jobstore", "executor"})
+
+_MAX_NESTED_TRIGGERS = 16
+_MAX_ID_LENGTH = 191  # the SQLAlchemy job store's id column
+_ID_RE = re.compile(r"[^/\x00-\x1f\x7f]+")
+_OFFSET_RE = re.compile(r"([+-])(\d\d):(\d\d)")
+
+
+# -- JSON out ------------------------------------------------------------------------------
+
+def timezone_to_json(tz: tzinfo | None) -> str | None:
+    """A name :func:`parse_timezone` reads back: an IANA key, ``UTC`` or ``+HH:MM``."""
+    if tz is None:
+        return None
+    if isinstance(tz, ZoneInfo):
+        return tz.key
+    offset = tz.utcoffset(None)
+    if offset is None:
+        return str(tz)
+    if not offset:
+        return "UTC"
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _isoformat(value: date | datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _interval_parts(interval: timedelta) -> JSON:
+    weeks, days = divmod(interval.days, 7)
+    minutes, seconds = divmod(interval.seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    parts: JSON = {"weeks": weeks, "days": days, "hours": hours, "minutes": minutes}
+    parts["seconds"] = seconds + interval.microseconds / 1e6 if interval.microseconds else seconds
+    return {unit: value for unit, value in parts.items() if value}
+
+
+def trigger_to_json(trigger: BaseTrigger) -> JSON:
+    """The trigger type and its fields, flat; unknown trigger classes as ``str(trigger)``."""
+    if isinstance(trigger, DateTrigger):
+        return {"trigger": "date", "run_date": trigger.run_date.isoformat(),
+                "timezone": timezone_to_json(trigger.run_date.tzinfo)}
+    if isinstance(trigger, IntervalTrigger):
+        data: JSON = {"trigger": "interval", **_interval_parts(trigger.interval)}
+    elif isinstance(trigger, CronTrigger):
+        data = {"trigger": "cron"}
+        data.update((field.name, str(field)) for field in trigger.fields if not field.is_default)
+    elif isinstance(trigger, CalendarIntervalTrigger):
+        data = {"trigger": "calendarinterval"}
+        data.update((unit, getattr(trigger, unit)) for unit in _CALENDAR_UNITS
+                    if getattr(trigger, unit))
+        time_of_day = trigger._time  # no public accessor in APScheduler 3
+        data.update(hour=time_of_day.hour, minute=time_of_day.minute, second=time_of_day.second)
+    elif isinstance(trigger, (AndTrigger, OrTrigger)):
+        kind = "and" if isinstance(trigger, AndTrigger) else "or"
+        return {"trigger": kind, "triggers": [trigger_to_json(t) for t in trigger.triggers],
+                "jitter": trigger.jitter}
+    else:
+        return {"trigger": str(trigger)}
+    if trigger.start_date is not None:
+        data["start_date"] = trigger.start_date.isoformat()
+    if trigger.end_date is not None:
+        data["end_date"] = trigger.end_date.isoformat()
+    data["timezone"] = timezone_to_json(trigger.timezone)
+    data["jitter"] = trigger.jitter
+    return data
+
+
+def job_to_json(job: Job) -> JSON:
+    """A job as Flask-APScheduler shows it, plus ``coalesce`` and the trigger's timezone/jitter.
+
+    Scheduling options appear once the job is scheduled (not while it is pending).
+    """
+    data: JSON = {"id": job.id, "name": job.name, "func": job.func_ref,
+                  "args": list(job.args), "kwargs": dict(job.kwargs)}
+    data.update(trigger_to_json(job.trigger))
+    if not job.pending:
+        data["misfire_grace_time"] = job.misfire_grace_time
+        data["max_instances"] = job.max_instances
+        data["coalesce"] = job.coalesce
+        data["next_run_time"] = _isoformat(job.next_run_time)
+    return data
+
+
+def json_default(value: object) -> object:
+    """Keep a listing alive when a job's args hold something JSON cannot encode."""
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return repr(value)
+
+
+# -- JSON in -------------------------------------------------------------------------------
+
+def parse_timezone(value: object, field: str = "timezone") -> tzinfo:
+    if not isinstance(value, str) or not value:
+        raise InvalidField(field, "must be a time zone name such as 'Europe/Berlin' or 'UTC'")
+    if value == "UTC":
+        return timezone.utc
+    offset = _OFFSET_RE.fullmatch(value)
+    if offset:
+        sign = -1 if offset.group(1) == "-" else 1
+        return timezone(sign * timedelta(hours=int(offset.group(2)),
+                                         minutes=int(offset.group(3))))
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidField(field, f"unknown time zone {value!r}") from None
+
+
+def parse_datetime(value: object, field: str, tz: tzinfo) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidField(field, "must be an ISO 8601 date-time string")
+    try:
+        return convert_to_datetime(value, tz, field)  # type: ignore[no-any-return]
+    except ValueError:
+        raise InvalidField(field, f"{value!r} is not an ISO 8601 date-time") from None
+
+
+def _number(body: JSON, field: str, *, integer: bool = False, minimum: float = 0) -> Any:
+    value = body.get(field, 0)
+    allowed = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise InvalidField(field, f"must be {kind} >= {minimum}")
+    return value
+
+
+def _optional_jitter(body: JSON) -> int | None:
+    jitter = body.get("jitter")
+    return None if jitter is None else _number(body, "jitter", integer=True)
+
+
+def _check_fields(body: JSON, kind: str, allowed: frozenset[str]) -> None:
+    for field in body:
+        if field != "trigger" and field not in allowed:
+            raise InvalidField(field, f"is not a field of the {kind!r} trigger")
+
+
+def trigger_from_json(body: JSON, default_timezone: tzinfo, depth: int = 0) -> BaseTrigger:
+    """Build a trigger from ``body["trigger"]`` and its fields; no trigger means run once now."""
+    kind = body.get("trigger", "date")
+    if kind not in TRIGGER_FIELDS:
+        names = ", ".join(TRIGGER_FIELDS)
+        raise InvalidField("trigger", f"unknown trigger {kind!r} (one of: {names})")
+    _check_fields(body, kind, TRIGGER_FIELDS[kind])
+    tz = (parse_timezone(body["timezone"]) if body.get("timezone") is not None
+          else default_timezone)
+    dates = {field: parse_datetime(body[field], field, tz)
+             for field in _DATES if body.get(field) is not None}
+    try:
+        if kind == "date":
+            run_date = body.get("run_date")
+            return DateTrigger(None if run_date is None else parse_datetime(run_date, "run_date", tz),
+                               timezone=tz)
+        if kind == "interval":
+            units = {unit: _number(body, unit) for unit in _INTERVAL_UNITS}
+            if not any(units.values()):
+                raise InvalidField("seconds", "an interval needs one of weeks, days, hours, "
+                                   "minutes or seconds above 0")
+            return IntervalTrigger(**units, **dates, timezone=tz, jitter=_optional_jitter(body))
+        if kind == "cron":
+            fields = {}
+            for name in _CRON_FIELDS:
+                value = body.get(name)
+                if value is not None:
+                    if isinstance(value, bool) or not isinstance(value, (str, int)):
+                        raise InvalidField(name, "must be a cron expression string or integer")
+                    fields[name] = value
+            for name, value in fields.items():  # one at a time, to name the bad field
+                try:
+                    CronTrigger(**{name: value}, timezone=tz)
+                except ValueError as exc:
+                    raise InvalidField(name, str(exc)) from None
+            return CronTrigger(**fields, **dates, timezone=tz, jitter=_optional_jitter(body))
+        if kind == "calendarinterval":
+            units = {unit: _number(body, unit, integer=True) for unit in _CALENDAR_UNITS}
+            clock = {unit: _number(body, unit, integer=True) for unit in _TIME_OF_DAY}
+            calendar_dates = {field: value.date() for field, value in dates.items()}
+            try:
+                return CalendarIntervalTrigger(**units, **clock, **calendar_dates, timezone=tz,
+                                               jitter=_optional_jitter(body))
+            except ValueError as exc:
+                raise InvalidField("calendarinterval", str(exc)) from None
+        return _combined_from_json(kind, body, default_timezone, depth)
+    except InvalidField:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidField(kind, str(exc)) from None
+
+
+def _combined_from_json(kind: str, body: JSON, default_timezone: tzinfo,
+                        depth: int) -> BaseTrigger:
+    triggers = body.get("triggers")
+    if not isinstance(triggers, list) or not triggers or not all(
+        isinstance(item, dict) for item in triggers
+    ):
+        raise InvalidField("triggers", "must be a non-empty list of trigger objects")
+    if depth >= 3 or len(triggers) > _MAX_NESTED_TRIGGERS:
+        raise InvalidField("triggers", f"at most {_MAX_NESTED_TRIGGERS} triggers, nested 3 deep")
+    children = [trigger_from_json(item, default_timezone, depth + 1) for item in triggers]
+    trigger_class = AndTrigger if kind == "and" else OrTrigger
+    return trigger_class(children, jitter=_optional_jitter(body))
+
+
+def parse_job_id(value: object) -> str:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or len(value) > _MAX_ID_LENGTH:
+        raise InvalidField("id", f"must be 1 to {_MAX_ID_LENGTH} characters, without '/' or "
+                           "control characters")
+    return value
+
+
+def job_options_from_json(body: JSON) -> JSON:
+    """Validate the non-trigger options of a job body; return APScheduler keyword arguments."""
+    options: JSON = {}
+    if "name" in body:
+        if not isinstance(body["name"], str) or not body["name"]:
+            raise InvalidField("name", "must be a non-empty string")
+        options["name"] = body["name"]
+    if "args" in body:
+        if not isinstance(body["args"], list):
+            raise InvalidField("args", "must be a list")
+        options["args"] = body["args"]
+    if "kwargs" in body:
+        if not isinstance(body["kwargs"], dict):
+            raise InvalidField("kwargs", "must be an object")
+        options["kwargs"] = body["kwargs"]
+    if "misfire_grace_time" in body:
+        options["misfire_grace_time"] = (
+            None if body["misfire_grace_time"] is None
+            else _number(body, "misfire_grace_time", integer=True, minimum=1)
+        )
+    if "max_instances" in body:
+        options["max_instances"] = _number(body, "max_instances", integer=True, minimum=1)
+    if "coalesce" in body:
+        if not isinstance(body["coalesce"], bool):
+            raise InvalidField("coalesce", "must be true or false")
+        options["coalesce"] = body["coalesce"]
+    return options
+
+
+def check_known_fields(body: JSON) -> None:
+    for field in body:
+        if field not in JOB_FIELDS and field not in ALL_TRIGGER_FIELDS and field != "trigger":
+            raise InvalidField(field, "is not a known job or trigger field")
+
+
+def trigger_part(body: JSON) -> JSON:
+    """The trigger type and trigger fields of a job body."""
+    return {field: value for field, value in body.items()
+            if field == "trigger" or field in ALL_TRIGGER_FIELDS}

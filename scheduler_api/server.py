@@ -1,0 +1,99 @@
+"""The demo server: the job API on a SQLite store, behind HTTP Basic, in one process.
+
+``create_app()`` is the factory (also for gunicorn, see ``examples/gunicorn_app.py``);
+``python -m scheduler_api`` / ``scheduler-api`` serve it on 127.0.0.1::
+
+    scheduler-api --port 5000 --username admin   # password from SCHEDULER_API_PASSWORD
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from authmw import HTTPBasicAuth, compare_secrets
+
+from .scheduler import DEFAULT_JOBSTORE_URL, APScheduler
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+EXAMPLE_TASKS = "scheduler_api.example_tasks:*"
+
+
+def not_found_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """Everything outside the API: a JSON 404 that says where the API is."""
+    body = json.dumps({"error_message": "not found; the job API is under /scheduler"}).encode()
+    start_response("404 Not Found", [("Content-Type", "application/json"),
+                                     ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def create_app(config: Mapping[str, Any] | None = None,
+               scheduler: APScheduler | None = None) -> WSGIApplication:
+    """Build the demo app: API enabled, Basic auth from ``SCHEDULER_API_USERNAME``/``PASSWORD``.
+
+    ``config`` defaults to the environment; the scheduler is started (and so runs jobs).
+    """
+    config = dict(os.environ if config is None else config)
+    username = config.get("SCHEDULER_API_USERNAME") or "admin"
+    password = config.get("SCHEDULER_API_PASSWORD")
+    if not password:
+        raise ValueError("SCHEDULER_API_PASSWORD must be set")
+    allowed = config.get("SCHEDULER_API_ALLOWED_FUNCS") or [EXAMPLE_TASKS]
+    if isinstance(allowed, str):
+        allowed = allowed.split()
+    scheduler = scheduler or APScheduler()
+    app = scheduler.init_app(not_found_app, config={
+        "SCHEDULER_API_ENABLED": True,
+        "SCHEDULER_AUTH": HTTPBasicAuth(realm="Scheduler API"),
+        "SCHEDULER_JOBSTORE_URL": config.get("SCHEDULER_JOBSTORE_URL") or DEFAULT_JOBSTORE_URL,
+        "SCHEDULER_API_ALLOWED_FUNCS": allowed,
+    })
+
+    @scheduler.authenticate
+    def authenticate(auth: Mapping[str, str]) -> bool:
+        # Both compared, always: the time taken does not say whether the username exists.
+        user_ok = compare_secrets(auth["username"], username)
+        password_ok = compare_secrets(auth["password"], password)
+        return user_ok and password_ok
+
+    scheduler.start()
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="scheduler-api", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    parser.add_argument("--jobstore-url", default=os.environ.get("SCHEDULER_JOBSTORE_URL"),
+                        help=f"database URL of the job store (default {DEFAULT_JOBSTORE_URL})")
+    parser.add_argument("--username", default=os.environ.get("SCHEDULER_API_USERNAME", "admin"))
+    parser.add_argument("--password", default=os.environ.get("SCHEDULER_API_PASSWORD"),
+                        help="default: $SCHEDULER_API_PASSWORD, else generated and printed once")
+    parser.add_argument("--allow-func", action="append", metavar="MODULE:NAME",
+                        help=f"a callable the API may schedule (default {EXAMPLE_TASKS})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    password = args.password
+    if not password:
+        password = secrets.token_urlsafe(18)
+        print(f"Generated password for {args.username!r}: {password}", file=sys.stderr)
+    app = create_app({
+        "SCHEDULER_API_USERNAME": args.username,
+        "SCHEDULER_API_PASSWORD": password,
+        "SCHEDULER_JOBSTORE_URL": args.jobstore_url,
+        "SCHEDULER_API_ALLOWED_FUNCS": args.allow_func,
+    })
+    from werkzeug.serving import run_simple
+
+    print(f"Job API on http://{args.host}:{args.port}/scheduler "
+          f"(try: curl -u {args.username}:... http://{args.host}:{args.port}/scheduler/jobs)",
+          file=sys.stderr)
+    run_simple(args.host, args.port, app, threaded=True)
