@@ -208,15 +208,22 @@ def trigger_from_json(body: JSON, default_timezone: tzinfo, depth: int = 0) -> B
         names = ", ".join(TRIGGER_FIELDS)
         raise InvalidField("trigger", f"unknown trigger {kind!r} (one of: {names})")
     _check_fields(body, kind, TRIGGER_FIELDS[kind])
-    tz = (parse_timezone(body["timezone"]) if body.get("timezone") is not None
-          else default_timezone)
-    dates = {field: parse_datetime(body[field], field, tz)
-             for field in _DATES if body.get(field) is not None}
+    named_tz = body.get("timezone") is not None
+    tz = parse_timezone(body["timezone"]) if named_tz else default_timezone
+
+    def parse_date(field: str) -> datetime:
+        # A date-time with an offset, for a trigger with a named zone, is the same instant
+        # in that zone: what GET shows (offset and zone) posts back to the same trigger.
+        value = parse_datetime(body[field], field, tz)
+        return value.astimezone(tz) if named_tz else value
+
+    dates = {field: parse_date(field) for field in _DATES if body.get(field) is not None}
+    if len(dates) == 2 and dates["end_date"] < dates["start_date"]:
+        raise InvalidField("end_date", "is before start_date")
     try:
         if kind == "date":
-            run_date = body.get("run_date")
-            return DateTrigger(None if run_date is None else parse_datetime(run_date, "run_date", tz),
-                               timezone=tz)
+            run_date = None if body.get("run_date") is None else parse_date("run_date")
+            return DateTrigger(run_date, timezone=tz)
         if kind == "interval":
             units = {unit: _number(body, unit) for unit in _INTERVAL_UNITS}
             if not any(units.values()):

@@ -118,3 +118,12 @@ def raw_request(address: tuple[str, int], target: str, method: str = "GET",
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.fixture
+def api(tmp_path):
+    """A started scheduler on a SQLite file, its API behind Basic auth (admin/secret)."""
+    from .api_helpers import running_api
+
+    with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
+        yield scheduler, client

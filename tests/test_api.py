@@ -1,0 +1,447 @@
+"""The job API over HTTP semantics: routes, status codes, JSON errors, safety, persistence."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
+
+from . import tasks
+from .api_helpers import running_api
+
+INTERVAL_JOB = {"id": "every-minute", "func": "tests.tasks:record", "trigger": "interval",
+                "minutes": 1}
+
+
+def test_scheduler_info(api):
+    _, client = api
+    response = client.get()
+    assert response.status_code == 200
+    assert response.json == {"current_host": response.json["current_host"],
+                             "allowed_hosts": ["*"], "running": True, "state": "running"}
+
+
+def test_the_api_needs_credentials_and_the_rest_of_the_app_does_not(api):
+    _, client = api
+    assert client.get("/jobs", auth=False).status_code == 401
+    assert client.post("/jobs", auth=False, json=INTERVAL_JOB).status_code == 401
+    assert client.client.get("/elsewhere").data == b"the wrapped app"
+
+
+def test_add_get_list_delete(api):
+    _, client = api
+    added = client.post("/jobs", json=INTERVAL_JOB)
+    assert added.status_code == 200
+    assert added.json["id"] == "every-minute"
+    assert added.json["name"] == "every-minute"
+    assert added.json["minutes"] == 1
+    assert client.get("/jobs/every-minute").json == added.json
+    assert [job["id"] for job in client.get("/jobs").json] == ["every-minute"]
+    assert client.delete("/jobs/every-minute").status_code == 204
+    assert client.get("/jobs").json == []
+    assert client.get("/jobs/every-minute").json == {"error_message": "Job every-minute not found"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/jobs/missing", 404), ("PATCH", "/jobs/missing", 404),
+     ("DELETE", "/jobs/missing", 404), ("POST", "/jobs/missing/pause", 404),
+     ("POST", "/jobs/missing/resume", 404), ("POST", "/jobs/missing/run", 404),
+     ("GET", "/no-such-route", 404), ("DELETE", "/jobs", 405), ("GET", "/pause", 405),
+     ("PUT", "/jobs/x", 405)],
+    ids=["get-unknown-job", "patch-unknown-job", "delete-unknown-job", "pause-unknown-job",
+         "resume-unknown-job", "run-unknown-job", "unknown-route", "delete-collection",
+         "get-an-action", "put-a-job"],
+)
+def test_errors_are_json(api, method, path, status):
+    _, client = api
+    response = client.request(method, path, json={"minutes": 2})
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert isinstance(response.json["error_message"], str)
+    if status == 405:
+        assert response.headers["Allow"]
+
+
+def test_405_names_the_allowed_methods(api):
+    _, client = api
+    assert set(client.delete("/jobs").headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
+
+
+def test_duplicate_id_is_409(api):
+    _, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    response = client.post("/jobs", json=INTERVAL_JOB)
+    assert response.status_code == 409
+    assert response.json == {"error_message": "Job every-minute already exists."}
+
+
+def test_replace_existing_replaces(api):
+    _, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    response = client.post("/jobs", json={**INTERVAL_JOB, "minutes": 5, "replace_existing": True})
+    assert response.status_code == 200
+    assert client.get("/jobs/every-minute").json["minutes"] == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"func": "tests.tasks:record"}, "id"),
+        ({"id": "", "func": "tests.tasks:record"}, "id"),
+        ({"id": "a/b", "func": "tests.tasks:record"}, "id"),
+        ({"id": "x" * 192, "func": "tests.tasks:record"}, "id"),
+        ({"id": 7, "func": "tests.tasks:record"}, "id"),
+        ({"id": "x"}, "func"),
+        ({"id": "x", "func": "tests.tasks:record", "color": "red"}, "color"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "sometimes"}, "trigger"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "cron", "hour": "25"}, "hour"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "cron", "day_of_week": "funday"},
+         "day_of_week"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "cron", "hour": [1]}, "hour"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval"}, "seconds"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "seconds": "ten"},
+         "seconds"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "seconds": -1},
+         "seconds"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "seconds": True},
+         "seconds"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "hour": 1}, "hour"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "date", "run_date": "tomorrow"},
+         "run_date"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "seconds": 1,
+          "timezone": "Mars/Olympus"}, "timezone"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "seconds": 1,
+          "start_date": "2030-01-01", "end_date": "2029-01-01"}, "end_date"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "and", "triggers": []}, "triggers"),
+        ({"id": "x", "func": "tests.tasks:record", "args": {"a": 1}}, "args"),
+        ({"id": "x", "func": "tests.tasks:record", "kwargs": [1]}, "kwargs"),
+        ({"id": "x", "func": "tests.tasks:record", "name": ""}, "name"),
+        ({"id": "x", "func": "tests.tasks:record", "max_instances": 0}, "max_instances"),
+        ({"id": "x", "func": "tests.tasks:record", "misfire_grace_time": "soon"},
+         "misfire_grace_time"),
+        ({"id": "x", "func": "tests.tasks:record", "coalesce": "yes"}, "coalesce"),
+        ({"id": "x", "func": "tests.tasks:record", "next_run_time": "now"}, "next_run_time"),
+        ({"id": "x", "func": "tests.tasks:record", "jobstore": "elsewhere"}, "jobstore"),
+        ({"id": "x", "func": "tests.tasks:record", "executor": "gpu"}, "executor"),
+        ({"id": "x", "func": "tests.tasks:record", "replace_existing": "yes"},
+         "replace_existing"),
+        ({"id": "x", "func": "tests.tasks:missing_function"}, "func"),
+    ],
+    ids=["missing-id", "empty-id", "slash-in-id", "id-too-long", "id-not-a-string",
+         "missing-func", "unknown-key", "unknown-trigger", "bad-cron-hour", "bad-cron-weekday",
+         "cron-field-wrong-type", "interval-without-length", "interval-not-a-number",
+         "negative-interval", "boolean-interval", "cron-field-on-interval", "bad-run-date",
+         "unknown-timezone", "end-before-start", "empty-combination", "args-not-a-list",
+         "kwargs-not-an-object", "empty-name", "zero-max-instances", "misfire-not-a-number",
+         "coalesce-not-a-bool", "bad-next-run-time", "unknown-jobstore", "unknown-executor",
+         "replace-existing-not-a-bool", "allowed-module-missing-function"],
+)
+def test_invalid_fields_are_400_naming_the_field(api, body, field):
+    _, client = api
+    response = client.post("/jobs", json=body)
+    assert response.status_code in (400, 403)
+    message = response.json["error_message"]
+    assert message.startswith(f"{field}") or field in message
+    assert "Traceback" not in message
+    assert client.get("/jobs").json == []
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [("{not json", "application/json", 400), ("[1, 2]", "application/json", 400),
+     ('"text"', "application/json", 400), ("", "application/json", 400),
+     ('{"id": "x", "func": "tests.tasks:record"}', "text/plain", 415),
+     ("id=x&func=tests.tasks:record", "application/x-www-form-urlencoded", 415),
+     ('{"id": "x", "func": "tests.tasks:record"}', None, 415),
+     ("[" * 100000 + "]" * 100000, "application/json", 400)],
+    ids=["invalid-json", "json-array", "json-string", "empty-body", "text-plain-cross-site",
+         "form-cross-site", "no-content-type", "deeply-nested"],
+)
+def test_bodies_that_are_not_a_json_object(api, data, content_type, status):
+    _, client = api
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/jobs", data=data, headers=headers)
+    assert response.status_code == status
+    assert "error_message" in response.json
+    assert client.get("/jobs").json == []
+
+
+def test_json_with_charset_is_accepted(api):
+    _, client = api
+    response = client.post("/jobs", data='{"id": "x", "func": "tests.tasks:record", '
+                           '"trigger": "interval", "hours": 1}',
+                           headers={"Content-Type": "application/json; charset=utf-8"})
+    assert response.status_code == 200
+
+
+def test_oversized_body_is_413(api):
+    _, client = api
+    response = client.post("/jobs", json={"id": "x", "func": "tests.tasks:record",
+                                          "args": ["x" * (1024 * 1024)]})
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "func",
+    ["os:system", "builtins:eval", "subprocess:run", "subprocess:*", "tests.tasks:system",
+     "tests.tasks:os.system", "tests.tasks:Helpers.nested", "tests.never_imported:anything",
+     "no.such.module:thing", "tests.tasks", ":record", "tests.tasks:__import__", 42, None],
+    ids=["os-system", "builtins-eval", "subprocess-run", "wildcard-as-func",
+         "name-imported-into-allowed-module", "dotted-path-through-allowed-module",
+         "nested-attribute", "module-never-imported", "module-does-not-exist", "no-colon",
+         "no-module", "dunder", "not-a-string", "null"],
+)
+def test_only_allowed_funcs_can_be_scheduled(api, func):
+    _, client = api
+    response = client.post("/jobs", json={"id": "x", "func": func, "args": ["id"]})
+    assert response.status_code in (400, 403)
+    assert client.get("/jobs").json == []
+    assert "tests.never_imported" not in sys.modules
+
+
+def test_patch_cannot_swap_in_a_forbidden_func(api):
+    _, client = api
+    before = client.post("/jobs", json=INTERVAL_JOB).json
+    response = client.patch("/jobs/every-minute", json={"func": "os:system", "args": ["id"]})
+    assert response.status_code == 403
+    assert client.get("/jobs/every-minute").json == before
+
+
+def test_opting_out_of_the_allow_list_is_possible_and_warned(tmp_path, caplog):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_API_ALLOW_ANY_FUNC=True) as (_, client):
+        response = client.post("/jobs", json={"id": "x", "func": "json:dumps", "args": [1],
+                                              "trigger": "interval", "hours": 1})
+        assert response.status_code == 200
+    assert "SCHEDULER_API_ALLOW_ANY_FUNC" in caplog.text
+
+
+def test_funcs_of_config_jobs_are_allowed(tmp_path):
+    jobs = [{"id": "from-config", "func": "json:dumps", "args": [1], "trigger": "interval",
+             "hours": 1}]
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_JOBS=jobs,
+                     SCHEDULER_API_ALLOWED_FUNCS=[]) as (_, client):
+        assert client.get("/jobs/from-config").json["func"] == "json:dumps"
+        assert client.post("/jobs", json={"id": "again", "func": "json:dumps",
+                                          "args": [2]}).status_code == 200
+        assert client.post("/jobs", json={"id": "no", "func": "json:loads",
+                                          "args": ["1"]}).status_code == 403
+
+
+def test_task_decorator_allows_a_module_level_function(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_API_ALLOWED_FUNCS=[]) as (
+            scheduler, client):
+        scheduler.task("interval", id="task", hours=1)(tasks.slow)
+        response = client.post("/jobs", json={"id": "copy", "func": "tests.tasks:slow",
+                                              "args": [0]})
+        assert response.status_code == 200
+        assert client.post("/jobs", json={"id": "other", "func": "tests.tasks:record"}
+                           ).status_code == 403
+
+
+def test_patch_merges_fields_of_the_same_trigger(api):
+    _, client = api
+    client.post("/jobs", json={**INTERVAL_JOB, "args": ["a"]})
+    response = client.patch("/jobs/every-minute", json={"hours": 2, "name": "renamed"})
+    assert response.status_code == 200
+    assert (response.json["hours"], response.json["minutes"]) == (2, 1)
+    assert response.json["name"] == "renamed"
+    assert response.json["args"] == ["a"]
+
+
+def test_patch_replaces_the_trigger_when_trigger_is_given(api):
+    _, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    response = client.patch("/jobs/every-minute", json={"trigger": "cron", "hour": "3"})
+    assert response.status_code == 200
+    assert response.json["trigger"] == "cron"
+    assert response.json["hour"] == "3"
+    assert response.json["next_run_time"].endswith("T03:00:00+00:00")
+
+
+def test_patch_with_its_own_id_is_accepted_and_another_id_refused(api):
+    _, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    assert client.patch("/jobs/every-minute", json={"id": "every-minute", "name": "n"}
+                        ).status_code == 200
+    assert client.patch("/jobs/every-minute", json={"id": "other"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"name": "new", "hour": "25", "trigger": "cron"}, {"name": "new", "func": "os:system"},
+     {"name": "new", "seconds": "x"}, {"name": "new", "max_instances": 0},
+     {"name": "new", "unknown": 1}, {"name": "new", "jobstore": "default"},
+     {"name": "new", "func": "tests.tasks:missing_function"}],
+    ids=["bad-trigger", "forbidden-func", "bad-interval", "bad-option", "unknown-key",
+         "jobstore-change", "func-not-importable"],
+)
+def test_a_rejected_patch_changes_nothing(api, change):
+    scheduler, client = api
+    before = client.post("/jobs", json=INTERVAL_JOB).json
+    response = client.patch("/jobs/every-minute", json=change)
+    assert 400 <= response.status_code < 500
+    assert client.get("/jobs/every-minute").json == before
+    assert scheduler.get_job("every-minute").name == "every-minute"
+
+
+def test_patch_requires_json(api):
+    _, client = api
+    before = client.post("/jobs", json=INTERVAL_JOB).json
+    response = client.patch("/jobs/every-minute", data='{"name": "x"}',
+                            headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    assert client.get("/jobs/every-minute").json == before
+
+
+def test_pause_and_resume_a_job(api):
+    _, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    paused = client.post("/jobs/every-minute/pause")
+    assert paused.status_code == 200
+    assert paused.json["next_run_time"] is None
+    patched = client.patch("/jobs/every-minute", json={"minutes": 3})
+    assert patched.json["next_run_time"] is None  # a paused job stays paused
+    resumed = client.post("/jobs/every-minute/resume")
+    assert resumed.status_code == 200
+    assert resumed.json["next_run_time"] is not None
+
+
+def test_run_goes_through_the_executor_without_waiting_and_fires_events(api):
+    scheduler, client = api
+    events: list[int] = []
+    scheduler.add_listener(lambda event: events.append(event.code),
+                           EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED)
+    client.post("/jobs", json={"id": "slow", "func": "tests.tasks:slow", "args": [1.0],
+                               "trigger": "interval", "hours": 1})
+    started = time.monotonic()
+    response = client.post("/jobs/slow/run")
+    assert response.status_code == 200
+    assert response.json["id"] == "slow"
+    assert time.monotonic() - started < 0.5  # did not wait for the one-second job
+    assert client.post("/jobs/slow/run").status_code == 409  # max_instances 1 holds
+    deadline = time.monotonic() + 5
+    while EVENT_JOB_EXECUTED not in events and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert events == [EVENT_JOB_SUBMITTED, EVENT_JOB_EXECUTED]
+    assert client.get("/jobs/slow").json["next_run_time"] == response.json["next_run_time"]
+
+
+def test_a_job_added_to_run_now_runs(api):
+    _, client = api
+    tasks.ran.clear()
+    response = client.post("/jobs", json={"id": "now", "func": "tests.tasks:record",
+                                          "args": ["now", 1]})
+    assert response.status_code == 200
+    assert tasks.ran.wait(5)
+    assert ("now", (1,)) in tasks.runs
+
+
+@pytest.mark.parametrize(
+    ("action", "state_before", "status", "state_after"),
+    [("pause", "running", 204, "paused"), ("resume", "paused", 204, "running"),
+     ("pause", "stopped", 409, "stopped"), ("resume", "stopped", 409, "stopped"),
+     ("start", "running", 409, "running"), ("start", "stopped", 204, "running"),
+     ("shutdown", "running", 204, "stopped"), ("shutdown", "stopped", 409, "stopped"),
+     ("pause", "paused", 204, "paused")],
+    ids=["pause-running", "resume-paused", "pause-stopped", "resume-stopped", "start-running",
+         "start-stopped", "shutdown-running", "shutdown-stopped", "pause-paused"],
+)
+def test_scheduler_state_transitions(api, action, state_before, status, state_after):
+    scheduler, client = api
+    if state_before == "paused":
+        scheduler.pause()
+    elif state_before == "stopped":
+        scheduler.shutdown()
+    response = client.post(f"/{action}")
+    assert response.status_code == status
+    if status != 204:
+        assert response.json["error_message"]
+    assert client.get().json["state"] == state_after
+
+
+def test_shutdown_takes_wait_false_and_refuses_other_bodies(api):
+    _, client = api
+    assert client.post("/shutdown", json={"wait": "no"}).status_code == 400
+    assert client.post("/shutdown", data="wait=false",
+                       headers={"Content-Type": "text/plain"}).status_code == 415
+    assert client.get().json["state"] == "running"
+    assert client.post("/shutdown", json={"wait": False}).status_code == 204
+    assert client.get().json["state"] == "stopped"
+
+
+def test_jobs_run_again_after_shutdown_and_start_through_the_api(api):
+    _, client = api
+    assert client.post("/shutdown").status_code == 204
+    assert client.post("/start").status_code == 204
+    tasks.ran.clear()
+    client.post("/jobs", json={"id": "after-restart", "func": "tests.tasks:record",
+                               "args": ["after-restart"]})
+    assert tasks.ran.wait(5)
+
+
+def test_start_on_a_host_that_is_not_allowed_is_409(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_ALLOWED_HOSTS=["elsewhere"]) as (
+            scheduler, client):
+        assert not scheduler.running  # the start in running_api was refused
+        response = client.post("/start")
+        assert response.status_code == 409
+        assert "not allowed" in response.json["error_message"]
+        assert client.get().json["allowed_hosts"] == ["elsewhere"]
+
+
+def test_jobs_survive_a_restart_on_the_default_sqlite_store(tmp_path):
+    store = tmp_path / "jobs.sqlite"
+    with running_api(store) as (_, client):
+        created = client.post("/jobs", json={**INTERVAL_JOB, "args": ["kept"]}).json
+    assert store.exists()
+    with running_api(store) as (_, client):
+        assert client.get("/jobs").json == [created]
+
+
+def test_default_store_is_a_sqlite_file_in_the_working_directory(tmp_path, monkeypatch):
+    from .api_helpers import plain_app
+    from scheduler_api import APScheduler
+
+    monkeypatch.chdir(tmp_path)
+    scheduler = APScheduler()
+    scheduler.init_app(plain_app, config={"SCHEDULER_API_ENABLED": True})
+    scheduler.start(paused=True)
+    try:
+        assert (tmp_path / "scheduler.sqlite").exists()
+    finally:
+        scheduler.shutdown()
+
+
+def test_a_job_with_args_json_cannot_encode_does_not_break_the_listing(api):
+    import datetime
+
+    scheduler, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    scheduler.add_job("odd", "tests.tasks:record", args=[datetime.date(2030, 1, 2), {1, 2}],
+                      trigger="interval", hours=1)
+    response = client.get("/jobs")
+    assert response.status_code == 200
+    assert {job["id"] for job in response.json} == {"every-minute", "odd"}
+    odd = client.get("/jobs/odd").json
+    assert odd["args"] == ["2030-01-02", [1, 2]]
+
+
+def test_concurrent_posts_each_land_once(api):
+    _, client = api
+    statuses: list[int] = []
+
+    def post(index: int) -> None:
+        statuses.append(client.post("/jobs", json={**INTERVAL_JOB, "id": f"job-{index}"}
+                                    ).status_code)
+
+    threads = [threading.Thread(target=post, args=(index,)) for index in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 10
+    assert len(client.get("/jobs").json) == 10

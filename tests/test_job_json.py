@@ -1,0 +1,111 @@
+"""Job JSON: Flask-APScheduler's field names, and what GET returns can be POSTed back."""
+
+from __future__ import annotations
+
+import pytest
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron.fields import BaseField
+
+
+def comparable(value: object) -> object:
+    """APScheduler's pickled state, with triggers and cron fields made comparable."""
+    if isinstance(value, BaseTrigger):
+        return (type(value).__name__, comparable(value.__getstate__()))
+    if isinstance(value, BaseField):
+        return (value.name, str(value), value.is_default)
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [comparable(item) for item in value]
+    return value
+
+TRIGGERS = {
+    "date": {"trigger": "date", "run_date": "2031-05-06T07:08:09.123456+02:00"},
+    "date-named-zone": {"trigger": "date", "run_date": "2031-05-06T07:08:09",
+                        "timezone": "Europe/Berlin"},
+    "interval": {"trigger": "interval", "weeks": 1, "days": 2, "hours": 3, "minutes": 4,
+                 "seconds": 5},
+    "interval-sub-second": {"trigger": "interval", "seconds": 0.5},
+    "interval-microseconds": {"trigger": "interval", "minutes": 1, "seconds": 2.000001},
+    "interval-window-and-jitter": {"trigger": "interval", "hours": 1,
+                                   "start_date": "2030-01-01T00:00:00+00:00",
+                                   "end_date": "2031-01-01T00:00:00+00:00", "jitter": 30,
+                                   "timezone": "America/New_York"},
+    "cron": {"trigger": "cron", "day_of_week": "mon-fri", "hour": "9-17", "minute": "*/15"},
+    "cron-integer-field": {"trigger": "cron", "hour": 3},
+    "cron-window": {"trigger": "cron", "month": "1,7", "day": "last",
+                    "start_date": "2030-01-01T00:00:00+00:00",
+                    "end_date": "2035-01-01T00:00:00+00:00", "timezone": "Asia/Tokyo"},
+    "calendarinterval": {"trigger": "calendarinterval", "months": 1, "hour": 4, "minute": 30,
+                         "start_date": "2030-01-31"},
+    "and": {"trigger": "and", "triggers": [
+        {"trigger": "cron", "day_of_week": "sat,sun"},
+        {"trigger": "interval", "hours": 3, "start_date": "2030-01-01T00:00:00+00:00"}]},
+    "or-with-jitter": {"trigger": "or", "jitter": 5, "triggers": [
+        {"trigger": "cron", "hour": "6"},
+        {"trigger": "date", "run_date": "2032-01-01T00:00:00+00:00"}]},
+    "nested-combination": {"trigger": "or", "triggers": [
+        {"trigger": "and", "triggers": [{"trigger": "cron", "minute": "0"},
+                                        {"trigger": "cron", "hour": "*/2"}]},
+        {"trigger": "cron", "hour": "12", "minute": "30"}]},
+}
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS.values(), ids=TRIGGERS.keys())
+@pytest.mark.parametrize("paused", [False, True], ids=["scheduled", "paused"])
+def test_what_get_returns_posts_back_to_an_identical_job(api, trigger, paused):
+    scheduler, client = api
+    body = {"id": "job", "func": "tests.tasks:record", "args": ["a", 1, {"k": [True, None]}],
+            "kwargs": {}, "name": "A job", "misfire_grace_time": 30, "max_instances": 2,
+            "coalesce": False, **trigger}
+    created = client.post("/jobs", json=body)
+    assert created.status_code == 200, created.json
+    if paused:
+        client.post("/jobs/job/pause")
+    shown = client.get("/jobs/job").json
+    original_state = comparable(scheduler.get_job("job").__getstate__())
+    assert client.delete("/jobs/job").status_code == 204
+
+    recreated = client.post("/jobs", json=shown)
+    assert recreated.status_code == 200, recreated.json
+    assert recreated.json == shown
+    assert client.get("/jobs/job").json == shown
+    assert comparable(scheduler.get_job("job").__getstate__()) == original_state
+
+
+def test_job_fields_follow_flask_apscheduler(api):
+    _, client = api
+    job = client.post("/jobs", json={"id": "j", "func": "tests.tasks:record",
+                                     "trigger": "interval", "seconds": 90}).json
+    assert list(job) == ["id", "name", "func", "args", "kwargs", "trigger", "minutes",
+                         "seconds", "start_date", "timezone", "jitter", "misfire_grace_time",
+                         "max_instances", "coalesce", "next_run_time"]
+    assert (job["minutes"], job["seconds"]) == (1, 30)
+    assert job["name"] == "j"
+    assert job["func"] == "tests.tasks:record"
+    assert job["next_run_time"].endswith("+00:00")
+
+
+def test_sub_second_intervals_are_kept(api):
+    _, client = api
+    job = client.post("/jobs", json={"id": "j", "func": "tests.tasks:record",
+                                     "trigger": "interval", "seconds": 0.25}).json
+    assert job["seconds"] == 0.25
+
+
+def test_cron_shows_only_the_fields_given(api):
+    _, client = api
+    job = client.post("/jobs", json={"id": "j", "func": "tests.tasks:record",
+                                     "trigger": "cron", "minute": "5", "hour": "*/2"}).json
+    cron_fields = {"year", "month", "day", "week", "day_of_week", "hour", "minute", "second"}
+    assert {field: job[field] for field in cron_fields & set(job)} == {"hour": "*/2",
+                                                                       "minute": "5"}
+    assert "start_date" not in job
+
+
+def test_no_trigger_means_run_once_now(api):
+    _, client = api
+    job = client.post("/jobs", json={"id": "j", "func": "tests.tasks:slow", "args": [0],
+                                     "next_run_time": None}).json
+    assert job["trigger"] == "date"
+    assert job["next_run_time"] is None
