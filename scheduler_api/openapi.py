@@ -1,6 +1,273 @@
-"""Placeholder: replaced by the full OpenAPI 3.1 document."""
+"""The OpenAPI 3.1 document of the job API (:mod:`scheduler_api.api`), served at ``/openapi.json``.
+
+Paths are relative to the prefix the API is mounted under; :func:`openapi_document` puts that
+prefix in ``servers``. Schemas are JSON Schema 2020-12, as OpenAPI 3.1 allows. Every status an
+operation can answer is listed; ``tests/test_openapi.py`` validates real responses against it::
+
+    openapi_document("/scheduler")["servers"]  # [{"url": "/scheduler"}]
+"""
+
 from __future__ import annotations
+
+import copy
 from typing import Any
 
+from .jobs import TRIGGER_FIELDS
+
+JSON = dict[str, Any]
+
+
+def _ref(name: str, section: str = "schemas") -> JSON:
+    return {"$ref": f"#/components/{section}/{name}"}
+
+
+def _json(schema: JSON) -> JSON:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description: str, **headers: str) -> JSON:
+    """A response whose body is the Error object, with required ``headers`` (name: meaning)."""
+    response: JSON = {"description": description, "content": _json(_ref("Error"))}
+    if headers:
+        response["headers"] = {name.replace("_", "-"): {"description": meaning, "required": True,
+                                                       "schema": {"type": "string"}}
+                               for name, meaning in headers.items()}
+    return response
+
+
+def _object(properties: JSON, *, required: tuple[str, ...] = (), **keywords: Any) -> JSON:
+    schema: JSON = {"type": "object", "properties": properties, **keywords}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+_CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+
+_SCHEMAS: JSON = {
+    "Error": _object({"error_message": {"type": "string"}}, required=("error_message",),
+                     description="Every error the API itself answers (4xx, 500, 503)."),
+    "SchedulerInfo": _object({
+        "current_host": {"type": "string"},
+        "allowed_hosts": {"type": "array", "items": {"type": "string"}},
+        "running": {"type": "boolean", "description": "true while running or paused"},
+        "state": {"enum": ["running", "paused", "stopped"]},
+    }, required=("current_host", "allowed_hosts", "running", "state")),
+    "JobId": {"type": "string", "minLength": 1, "maxLength": 191,
+              "pattern": r"^[^/\x00-\x1f\x7f]+$",
+              "description": "1 to 191 characters, no '/' and no control characters"},
+    "FuncRef": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+                "description": "'module:callable'; only those in SCHEDULER_API_ALLOWED_FUNCS "
+                               "(else 403)",
+                "examples": ["scheduler_api.example_tasks:say_hello"]},
+    "DateTime": {"type": ["string", "null"], "format": "date-time",
+                 "description": "ISO 8601 date-time (responses: with UTC offset)"},
+    "DateOrDateTime": {"anyOf": [_ref("DateTime"), {"type": "string", "format": "date"}],
+                       "description": "a date-time; a calendarinterval trigger answers a date"},
+    "Amount": {"type": "number", "minimum": 0,
+               "description": "interval: a number; calendarinterval: an integer"},
+    "CronValue": {"type": ["string", "integer"],
+                  "description": "cron: an expression such as '*/5' or 'mon-fri' (answered as "
+                                 "a string); calendarinterval hour/minute/second: an integer"},
+    "TriggerType": {"enum": list(TRIGGER_FIELDS), "default": "date",
+                    "description": "absent: 'date', which without run_date runs once now"},
+    "TriggerFields": _object({
+        "trigger": {"type": "string",
+                    "description": "the trigger type (see TriggerType) and its flat fields"},
+        "run_date": _ref("DateTime"),
+        "timezone": {"type": ["string", "null"], "examples": ["Europe/Berlin", "UTC", "+02:00"]},
+        "jitter": {"type": ["integer", "null"], "minimum": 0},
+        "start_date": _ref("DateOrDateTime"),
+        "end_date": _ref("DateOrDateTime"),
+        **{unit: _ref("Amount") for unit in _INTERVAL_UNITS},
+        "years": {"type": "integer", "minimum": 0},
+        "months": {"type": "integer", "minimum": 0},
+        **{field: _ref("CronValue") for field in _CRON_FIELDS},
+        "triggers": {"type": "array", "minItems": 1, "maxItems": 16, "items": _ref("Trigger"),
+                     "description": "and/or: the combined triggers, nested at most 3 deep"},
+    }, description="Each type takes its own fields: date: run_date, timezone; interval: "
+                   "weeks..seconds, start_date, end_date, timezone, jitter; cron: year..second, "
+                   "start_date, end_date, timezone, jitter; calendarinterval: years, months, "
+                   "weeks, days, hour, minute, second, start_date, end_date, timezone, jitter; "
+                   "and/or: triggers, jitter. Another type's field is a 400."),
+    "Trigger": {"$ref": "#/components/schemas/TriggerFields", "unevaluatedProperties": False},
+    "JobOptions": _object({
+        "name": {"type": "string", "minLength": 1, "description": "default: the id"},
+        "args": {"type": "array"},
+        "kwargs": {"type": "object"},
+        "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1},
+        "max_instances": {"type": "integer", "minimum": 1},
+        "coalesce": {"type": "boolean"},
+        "next_run_time": {"$ref": "#/components/schemas/DateTime",
+                          "description": "null: the job is paused"},
+    }),
+    "Job": {
+        "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
+        **_object({"id": {"type": "string"}, "func": {"type": ["string", "null"]}},
+                  required=("id", "name", "func", "args", "kwargs", "trigger")),
+        "description": "The trigger's fields appear flat, by trigger type. misfire_grace_time, "
+                       "max_instances, coalesce and next_run_time are absent while the job is "
+                       "pending (added while the scheduler is stopped).",
+    },
+    "JobChange": {
+        "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
+        **_object({"func": _ref("FuncRef"), "trigger": _ref("TriggerType"),
+                   "executor": {"type": "string", "description": "a configured executor"}}),
+    },
+    "JobInput": {
+        "allOf": [_ref("JobChange")],
+        **_object({"id": _ref("JobId"), "replace_existing": {"type": "boolean"},
+                   "jobstore": {"type": "string", "description": "a configured job store"}},
+                  required=("id", "func"), unevaluatedProperties=False),
+        "description": "A new job; what a Job answers can be posted back as is.",
+    },
+    "JobPatch": {
+        "allOf": [_ref("JobChange")],
+        **_object({"id": {"$ref": "#/components/schemas/JobId",
+                          "description": "may only repeat the job's id"}},
+                  unevaluatedProperties=False),
+        "description": "Fields to change. Trigger fields without 'trigger' are merged into the "
+                       "current trigger; with 'trigger' they replace it. A paused job stays "
+                       "paused.",
+    },
+    "ShutdownOptions": _object({"wait": {"type": "boolean", "default": True}},
+                               additionalProperties=False),
+}
+
+_RESPONSES: JSON = {
+    "NoContent": {"description": "Done."},
+    "SchedulerInfo": {"description": "The scheduler's state.",
+                      "content": _json(_ref("SchedulerInfo"))},
+    "Job": {"description": "The job.", "content": _json(_ref("Job"))},
+    "Jobs": {"description": "All jobs (while stopped: those added since).",
+             "content": _json({"type": "array", "items": _ref("Job")})},
+    "OpenAPI": {"description": "This document.", "content": _json(_object(
+        {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
+        required=("openapi", "info", "paths")))},
+    "BadRequest": _error("Invalid body or field: not JSON, not an object, an unknown field or a "
+                         "bad value; the message names the field."),
+    "Unauthorized": {
+        "description": "Missing or invalid credentials (answered by the authentication "
+                       "middleware before the API runs, as plain text).",
+        "headers": {"WWW-Authenticate": {"description": "the Basic challenge", "required": True,
+                                         "schema": {"type": "string"}}},
+        "content": {"text/plain": {"schema": {"type": "string", "examples": ["Access Denied"]}}},
+    },
+    "Forbidden": _error("func is not an allowed 'module:callable' (SCHEDULER_API_ALLOWED_FUNCS)."),
+    "NotFound": _error("No job with this id."),
+    "MethodNotAllowed": _error("The path exists, not with this method.",
+                               Allow="the methods the path takes"),
+    "Conflict": _error("Conflicts with the current state: the job id exists, the scheduler is "
+                       "(not) running or its host is not allowed, or the job already runs "
+                       "max_instances times."),
+    "PayloadTooLarge": _error("The body is over 1 MiB."),
+    "UnsupportedMediaType": _error("The body is not sent as Content-Type: application/json."),
+    "InternalError": {
+        "description": "Unexpected error: JSON from the API, plain text from the authentication "
+                       "middleware when its handler fails.",
+        "content": {**_json(_ref("Error")), "text/plain": {"schema": {"type": "string"}}},
+    },
+    "Unavailable": _error("The job store is unavailable; try again later."),
+}
+
+_STATUS_RESPONSES = {"204": "NoContent", "400": "BadRequest", "401": "Unauthorized",
+                     "403": "Forbidden", "404": "NotFound", "405": "MethodNotAllowed",
+                     "409": "Conflict", "413": "PayloadTooLarge", "415": "UnsupportedMediaType",
+                     "500": "InternalError", "503": "Unavailable"}
+#: Statuses any operation can answer: credentials, other methods on its path, the unexpected.
+_EVERY_OPERATION = ("401", "405", "500")
+#: Statuses of an operation that reads a JSON body.
+_BODY_ERRORS = ("400", "413", "415")
+
+
+def _operation(operation_id: str, summary: str, ok: str, *statuses: str,
+               body: JSON | None = None, description: str | None = None) -> JSON:
+    """An operation answering ``ok`` ("200 Name" or "204"), ``statuses`` and the usual ones."""
+    code, _, name = ok.partition(" ")
+    responses = {code: _ref(name or _STATUS_RESPONSES[code], "responses")}
+    for status in (*statuses, *_EVERY_OPERATION):
+        responses[status] = _ref(_STATUS_RESPONSES[status], "responses")
+    operation: JSON = {"operationId": operation_id, "summary": summary,
+                       "tags": ["jobs" if "Job" in operation_id else "scheduler"],
+                       "responses": dict(sorted(responses.items()))}
+    if description:
+        operation["description"] = description
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _body(schema: str, required: bool = True) -> JSON:
+    return {"required": required, "content": _json(_ref(schema))}
+
+
+_NOT_RUNNING = "409 if the scheduler is stopped."
+_JOB_PATH = {"parameters": [_ref("JobId", "parameters")]}
+
+_DOCUMENT: JSON = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "scheduler_api job API",
+        "version": "1.0.0",
+        "description": "Flask-APScheduler's job API over APScheduler 3, behind HTTP Basic "
+                       "authentication. Errors are JSON {\"error_message\": ...}, except the "
+                       "401 (plain text). Bodies are JSON sent as application/json, at most "
+                       "1 MiB.",
+    },
+    "servers": [],  # set per call: the prefix the API is mounted under
+    "security": [{"basicAuth": []}],
+    "tags": [{"name": "scheduler"}, {"name": "jobs"}],
+    "paths": {
+        "/": {"get": _operation("getSchedulerInfo", "The scheduler's host and state",
+                                "200 SchedulerInfo")},
+        "/pause": {"post": _operation("pauseScheduler", "Pause running jobs", "204", "409",
+                                      description=_NOT_RUNNING)},
+        "/resume": {"post": _operation("resumeScheduler", "Resume running jobs", "204", "409",
+                                       description=_NOT_RUNNING)},
+        "/start": {"post": _operation("startScheduler", "Start the scheduler", "204", "409",
+                                      "503", description="409 if it is already running or "
+                                      "this host is not in SCHEDULER_ALLOWED_HOSTS.")},
+        "/shutdown": {"post": _operation(
+            "shutdownScheduler", "Shut the scheduler down", "204", *_BODY_ERRORS, "409",
+            body=_body("ShutdownOptions", required=False),
+            description="The body is optional. " + _NOT_RUNNING)},
+        "/jobs": {
+            "get": _operation("getJobs", "List the jobs", "200 Jobs", "503"),
+            "post": _operation("addJob", "Add a job", "200 Job", *_BODY_ERRORS, "403", "409",
+                               "503", body=_body("JobInput"),
+                               description="Answers 200 (not 201), as Flask-APScheduler. 409 "
+                               "if the id exists and replace_existing is not true."),
+        },
+        "/jobs/{job_id}": {
+            **_JOB_PATH,
+            "get": _operation("getJob", "One job", "200 Job", "404", "503"),
+            "patch": _operation("updateJob", "Change a job", "200 Job", *_BODY_ERRORS, "403",
+                                "404", "503", body=_body("JobPatch")),
+            "delete": _operation("deleteJob", "Remove a job", "204", "404", "503"),
+        },
+        "/jobs/{job_id}/pause": {**_JOB_PATH, "post": _operation(
+            "pauseJob", "Pause a job (next_run_time: null)", "200 Job", "404", "503")},
+        "/jobs/{job_id}/resume": {**_JOB_PATH, "post": _operation(
+            "resumeJob", "Resume a paused job", "200 Job", "404", "503")},
+        "/jobs/{job_id}/run": {**_JOB_PATH, "post": _operation(
+            "runJob", "Run a job now, without changing its schedule", "200 Job", "404", "409",
+            "503", description=_NOT_RUNNING + " Also 409 if it already runs max_instances "
+            "times.")},
+        "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
+    },
+    "components": {
+        "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
+        "parameters": {"JobId": {"name": "job_id", "in": "path", "required": True,
+                                 "schema": _ref("JobId")}},
+        "schemas": _SCHEMAS,
+        "responses": _RESPONSES,
+    },
+}
+
+
 def openapi_document(server_url: str) -> dict[str, Any]:
-    return {"openapi": "3.1.0", "info": {"title": "scheduler_api", "version": "0"}, "paths": {}}
+    """The document with ``servers`` set to ``server_url``: a fresh copy the caller may change."""
+    document = copy.deepcopy(_DOCUMENT)
+    document["servers"] = [{"url": server_url}]
+    return document

@@ -225,8 +225,8 @@ def test_funcs_of_config_jobs_are_allowed(tmp_path):
     with running_api(tmp_path / "jobs.sqlite", SCHEDULER_JOBS=jobs,
                      SCHEDULER_API_ALLOWED_FUNCS=[]) as (_, client):
         assert client.get("/jobs/from-config").json["func"] == "json:dumps"
-        assert client.post("/jobs", json={"id": "again", "func": "json:dumps",
-                                          "args": [2]}).status_code == 200
+        assert client.post("/jobs", json={"id": "again", "func": "json:dumps", "args": [2],
+                                          "trigger": "interval", "hours": 1}).status_code == 200
         assert client.post("/jobs", json={"id": "no", "func": "json:loads",
                                           "args": ["1"]}).status_code == 403
 
@@ -236,7 +236,7 @@ def test_task_decorator_allows_a_module_level_function(tmp_path):
             scheduler, client):
         scheduler.task("interval", id="task", hours=1)(tasks.slow)
         response = client.post("/jobs", json={"id": "copy", "func": "tests.tasks:slow",
-                                              "args": [0]})
+                                              "args": [0], "trigger": "interval", "hours": 1})
         assert response.status_code == 200
         assert client.post("/jobs", json={"id": "other", "func": "tests.tasks:record"}
                            ).status_code == 403
@@ -338,6 +338,15 @@ def test_a_job_added_to_run_now_runs(api):
     assert response.status_code == 200
     assert tasks.ran.wait(5)
     assert ("now", (1,)) in tasks.runs
+    wait_until_gone(client, "now")
+
+
+def wait_until_gone(client, job_id: str) -> None:
+    """A run-once job is removed by the scheduler thread just after it is submitted."""
+    deadline = time.monotonic() + 5
+    while client.get(f"/jobs/{job_id}").status_code != 404:
+        assert time.monotonic() < deadline, f"{job_id} was not removed after its run"
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize(
@@ -381,6 +390,7 @@ def test_jobs_run_again_after_shutdown_and_start_through_the_api(api):
     client.post("/jobs", json={"id": "after-restart", "func": "tests.tasks:record",
                                "args": ["after-restart"]})
     assert tasks.ran.wait(5)
+    wait_until_gone(client, "after-restart")
 
 
 def test_start_on_a_host_that_is_not_allowed_is_409(tmp_path):

@@ -1,0 +1,76 @@
+"""The demo server under a real gunicorn, driven as the seed's curl and requests examples do."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import requests
+from requests.auth import HTTPBasicAuth
+
+from .conftest import gunicorn
+
+
+@pytest.fixture
+def server_env(tmp_path):
+    return {
+        "SCHEDULER_API_USERNAME": "admin",
+        "SCHEDULER_API_PASSWORD": "secret",
+        "SCHEDULER_API_ALLOWED_FUNCS": "tasks:*",
+        "SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+    }
+
+
+def serve(env):
+    return gunicorn("gunicorn_app:app", "--chdir", "examples", "--threads", "4", env=env)
+
+
+def test_seed_python_requests_example_and_restart(server_env):
+    with serve(server_env) as (host, port):
+        base = f"http://{host}:{port}"
+        # Get scheduler info
+        response = requests.get(f"{base}/scheduler", auth=HTTPBasicAuth("admin", "secret"),
+                                timeout=10)
+        assert response.status_code == 200
+        assert response.json()["state"] == "running"
+        # Add job
+        job_data = {"id": "python_job", "func": "tasks:my_task", "trigger": "interval",
+                    "seconds": 60}
+        response = requests.post(f"{base}/scheduler/jobs", json=job_data,
+                                 auth=HTTPBasicAuth("admin", "secret"), timeout=10)
+        assert response.status_code == 200
+        created = response.json()
+        assert created["func"] == "tasks:my_task"
+        refused = requests.get(f"{base}/scheduler/jobs", auth=HTTPBasicAuth("admin", "no"),
+                               timeout=10)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == 'Basic realm="Scheduler API"'
+        assert requests.post(f"{base}/scheduler/jobs", timeout=10,
+                             json={**job_data, "id": "x", "func": "os:system"},
+                             auth=HTTPBasicAuth("admin", "secret")).status_code == 403
+    with serve(server_env) as (host, port):
+        response = requests.get(f"http://{host}:{port}/scheduler/jobs",
+                                auth=HTTPBasicAuth("admin", "secret"), timeout=10)
+        assert [job["id"] for job in response.json()] == ["python_job"]
+        assert response.json()[0]["start_date"] == created["start_date"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_seed_curl_examples(server_env):
+    with serve(server_env) as (host, port):
+        base = f"http://{host}:{port}"
+
+        def curl(*args: str) -> str:
+            return subprocess.run(["curl", "-s", "-w", " %{http_code}", *args], check=True,
+                                  capture_output=True, text=True, timeout=30).stdout
+
+        assert curl("-u", "admin:secret", f"{base}/scheduler").endswith(" 200")
+        assert curl("-H", "Authorization: Basic YWRtaW46c2VjcmV0",
+                    f"{base}/scheduler/jobs") == "[] 200"
+        added = curl("-u", "admin:secret", "-X", "POST", f"{base}/scheduler/jobs",
+                     "-H", "Content-Type: application/json",
+                     "-d", '{"id": "test", "func": "tasks:test_task", "trigger": "interval", '
+                           '"seconds": 30}')
+        assert added.endswith(" 200") and '"id":"test"' in added
+        assert curl(f"{base}/scheduler") == "Access Denied 401"
