@@ -1,6 +1,7 @@
 """Seed example "Basic Authentication Setup", with only the imports changed.
 
-Run: ``python examples/seed_basic_auth.py``, then ``curl -u admin:secret localhost:5000/scheduler``.
+Run ``python examples/seed_basic_auth.py``, then
+``curl -u admin:secret localhost:5000/scheduler``.
 """
 
 from flask import Flask

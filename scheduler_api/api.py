@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.base import MaxInstancesReachedError
-from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.job import Job
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -28,8 +28,8 @@ from werkzeug.wrappers import Request, Response
 
 from .funcs import ForbiddenFunc
 from .jobs import (
-    InvalidField,
     JSON,
+    InvalidField,
     check_known_fields,
     job_options_from_json,
     job_to_json,
@@ -106,7 +106,7 @@ class SchedulerAPI:
 
     def dispatch(self, request: Request) -> Response:
         adapter = self.url_map.bind_to_environ(request.environ)
-        values: dict[str, Any] = {}
+        values: Mapping[str, Any] = {}
         try:
             endpoint, values = adapter.match()
             handler: Callable[..., Response] = getattr(self, f"on_{endpoint}")

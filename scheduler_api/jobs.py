@@ -48,7 +48,9 @@ TRIGGER_FIELDS: dict[str, frozenset[str]] = {
     "date": frozenset({"run_date", "timezone"}),
     "interval": frozenset({*_INTERVAL_UNITS, *_DATES, "timezone", "jitter"}),
     "cron": frozenset({*_CRON_FIELDS, *_DATES, "timezone", "jitter"}),
-    "calendarinterval": frozenset({*_CALENDAR_UNITS, *_TIME_OF_DAY, *_DATES, "timezone", "jitter"}),
+    "calendarinterval": frozenset(
+        {*_CALENDAR_UNITS, *_TIME_OF_DAY, *_DATES, "timezone", "jitter"}
+    ),
     "and": frozenset({"triggers", "jitter"}),
     "or": frozenset({"triggers", "jitter"}),
 }

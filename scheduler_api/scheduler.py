@@ -225,32 +225,32 @@ class APScheduler:
 
         return decorator
 
-    def add_job(self, id: str, func: Any, **kwargs: Any) -> Job:  # noqa: A002 - Flask-APScheduler's name
+    def add_job(self, id: str, func: Any, **kwargs: Any) -> Job:
         kwargs.setdefault("name", id)
         return self._scheduler.add_job(func, id=id, **kwargs)
 
-    def remove_job(self, id: str, jobstore: str | None = None) -> None:  # noqa: A002
+    def remove_job(self, id: str, jobstore: str | None = None) -> None:
         self._scheduler.remove_job(id, jobstore)
 
     def remove_all_jobs(self, jobstore: str | None = None) -> None:
         self._scheduler.remove_all_jobs(jobstore)
 
-    def get_job(self, id: str, jobstore: str | None = None) -> Job | None:  # noqa: A002
+    def get_job(self, id: str, jobstore: str | None = None) -> Job | None:
         return self._scheduler.get_job(id, jobstore)
 
     def get_jobs(self, jobstore: str | None = None) -> list[Job]:
         return self._scheduler.get_jobs(jobstore)  # type: ignore[no-any-return]
 
-    def modify_job(self, id: str, jobstore: str | None = None, **changes: Any) -> Job:  # noqa: A002
+    def modify_job(self, id: str, jobstore: str | None = None, **changes: Any) -> Job:
         return self._scheduler.modify_job(id, jobstore, **changes)
 
-    def pause_job(self, id: str, jobstore: str | None = None) -> Job:  # noqa: A002
+    def pause_job(self, id: str, jobstore: str | None = None) -> Job:
         return self._scheduler.pause_job(id, jobstore)
 
-    def resume_job(self, id: str, jobstore: str | None = None) -> Job | None:  # noqa: A002
+    def resume_job(self, id: str, jobstore: str | None = None) -> Job | None:
         return self._scheduler.resume_job(id, jobstore)
 
-    def run_job(self, id: str, jobstore: str | None = None) -> Job:  # noqa: A002
+    def run_job(self, id: str, jobstore: str | None = None) -> Job:
         """Run a job now through its executor, without changing its schedule.
 
         Events fire and ``max_instances`` holds (MaxInstancesReachedError), as for a scheduled

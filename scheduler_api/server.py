@@ -65,7 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None,
         return user_ok and password_ok
 
     scheduler.start()
-    return app
+    return app  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--allow-func", action="append", metavar="MODULE:NAME",
                         help=f"a callable the API may schedule (default {EXAMPLE_TASKS})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     password = args.password
     if not password:
         password = secrets.token_urlsafe(18)

@@ -413,8 +413,9 @@ def test_jobs_survive_a_restart_on_the_default_sqlite_store(tmp_path):
 
 
 def test_default_store_is_a_sqlite_file_in_the_working_directory(tmp_path, monkeypatch):
-    from .api_helpers import plain_app
     from scheduler_api import APScheduler
+
+    from .api_helpers import plain_app
 
     monkeypatch.chdir(tmp_path)
     scheduler = APScheduler()

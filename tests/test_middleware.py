@@ -276,5 +276,5 @@ def test_request_is_context_local_across_threads():
 
 def test_request_outside_authentication_raises():
     with pytest.raises(RuntimeError):
-        request.headers  # noqa: B018
+        request.headers
     assert repr(request) == "<authmw.request unbound>"
