@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
-from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -167,7 +167,7 @@ class SchedulerAPI:
         return job
 
     def _require_started(self) -> None:
-        if self.scheduler.state == STATE_STOPPED:
+        if not self.scheduler.running:
             raise APIError(409, "the scheduler is not running")
 
     def _next_run_time(self, value: object) -> datetime | None:
@@ -182,11 +182,14 @@ class SchedulerAPI:
     # -- scheduler -------------------------------------------------------------------------
 
     def on_scheduler_info(self, request: Request) -> Response:
+        coordinator = self.scheduler.coordinator
         return json_response({
             "current_host": self.scheduler.host_name,
+            "current_pid": os.getpid(),
             "allowed_hosts": self.scheduler.allowed_hosts,
             "running": self.scheduler.running,
             "state": self.scheduler.state_name,
+            "leader": coordinator.leader() if coordinator else None,
         })
 
     def on_pause_scheduler(self, request: Request) -> Response:
@@ -200,11 +203,12 @@ class SchedulerAPI:
         return Response(status=204)
 
     def on_start_scheduler(self, request: Request) -> Response:
-        if self.scheduler.state != STATE_STOPPED:
+        if self.scheduler.running:
             raise APIError(409, "the scheduler is already running")
-        if not self.scheduler.start():
+        if not self.scheduler.host_allowed:
             raise APIError(409, f"host {self.scheduler.host_name} is not allowed to run the "
                            "scheduler (SCHEDULER_ALLOWED_HOSTS)")
+        self.scheduler.start_all()
         return Response(status=204)
 
     def on_shutdown_scheduler(self, request: Request) -> Response:
@@ -212,7 +216,7 @@ class SchedulerAPI:
         if set(body) - {"wait"} or not isinstance(body.get("wait", True), bool):
             raise InvalidField("wait", "the body may only hold 'wait': true or false")
         self._require_started()
-        self.scheduler.shutdown(wait=body.get("wait", True))
+        self.scheduler.stop_all(wait=body.get("wait", True))
         return Response(status=204)
 
     def on_openapi(self, request: Request) -> Response:

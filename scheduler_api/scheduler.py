@@ -14,31 +14,52 @@ scheduler shut down and started again runs jobs again.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from apscheduler.events import EVENT_ALL, EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_ALL,
+    EVENT_ALL_JOBS_REMOVED,
+    EVENT_JOB_ADDED,
+    EVENT_JOB_MODIFIED,
+    EVENT_JOB_REMOVED,
+    EVENT_JOB_SUBMITTED,
+    JobSubmissionEvent,
+)
 from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING, BaseScheduler
+from apscheduler.schedulers.base import (
+    STATE_PAUSED,
+    STATE_RUNNING,
+    STATE_STOPPED,
+    BaseScheduler,
+)
 from apscheduler.util import obj_to_ref
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthMiddleware, HTTPAuth
 from authmw.middleware import AuthenticateCallback
 from authmw.paths import normalize_prefix
 
+from .coordination import Coordinator, lock_for
 from .funcs import FuncPolicy
 
 logger = logging.getLogger("scheduler_api")
 
 DEFAULT_JOBSTORE_URL = "sqlite:///scheduler.sqlite"
-STATE_NAMES = {STATE_RUNNING: "running", STATE_PAUSED: "paused"}
+DEFAULT_JOBSTORE_TABLE = "apscheduler_jobs"
+STATE_NAMES = {STATE_RUNNING: "running", STATE_PAUSED: "paused", STATE_STOPPED: "stopped"}
+STATE_CODES = {name: code for code, name in STATE_NAMES.items()}
+_CHANGE_EVENTS = EVENT_JOB_ADDED | EVENT_JOB_MODIFIED | EVENT_JOB_REMOVED | EVENT_ALL_JOBS_REMOVED
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,6 +70,35 @@ def _config_reader(config: object) -> Callable[[str, Any], Any]:
     if isinstance(config, Mapping):
         return config.get
     return lambda key, default: getattr(config, key, default)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine fit for a job store shared by several processes."""
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)  # survive a database restart
+    engine = create_engine(url, connect_args={"timeout": 30})  # wait for writers, don't fail
+
+    @event.listens_for(engine, "connect")
+    def use_wal(dbapi_connection: Any, _: Any) -> None:
+        # Readers never wait for the one writer: every worker can serve the API meanwhile.
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    return engine
+
+
+def _inside_gunicorn_arbiter() -> bool:
+    """True while gunicorn's master imports the app (``--preload``), before any fork.
+
+    The master loads a preloaded app from ``Arbiter.setup``; a worker loads it from
+    ``Arbiter.spawn_worker`` (after the fork), which is the frame that tells them apart.
+    """
+    frame = sys._getframe()
+    arbiter = os.path.join("gunicorn", "arbiter.py")
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(arbiter):
+            return frame.f_code.co_name == "setup"
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 class APScheduler:
@@ -62,7 +112,10 @@ class APScheduler:
         self.api_prefix = "/scheduler"
         self.func_policy = FuncPolicy()
         self.middleware: AuthMiddleware | None = None
+        self.coordinator: Coordinator | None = None
         self.app: Any = None
+        self._engine: Engine | None = None
+        self._tablename = DEFAULT_JOBSTORE_TABLE
         self._auth: HTTPAuth | None = None
         self._authentication_callback: AuthenticateCallback | None = None
         if app is not None:
@@ -113,9 +166,13 @@ class APScheduler:
     def _load_config(self, read: Callable[[str, Any], Any]) -> None:
         jobstores = read("SCHEDULER_JOBSTORES", None) or {
             "default": SQLAlchemyJobStore(
-                url=read("SCHEDULER_JOBSTORE_URL", None) or DEFAULT_JOBSTORE_URL
+                engine=make_engine(read("SCHEDULER_JOBSTORE_URL", None) or DEFAULT_JOBSTORE_URL),
+                tablename=read("SCHEDULER_JOBSTORE_TABLE", None) or DEFAULT_JOBSTORE_TABLE,
             )
         }
+        default_store = jobstores.get("default")
+        if isinstance(default_store, SQLAlchemyJobStore):
+            self._engine, self._tablename = default_store.engine, default_store.jobs_t.name
         options: dict[str, Any] = {"jobstores": jobstores}
         for key, option in (("SCHEDULER_EXECUTORS", "executors"),
                             ("SCHEDULER_JOB_DEFAULTS", "job_defaults"),
@@ -166,30 +223,83 @@ class APScheduler:
 
     @property
     def running(self) -> bool:
-        return bool(self._scheduler.running)
+        """True unless stopped (here or, when coordinated, for every process)."""
+        return bool(self.state != STATE_STOPPED)
 
     @property
     def state(self) -> int:
-        """APScheduler's state constant: STATE_STOPPED, STATE_RUNNING or STATE_PAUSED."""
-        return int(self._scheduler.state)
+        """STATE_STOPPED, STATE_RUNNING or STATE_PAUSED; shared by all processes on one store."""
+        return int(STATE_CODES[self.state_name])
 
     @property
     def state_name(self) -> str:
-        return STATE_NAMES.get(self.state, "stopped")
+        if self._scheduler.state == STATE_STOPPED:
+            return "stopped"
+        if self.coordinator is not None:
+            return self.coordinator.shared_state
+        return STATE_NAMES[int(self._scheduler.state)]
 
     @property
     def host_allowed(self) -> bool:
         return "*" in self.allowed_hosts or self.host_name in self.allowed_hosts
 
     def start(self, paused: bool = False) -> bool:
-        """Start the scheduler; False (and a warning) if this host is not allowed to."""
+        """Start the scheduler; False (and a warning) if this host is not allowed to.
+
+        Call it in every process. With a SQL job store (SQLite file or PostgreSQL), the
+        processes elect one leader that runs the jobs; the others serve the API from the
+        store. Under ``gunicorn --preload`` the start happens in each worker after the fork.
+        """
         if not self.host_allowed:
             logger.warning("host %s is not in SCHEDULER_ALLOWED_HOSTS: scheduler not started",
                            self.host_name)
             return False
-        self._revive_executors()
-        self._scheduler.start(paused=paused)
+        if _inside_gunicorn_arbiter():
+            master = os.getpid()
+
+            def start_in_worker() -> None:
+                if os.getppid() == master:  # a worker, not a process a worker forked
+                    self._start_in_worker(paused)
+
+            os.register_at_fork(after_in_child=start_in_worker)
+            return True
+        self._start_here(paused)
         return True
+
+    def _start_in_worker(self, paused: bool) -> None:
+        if self._engine is not None:
+            self._engine.dispose(close=False)  # connections belong to the master
+        self._start_here(paused)
+
+    def _start_here(self, paused: bool) -> None:
+        self._revive_executors()
+        lock = lock_for(self._engine, self._tablename) if self._engine is not None else None
+        if lock is None or self._engine is None:
+            self._scheduler.start(paused=paused)
+            return
+        self._scheduler.start(paused=True)  # the coordinator resumes it in the leader only
+        self.coordinator = Coordinator(self._scheduler, self._engine, lock,
+                                       run_job=self._run_job_here, tablename=self._tablename)
+        self._scheduler.add_listener(self._tell_leader, _CHANGE_EVENTS)
+        self.coordinator.start(initial_state="paused" if paused else "running")
+
+    def _tell_leader(self, event: object) -> None:
+        if self.coordinator is not None:
+            self.coordinator.changed()
+
+    def start_all(self) -> None:
+        """Let every process run jobs again after :meth:`stop_all` (or start this one)."""
+        if self._scheduler.state == STATE_STOPPED:
+            self.start()
+        if self.coordinator is not None:
+            self.coordinator.set_shared_state("running")
+
+    def stop_all(self, wait: bool = True) -> None:
+        """Stop running jobs: in every process sharing the store, or in this one alone."""
+        if self.coordinator is not None:
+            self.coordinator.set_shared_state("stopped")
+        else:
+            self.shutdown(wait)
 
     def _revive_executors(self) -> None:
         # APScheduler's shutdown() kills the executors' pools and start() does not renew them,
@@ -201,13 +311,26 @@ class APScheduler:
                     executor._pool = type(pool)(max_workers=pool._max_workers)
 
     def shutdown(self, wait: bool = True) -> None:
+        """Stop this process's scheduler (another process takes over the jobs)."""
+        if self.coordinator is not None:
+            self._scheduler.remove_listener(self._tell_leader)
+            self.coordinator.stop()
+            self.coordinator = None
         self._scheduler.shutdown(wait)
 
     def pause(self) -> None:
-        self._scheduler.pause()
+        """Pause job processing (in every process sharing the store)."""
+        if self.coordinator is not None:
+            self.coordinator.set_shared_state("paused")
+        else:
+            self._scheduler.pause()
 
     def resume(self) -> None:
-        self._scheduler.resume()
+        """Resume job processing (in every process sharing the store)."""
+        if self.coordinator is not None:
+            self.coordinator.set_shared_state("running")
+        else:
+            self._scheduler.resume()
 
     def add_listener(self, callback: Callable[..., Any], mask: int = EVENT_ALL) -> None:
         self._scheduler.add_listener(callback, mask)
@@ -254,8 +377,18 @@ class APScheduler:
         """Run a job now through its executor, without changing its schedule.
 
         Events fire and ``max_instances`` holds (MaxInstancesReachedError), as for a scheduled
-        run; the call returns without waiting for the job to finish.
+        run; the call returns without waiting for the job to finish. In a process that is not
+        the leader, the leader is asked to run it.
         """
+        job = self._scheduler.get_job(id, jobstore)
+        if job is None:
+            raise JobLookupError(id)
+        if self.coordinator is not None and not self.coordinator.is_leader:
+            self.coordinator.request_run(job.id)
+            return job
+        return self._run_job_here(job.id, jobstore)
+
+    def _run_job_here(self, id: str, jobstore: str | None = None) -> Job:
         job = self._scheduler.get_job(id, jobstore)
         if job is None:
             raise JobLookupError(id)

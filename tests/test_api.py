@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import threading
 import time
@@ -20,8 +22,13 @@ def test_scheduler_info(api):
     _, client = api
     response = client.get()
     assert response.status_code == 200
-    assert response.json == {"current_host": response.json["current_host"],
+    host = socket.gethostname().lower()
+    info = response.json
+    leader = info.pop("leader")
+    assert info == {"current_host": host, "current_pid": os.getpid(),
                              "allowed_hosts": ["*"], "running": True, "state": "running"}
+    assert (leader["host"], leader["pid"]) == (host, os.getpid())
+    assert leader["since"].endswith("+00:00")
 
 
 def test_the_api_needs_credentials_and_the_rest_of_the_app_does_not(api):

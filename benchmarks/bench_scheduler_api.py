@@ -1,0 +1,279 @@
+"""scheduler_api against Flask-APScheduler 1.13.1: POST one job at a time, GET the whole list.
+
+Both run on an APScheduler MemoryJobStore with a paused scheduler and no authentication, and
+are driven through the same werkzeug test Client. scheduler_api on its default SQLite store
+(a temp file) is measured in the same rounds, report only.
+
+    python benchmarks/bench_scheduler_api.py [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from apscheduler.jobstores.memory import MemoryJobStore  # noqa: E402
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # noqa: E402
+from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
+from apscheduler.util import datetime_to_utc_timestamp  # noqa: E402
+from werkzeug.test import Client  # noqa: E402
+
+from benchmarks.harness import (  # noqa: E402
+    Report,
+    fmt,
+    median,
+    paired_ratios,
+    parser,
+    rotated,
+    timed_ns,
+)
+
+FUNC = "benchmarks.tasks:noop"
+POST_SIZES = (100, 1000, 5000)
+GET_SIZES = (100, 1000, 10_000)
+LISTED_PER_ROUND = 20_000  # GET repeats per round: max(2, LISTED_PER_ROUND // N)
+
+
+def job_body(index: int) -> dict[str, Any]:
+    return {"id": f"job-{index}", "func": FUNC, "trigger": "interval", "seconds": 60}
+
+
+def not_found_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found"]
+
+
+def floor_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The test client's own cost: read the body, answer a small JSON object."""
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [b"{}"]
+
+
+@dataclass
+class Variant:
+    label: str
+    client: Client
+    scheduler: BackgroundScheduler
+    shutdown: Callable[[], None]
+
+    def post_jobs(self, count: int) -> None:
+        for index in range(count):
+            response = self.client.post("/scheduler/jobs", json=job_body(index))
+            if response.status_code != 200:
+                raise SystemExit(f"{self.label}: POST gave {response.status_code}: "
+                                 f"{response.get_data(as_text=True)[:200]}")
+
+    def list_jobs(self) -> bytes:
+        response = self.client.get("/scheduler/jobs")
+        if response.status_code != 200:
+            raise SystemExit(f"{self.label}: GET gave {response.status_code}")
+        return response.get_data()
+
+    def fill(self, count: int) -> None:
+        """Make the store hold exactly job-0 .. job-<count-1> (not through the API)."""
+        self.scheduler.remove_all_jobs()
+        store = self.scheduler._jobstores["default"]
+        if isinstance(store, SQLAlchemyJobStore):
+            bulk_insert(store, count)
+        else:
+            for index in range(count):
+                self.scheduler.add_job(FUNC, "interval", seconds=60, id=f"job-{index}",
+                                       name=f"job-{index}")
+
+
+def bulk_insert(store: SQLAlchemyJobStore, count: int) -> None:
+    """Jobs as the store would write them, in one transaction (one commit per job is slow)."""
+    staging = BackgroundScheduler(jobstores={"default": MemoryJobStore()})
+    staging.start(paused=True)
+    try:
+        for index in range(count):
+            staging.add_job(FUNC, "interval", seconds=60, id=f"job-{index}", name=f"job-{index}")
+        rows = [{"id": job.id, "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                 "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol)}
+                for job in staging.get_jobs()]
+    finally:
+        staging.shutdown(wait=False)
+    with store.engine.begin() as connection:
+        connection.execute(store.jobs_t.insert(), rows)
+
+
+def ours(label: str, jobstores: dict[str, Any] | None, url: str | None = None) -> Variant:
+    from scheduler_api import APScheduler
+
+    scheduler = APScheduler(BackgroundScheduler())
+    config: dict[str, Any] = {"SCHEDULER_API_ENABLED": True,
+                              "SCHEDULER_API_ALLOWED_FUNCS": ["benchmarks.tasks:*"]}
+    if jobstores is not None:
+        config["SCHEDULER_JOBSTORES"] = jobstores
+    if url is not None:
+        config["SCHEDULER_JOBSTORE_URL"] = url
+    app = scheduler.init_app(not_found_app, config=config)
+    scheduler.start(paused=True)
+    return Variant(label, Client(app), scheduler.scheduler,
+                   lambda: scheduler.shutdown(wait=False))
+
+
+def theirs() -> Variant:
+    from flask import Flask
+    from flask_apscheduler import APScheduler as FlaskAPScheduler
+
+    app = Flask("flask_apscheduler_bench")
+    app.config.update(SCHEDULER_API_ENABLED=True,
+                      SCHEDULER_JOBSTORES={"default": MemoryJobStore()})
+    scheduler = FlaskAPScheduler(BackgroundScheduler())
+    scheduler.init_app(app)
+    scheduler.start(paused=True)
+    return Variant("Flask-APScheduler", Client(app), scheduler.scheduler,
+                   lambda: scheduler.shutdown(wait=False))
+
+
+def build_variants(sqlite_path: Path) -> dict[str, Variant]:
+    return {
+        "ours": ours("scheduler_api (memory)", {"default": MemoryJobStore()}),
+        "theirs": theirs(),
+        "ours_sqlite": ours("scheduler_api (SQLite)", None, f"sqlite:///{sqlite_path}"),
+    }
+
+
+def check_listing(variants: dict[str, Variant], count: int) -> None:
+    for variant in variants.values():
+        listed = json.loads(variant.list_jobs())
+        if len(listed) != count or {job["id"] for job in listed} != {
+            f"job-{i}" for i in range(count)
+        }:
+            raise SystemExit(f"{variant.label}: the listing does not hold the {count} jobs")
+
+
+def bench_post(variants: dict[str, Variant], sizes: tuple[int, ...], rounds: int,
+               floor: Client) -> dict[int, dict[str, list[float]]]:
+    """N -> variant -> ns per job, per round (the store emptied before each run)."""
+    times: dict[int, dict[str, list[float]]] = {}
+    for size in sizes:
+        names = list(variants)
+        times[size] = {name: [] for name in [*names, "client_floor"]}
+        for round_index in range(rounds):
+            for name in rotated(names, round_index):
+                variant = variants[name]
+                variant.scheduler.remove_all_jobs()
+                times[size][name].append(timed_ns(lambda v=variant: v.post_jobs(size)) / size)
+                if len(variant.scheduler.get_jobs()) != size:
+                    raise SystemExit(f"{variant.label}: {size} POSTs did not make {size} jobs")
+            times[size]["client_floor"].append(timed_ns(
+                lambda: [floor.post("/scheduler/jobs", json=job_body(i)) for i in range(size)]
+            ) / size)
+            print(f"  POST N={size} round {round_index + 1}/{rounds}", file=sys.stderr)
+    return times
+
+
+def bench_get(variants: dict[str, Variant], sizes: tuple[int, ...], rounds: int,
+              listed_per_round: int) -> dict[int, dict[str, list[float]]]:
+    """N -> variant -> ns per listing, per round."""
+    times: dict[int, dict[str, list[float]]] = {}
+    for size in sizes:
+        for variant in variants.values():
+            variant.fill(size)
+        check_listing(variants, size)
+        repeats = max(2, listed_per_round // size)
+        times[size] = {name: [] for name in variants}
+        for round_index in range(rounds):
+            for name in rotated(list(variants), round_index):
+                variant = variants[name]
+                total = timed_ns(lambda v=variant: [v.list_jobs() for _ in range(repeats)])
+                times[size][name].append(total / repeats)
+            print(f"  GET N={size} round {round_index + 1}/{rounds}", file=sys.stderr)
+    return times
+
+
+def ratio_cells(t: dict[str, list[float]], name: str, subtract: list[float] | None = None
+                ) -> str:
+    ours_t, theirs_t = t[name], t["theirs"]
+    if subtract is not None:
+        ours_t = [a - f for a, f in zip(ours_t, subtract, strict=True)]
+        theirs_t = [b - f for b, f in zip(theirs_t, subtract, strict=True)]
+    return fmt(median(paired_ratios(ours_t, theirs_t)), 3)
+
+
+def us(values: list[float]) -> str:
+    return fmt(median(values) / 1e3, 1)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    post_sizes = (20, 100) if args.quick else POST_SIZES
+    get_sizes = (20, 200) if args.quick else GET_SIZES
+    listed = LISTED_PER_ROUND // 20 if args.quick else LISTED_PER_ROUND
+    report = Report("scheduler_api", args, {
+        "rounds": rounds, "post_sizes": post_sizes, "get_sizes": get_sizes,
+        "get_repeats_per_round": {
+            n: max(2, listed // n) for n in get_sizes},
+        "job": job_body(0), "client": "werkzeug.test.Client for every variant",
+    })
+    logging.getLogger("authmw").setLevel(logging.ERROR)  # the auth=None warning
+
+    with tempfile.TemporaryDirectory(prefix="bench_scheduler_api_") as tmp:
+        variants = build_variants(Path(tmp) / "jobs.sqlite")
+        try:
+            post = bench_post(variants, post_sizes, rounds, Client(floor_app))
+            get = bench_get(variants, get_sizes, rounds, listed)
+        finally:
+            for variant in variants.values():
+                variant.shutdown()
+    report.raw("post_ns_per_job", post)
+    report.raw("get_ns_per_listing", get)
+
+    post_rows = []
+    for size, t in post.items():
+        floor = t["client_floor"]
+        post_rows.append([size, us(t["ours"]), us(t["theirs"]), us(t["ours_sqlite"]),
+                          us(floor), ratio_cells(t, "ours"), ratio_cells(t, "ours", floor),
+                          ratio_cells(t, "ours_sqlite"),
+                          " ".join(fmt(r, 3) for r in paired_ratios(t["ours"], t["theirs"]))])
+    report.table(f"POST /scheduler/jobs, one job at a time (time per job, median of {rounds} "
+                 "rounds)", ["N", "scheduler_api memory (us/job)", "Flask-APScheduler (us/job)",
+                             "scheduler_api SQLite (us/job)", "client floor (us/job)",
+                             "ratio ours/theirs", "ratio net of client floor",
+                             "ratio SQLite/theirs", "ratio per round"], post_rows, [
+        "The store is emptied before each run of N POSTs; each POST is an interval job "
+        f"({json.dumps(job_body(0))}).",
+        "Client floor: the same werkzeug Client POSTing to a WSGI app that only reads the "
+        "body; 'net' ratios subtract it from both sides (the target uses the gross ratio).",
+        "SQLite: the default store on a temp file (on disk, not tmpfs): one commit per POST.",
+    ])
+    get_rows = []
+    for size, t in get.items():
+        get_rows.append([size, fmt(median(t["ours"]) / 1e6, 2), fmt(median(t["theirs"]) / 1e6, 2),
+                         fmt(median(t["ours_sqlite"]) / 1e6, 2),
+                         us([v / size for v in t["ours"]]), us([v / size for v in t["theirs"]]),
+                         us([v / size for v in t["ours_sqlite"]]), ratio_cells(t, "ours"),
+                         ratio_cells(t, "ours_sqlite"),
+                         " ".join(fmt(r, 3) for r in paired_ratios(t["ours"], t["theirs"]))])
+    report.table(f"GET /scheduler/jobs, the whole list (median of {rounds} rounds)", [
+        "N", "scheduler_api memory (ms/listing)", "Flask-APScheduler (ms/listing)",
+        "scheduler_api SQLite (ms/listing)", "scheduler_api memory (us/job)",
+        "Flask-APScheduler (us/job)", "scheduler_api SQLite (us/job)", "ratio ours/theirs",
+        "ratio SQLite/theirs", "ratio per round"], get_rows, [
+        "The stores are filled outside the API with the same N interval jobs; every listing "
+        "is checked once to hold exactly those N jobs.",
+    ])
+    for size, t in post.items():
+        report.target(f"POST per job, scheduler_api / Flask-APScheduler, N={size}",
+                      median(paired_ratios(t["ours"], t["theirs"])), 0.5)
+    for size, t in get.items():
+        report.target(f"GET list, scheduler_api / Flask-APScheduler, N={size}",
+                      median(paired_ratios(t["ours"], t["theirs"])), 0.33)
+    report.write()
+
+
+if __name__ == "__main__":
+    main()
