@@ -17,6 +17,7 @@ Usage::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import traceback
 from collections.abc import Callable, Iterable
@@ -52,13 +53,26 @@ def _plain_response(
     return [body]
 
 
-def _secrets_of(environ: WSGIEnvironment, authorization: object) -> list[str]:
-    """What must never reach a log line: the raw header, and every credential field."""
-    secrets = [environ.get("HTTP_AUTHORIZATION") or ""]
-    if isinstance(authorization, dict):
-        secrets += [value for value in authorization.values() if isinstance(value, str)]
-    secrets += [part for secret in secrets for part in secret.split()]
-    return sorted({secret for secret in secrets if len(secret) >= 3}, key=len, reverse=True)
+def _traceback_without_values(exc: BaseException) -> str:
+    """The frames and exception types of ``exc``: no messages, no source lines.
+
+    A message or a source line may hold a password (``KeyError: 'pw'``, a hard-coded
+    secret); redacting known strings misses short, escaped and transformed ones, so neither
+    is logged.
+    """
+    lines = ["Traceback (most recent call last):\n"]
+    for frame in traceback.extract_tb(exc.__traceback__):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n')
+    lines.append(f"{type(exc).__module__}.{type(exc).__qualname__} (message not logged)")
+    return "".join(lines)
+
+
+def _check_callback(callback: object) -> None:
+    if not callable(callback):
+        raise TypeError("the authenticate callback must be callable")
+    if inspect.iscoroutinefunction(callback) or inspect.isasyncgenfunction(callback):
+        raise TypeError("the authenticate callback must be a plain function, not async: "
+                        "WSGI cannot await it, and an un-awaited coroutine is truthy")
 
 
 def _check_handler(auth: object) -> None:
@@ -90,7 +104,9 @@ class AuthMiddleware:
         self.app = app
         self.auth = auth
         self.matcher = PrefixMatcher([prefixes] if isinstance(prefixes, str) else prefixes)
-        self.authenticate_callback = authenticate
+        self.authenticate_callback: AuthenticateCallback | None = None
+        if authenticate is not None:
+            self.authenticate(authenticate)
         self._warned_no_callback = False
         if auth is None:
             logger.warning(
@@ -116,6 +132,7 @@ class AuthMiddleware:
 
     def authenticate(self, callback: AuthenticateCallback) -> AuthenticateCallback:
         """Register ``callback(authorization)``; truthy means valid. Usable as a decorator."""
+        _check_callback(callback)
         self.authenticate_callback = callback
         return callback
 
@@ -134,7 +151,6 @@ class AuthMiddleware:
         self, auth: HTTPAuth, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes] | None:
         """Publish the result in ``environ`` and return None, or return the refusal."""
-        authorization: Authorization | None = None
         token = current_environ_var.set(environ)
         try:
             authorization = auth.get_authorization()
@@ -151,7 +167,9 @@ class AuthMiddleware:
                     ("WWW-Authenticate", challenge),
                 )
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a plug-in raises
-            self._log_failure(exc, environ, authorization)
+            logger.error("authentication failed with an error; request %s %r refused with 500"
+                         "\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                         _traceback_without_values(exc))
             return _plain_response(start_response, "500 Internal Server Error", _ERROR_BODY)
         finally:
             current_environ_var.reset(token)
@@ -173,16 +191,10 @@ class AuthMiddleware:
                 logger.warning("AuthMiddleware has an auth handler but no authenticate "
                                "callback: every protected request is refused")
             return False
-        return callback(authorization)
-
-    @staticmethod
-    def _log_failure(exc: Exception, environ: WSGIEnvironment, authorization: object) -> None:
-        text = "".join(traceback.format_exception(exc))
-        for secret in _secrets_of(environ, authorization):
-            text = text.replace(secret, "[redacted]")
-        logger.error(
-            "authentication failed with an error; request %s %r refused with 500\n%s",
-            environ.get("REQUEST_METHOD"),
-            environ.get("PATH_INFO"),
-            text,
-        )
+        verdict = callback(authorization)
+        if inspect.isawaitable(verdict) or inspect.isgenerator(verdict):
+            close = getattr(verdict, "close", None)
+            if close is not None:
+                close()  # no "never awaited" warning; the request is refused below
+            raise TypeError("the authenticate callback returned an awaitable or a generator")
+        return verdict

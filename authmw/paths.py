@@ -2,32 +2,41 @@
 
 The app behind the middleware may read ``PATH_INFO`` differently from a plain string compare:
 werkzeug merges slashes, some routers resolve ``..``, Tomcat-style ones drop ``;params``,
-others decode percent-escapes once more, fold case, read ``\\`` as ``/`` or stop at a NUL. A
-path is protected when *any* combination of those readings falls under a protected prefix,
-on a segment boundary (``/scheduler`` covers ``/scheduler/jobs``, not ``/scheduler-admin``)::
+others decode percent-escapes once more (strictly or leniently), fold case, read ``\\`` as
+``/``, stop at a NUL, ``?`` or ``#``, or drop tabs and newlines. A path is protected when
+*any* combination of those readings falls under a protected prefix, on a segment boundary
+(``/scheduler`` covers ``/scheduler/jobs``, not ``/scheduler-admin``)::
 
     matcher = PrefixMatcher(["/scheduler"])
     matcher.match("//Scheduler;x=1/jobs")  # -> "/scheduler"
 
-Ordinary paths (no ``%``, ``\\``, ``;``, ``//``, ``/.``, control or non-ASCII characters)
-can only be read one way up to case, and take a fast path.
+Ordinary paths (no ``%``, ``\\``, ``;``, ``?``, ``#``, ``//``, ``/.``, control or non-ASCII
+characters) can only be read one way up to case, and take a fast path. The readings of a
+hostile path are bounded in number and in work: past either bound it counts as protected.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 #: A path with none of these has no reading but itself (up to case).
-_AMBIGUOUS_RE = re.compile(r"[^!-~]|[%\\;]|//|/\.|^[^/]")
+_AMBIGUOUS_RE = re.compile(r"[^!-~]|[%\\;?#]|//|/\.|^[^/]")
 _PARAMS_RE = re.compile(r";[^/]*")
 _SLASHES_RE = re.compile(r"/{2,}")
 _ABSOLUTE_FORM_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/]*")
 _UNSAFE_PREFIX_RE = re.compile(r"[^!-~]|[%\\;?#]")
+_QUERY_OR_FRAGMENT_RE = re.compile(r"[?#]")
+_TAB_OR_NEWLINE_RE = re.compile(r"[\t\r\n]")
+#: Characters that case-insensitive matchers (``re.IGNORECASE`` included) take for ASCII
+#: letters but ``str.casefold()`` does not map to them.
+_ASCII_LOOKALIKES = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
 #: Beyond this many distinct readings a path is treated as protected (fail closed).
 MAX_READINGS = 256
+#: Beyond this many characters of readings produced, likewise (bounds the CPU per request).
+MAX_READING_CHARACTERS = 1 << 17
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -50,17 +59,23 @@ def normalize_prefix(prefix: str) -> str:
     return trimmed
 
 
+def _latin1_bytes(path: str) -> bytes | None:
+    try:
+        return path.encode("latin-1")
+    except UnicodeEncodeError:  # already read as UTF-8 once
+        return None
+
+
 def _decode_once(path: str) -> str:
     # PEP 3333 style: bytes shown as latin-1, as the server did the first time.
-    return unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    raw = _latin1_bytes(path)
+    return path if raw is None else unquote_to_bytes(raw).decode("latin-1")
 
 
 def _as_utf8(path: str) -> str:
-    # werkzeug (and so Flask) re-reads PATH_INFO's latin-1 characters as UTF-8.
-    try:
-        return path.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return path
+    # werkzeug (and so Flask) re-reads PATH_INFO's latin-1 characters as UTF-8, leniently.
+    raw = _latin1_bytes(path)
+    return path if raw is None else raw.decode("utf-8", "replace")
 
 
 def _resolve_dots(path: str) -> str:
@@ -81,36 +96,55 @@ def _absolute_form_path(path: str) -> str:
     return path[match.end() :] or "/" if match else path
 
 
-_READINGS: tuple[Callable[[str], str], ...] = (
-    _decode_once,
-    _as_utf8,
-    lambda path: path.replace("\\", "/"),
-    lambda path: _PARAMS_RE.sub("", path),
-    lambda path: _SLASHES_RE.sub("/", path),
-    _resolve_dots,
-    lambda path: path.split("\0", 1)[0],
-    _absolute_form_path,
-    lambda path: path if path.startswith("/") else "/" + path,
+#: (applies to the path?, reading). Each reading makes a path no longer, but for the "/" added
+#: in front of a relative one, so that readings cannot grow.
+_READINGS: tuple[tuple[Callable[[str], bool], Callable[[str], str]], ...] = (
+    (lambda path: "%" in path, _decode_once),
+    (lambda path: "%" in path, lambda path: unquote(path, errors="replace")),
+    (lambda path: not path.isascii(), _as_utf8),
+    (lambda path: "\\" in path, lambda path: path.replace("\\", "/")),
+    (lambda path: ";" in path, lambda path: _PARAMS_RE.sub("", path)),
+    (lambda path: "//" in path, lambda path: _SLASHES_RE.sub("/", path)),
+    (lambda path: "/." in path, _resolve_dots),
+    (lambda path: "\0" in path, lambda path: path.split("\0", 1)[0]),
+    (lambda path: "?" in path or "#" in path, lambda path: _QUERY_OR_FRAGMENT_RE.split(path)[0]),
+    (lambda path: _TAB_OR_NEWLINE_RE.search(path) is not None,
+     lambda path: _TAB_OR_NEWLINE_RE.sub("", path)),
+    (lambda path: "://" in path, _absolute_form_path),
+    (lambda path: not path.startswith("/"), lambda path: "/" + path),
 )
 
 
 def readings(path: str) -> set[str] | None:
     """Every reading of ``path`` under any combination of the transformations above.
 
-    None when there are more than :data:`MAX_READINGS` (the caller fails closed).
+    None when there are more than :data:`MAX_READINGS`, or producing them would take more
+    than :data:`MAX_READING_CHARACTERS` (the caller fails closed).
     """
     seen = {path}
     frontier = [path]
+    produced = 0
+    longest = len(path) + 1
     while frontier:
         current = frontier.pop()
-        for read in _READINGS:
+        for applies, read in _READINGS:
+            if not applies(current):
+                continue
             reading = read(current)
+            produced += len(reading)
+            if produced > MAX_READING_CHARACTERS or len(reading) > longest:
+                return None
             if reading not in seen:
                 if len(seen) >= MAX_READINGS:
                     return None
                 seen.add(reading)
                 frontier.append(reading)
     return seen
+
+
+def fold_case(path: str) -> str:
+    """Case-fold as generously as any case-insensitive router would."""
+    return path.translate(_ASCII_LOOKALIKES).casefold()
 
 
 class PrefixMatcher:
@@ -128,7 +162,7 @@ class PrefixMatcher:
         self._folded = tuple((prefix.casefold(), prefix) for prefix in self.prefixes)
 
     def _match_one(self, path: str) -> str | None:
-        folded = path.casefold()
+        folded = fold_case(path)
         for candidate, prefix in self._folded:
             if candidate == "/" or (
                 folded.startswith(candidate)

@@ -278,3 +278,54 @@ def test_request_outside_authentication_raises():
     with pytest.raises(RuntimeError):
         request.headers
     assert repr(request) == "<authmw.request unbound>"
+
+
+def test_an_async_callback_is_refused_when_registered(recording_app):
+    async def authenticate(auth):
+        return False
+
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth())
+    with pytest.raises(TypeError, match="not async"):
+        middleware.authenticate(authenticate)
+    with pytest.raises(TypeError, match="not async"):
+        AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=authenticate)
+
+
+async def _refuse(auth):
+    return False
+
+
+def _refuse_lazily(auth):
+    yield False
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [lambda auth: _refuse(auth), _refuse_lazily],
+    ids=["returns-a-coroutine", "is-a-generator-function"],
+)
+def test_a_callback_result_that_is_not_a_verdict_fails_closed(recording_app, callback):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=callback)
+    answer = call(middleware, "/", authorization=basic("anyone", "wrong"))
+    assert answer.status == 500
+    assert recording_app.seen == []
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["Zq", "se\\cret-Zq", "pässwörd-Zq", "hunter2-Zq"],
+    ids=["two-characters", "backslash", "non-ascii", "plain"],
+)
+def test_no_form_of_the_password_reaches_the_log(recording_app, caplog, password):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth())
+
+    @middleware.authenticate
+    def authenticate(auth):
+        secret = auth["password"]
+        raise KeyError(secret.encode())  # the bytes form, escaped in its repr
+
+    with caplog.at_level(logging.DEBUG):
+        assert call(middleware, "/", authorization=basic("admin", password)).status == 500
+    assert "KeyError" in caplog.text
+    assert "Zq" not in caplog.text
+    assert basic("admin", password).split()[1] not in caplog.text

@@ -10,7 +10,7 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from authmw.paths import PrefixMatcher, normalize_prefix
+from authmw.paths import PrefixMatcher, normalize_prefix, readings
 
 from .bypass_apps import (
     PROTECTED_MARKER,
@@ -68,6 +68,12 @@ PROTECTED_SPELLINGS = {
     "nul-suffix": "/scheduler%00",
     "nul-before-suffix": "/scheduler%00-admin",
     "utf-8-long-s": "/%C5%BFcheduler",
+    "utf-8-long-s-then-invalid-byte": "/%C5%BFcheduler/%FF",
+    "encoded-question-mark": "/scheduler%3Fx",
+    "encoded-hash": "/scheduler%23x",
+    "encoded-question-mark-then-traversal": "/scheduler%3F/../public",
+    "encoded-tab": "/sched%09uler",
+    "encoded-newline": "/sched%0Auler/jobs",
     "query-string": "/scheduler?x=1",
     "absolute-form": "http://evil.example/scheduler",
 }
@@ -185,3 +191,32 @@ def test_a_path_with_too_many_readings_is_treated_as_protected():
     matcher = PrefixMatcher(["/scheduler", "/admin"])
     nested_escapes = "/%" + "25" * 300 + "2e"  # each decoding peels one level: 300 readings
     assert matcher.match(nested_escapes) == "/scheduler"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/adm\xc4\xb1n", "/adm\xc4\xb0n/", "/ADM\xc4\xb0N/x", "/adm%C4%B1n"],
+    ids=["dotless-i", "dotted-capital-i", "upper-case-dotted-capital-i", "encoded-dotless-i"],
+)
+def test_letters_that_case_insensitive_routers_take_for_ascii_are_folded(path):
+    assert PrefixMatcher(["/admin"]).match(path) == "/admin"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/%\xe9", "/%aa%", "/public%\xc3\xa9x", "/search/100%/caf\xc3\xa9", "/%25\xe9%25\xe9"],
+    ids=["percent-then-latin-1", "dangling-percents", "percent-then-utf-8",
+         "ordinary-url-with-percent-and-accent", "repeated"],
+)
+def test_readings_never_grow_longer_than_the_path(path):
+    found = readings(path)
+    assert found is not None and len(found) < 10
+    assert max(map(len, found)) <= len(path) + 1
+    assert PrefixMatcher(["/scheduler"]).match(path) is None
+
+
+def test_a_path_that_costs_too_much_to_read_is_treated_as_protected():
+    unit = "%2F./%5c%2F%z;//\\\\%%253b2/./e%25%5//.%25\\2%5ex;%e%5C%e/\\%2//%25%e"
+    hostile = ("/" + unit * 200)[:4094]
+    assert readings(hostile) is None
+    assert PrefixMatcher(["/scheduler"]).match(hostile) == "/scheduler"

@@ -1,0 +1,242 @@
+"""Several gunicorn workers (and hosts) on one store: each run exactly once, same answers.
+
+These start real gunicorn processes; a run takes about a minute in all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, inspect, text
+
+from .conftest import gunicorn
+
+AUTH = ("admin", "secret")
+POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_URL,
+    reason="set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)",
+)
+
+
+def cluster_env(run_log: Path, jobstore_url: str, table: str = "apscheduler_jobs") -> dict:
+    return {"SCHEDULER_API_USERNAME": "admin", "SCHEDULER_API_PASSWORD": "secret",
+            "SCHEDULER_API_ALLOWED_FUNCS": "tests.tasks:*", "SCHEDULER_JOBSTORE_URL": jobstore_url,
+            "SCHEDULER_JOBSTORE_TABLE": table, "RUN_LOG": str(run_log)}
+
+
+def api(base: str, method: str = "GET", path: str = "", **kwargs) -> requests.Response:
+    # A new connection each time, so that gunicorn hands requests to different workers.
+    return requests.request(method, f"{base}/scheduler{path}", auth=AUTH, timeout=10,
+                            headers={"Connection": "close"}, **kwargs)
+
+
+def runs(run_log: Path, job_id: str) -> list[tuple[datetime, int, datetime]]:
+    if not run_log.exists():
+        return []
+    found = []
+    for line in run_log.read_text().splitlines():
+        name, scheduled, pid, finished = line.split()
+        if name == job_id:
+            found.append((datetime.fromisoformat(scheduled), int(pid),
+                          datetime.fromisoformat(finished)))
+    return sorted(found)
+
+
+def add_every_second_job(base: str, job_id: str) -> datetime:
+    start = (datetime.now(timezone.utc) + timedelta(seconds=2)).replace(microsecond=0)
+    response = api(base, "POST", "/jobs", json={
+        "id": job_id, "func": "tests.tasks:record", "trigger": "interval", "seconds": 1,
+        "start_date": start.isoformat(), "coalesce": False, "misfire_grace_time": 60})
+    assert response.status_code == 200, response.text
+    return start
+
+
+def assert_each_run_once(run_log: Path, job_id: str, start: datetime, until: datetime) -> list:
+    recorded = runs(run_log, job_id)
+    scheduled = [run[0] for run in recorded]
+    expected = [start + timedelta(seconds=n)
+                for n in range(int((until - start).total_seconds()) + 1)]
+    assert len(scheduled) == len(set(scheduled)), "a run happened twice"
+    assert [when for when in scheduled if when <= until] == expected, "a run is missing"
+    return recorded
+
+
+def leader_pid(base: str) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leader = api(base).json()["leader"]
+        if leader is not None:
+            return int(leader["pid"])
+        time.sleep(0.2)
+    raise AssertionError("no leader elected")
+
+
+def kill_leader_and_check_takeover(bases: list[str], run_log: Path, job_id: str) -> None:
+    old = leader_pid(bases[0])
+    killed_at = datetime.now(timezone.utc)
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        new_runs = [run for run in runs(run_log, job_id) if run[1] != old]
+        if any(run[2] > killed_at for run in new_runs):
+            break
+        time.sleep(0.2)
+    late = [run for run in runs(run_log, job_id) if run[2] > killed_at and run[1] != old]
+    assert late, "nobody took over from the killed leader"
+    assert (late[0][2] - killed_at).total_seconds() < 5, "takeover took longer than 5 s"
+
+
+def test_four_workers_on_sqlite_run_each_job_once_and_answer_alike(tmp_path):
+    run_log = tmp_path / "runs.log"
+    env = cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    with gunicorn("tests.cluster_app:app", "--workers", "4", env=env) as (host, port):
+        base = f"http://{host}:{port}"
+        start = add_every_second_job(base, "tick")
+        for index in range(6):
+            assert api(base, "POST", "/jobs", json={
+                "id": f"later-{index}", "func": "tests.tasks:record", "trigger": "cron",
+                "hour": "3"}).status_code == 200
+        listings, pids = set(), set()
+        for _ in range(24):
+            listing = api(base, "GET", "/jobs").json()
+            listings.add(tuple((job["id"], job["next_run_time"]) for job in listing
+                               if job["id"] != "tick"))
+            pids.add(api(base).json()["current_pid"])
+        assert len(pids) >= 2, "all requests went to one worker: the test proves nothing"
+        assert len(listings) == 1 and len(next(iter(listings))) == 6
+
+        time.sleep(4)
+        kill_leader_and_check_takeover([base], run_log, "tick")
+        time.sleep(2)
+        until = datetime.now(timezone.utc) - timedelta(seconds=1.5)
+        api(base, "POST", "/jobs/tick/pause")
+        recorded = assert_each_run_once(run_log, "tick", start, until)
+        assert len(recorded) >= 6
+        assert len({pid for _, pid, _ in recorded}) == 2  # the killed leader and its successor
+
+
+def test_a_job_added_through_any_worker_to_run_now_starts_within_a_second(tmp_path):
+    run_log = tmp_path / "runs.log"
+    env = cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    with gunicorn("tests.cluster_app:app", "--workers", "4", env=env) as (host, port):
+        base = f"http://{host}:{port}"
+        leader_pid(base)
+        delays = []
+        for index in range(7):
+            posted = datetime.now(timezone.utc)
+            assert api(base, "POST", "/jobs", json={
+                "id": f"now-{index}", "func": "tests.tasks:record"}).status_code == 200
+            deadline = time.monotonic() + 5
+            while not runs(run_log, f"now-{index}") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            (_, _, finished), = runs(run_log, f"now-{index}")
+            delays.append((finished - posted).total_seconds())
+        assert statistics.median(delays) < 1.0, delays
+
+
+def test_shared_state_pause_and_run_through_any_worker(tmp_path):
+    run_log = tmp_path / "runs.log"
+    env = cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    with gunicorn("tests.cluster_app:app", "--workers", "3", env=env) as (host, port):
+        base = f"http://{host}:{port}"
+        add_every_second_job(base, "tick")
+        assert api(base, "POST", "/pause").status_code == 204
+        assert {api(base).json()["state"] for _ in range(12)} == {"paused"}
+        time.sleep(1)  # let a run that had already started finish
+        before = len(runs(run_log, "tick"))
+        time.sleep(3)
+        assert len(runs(run_log, "tick")) == before, "a job ran while paused"
+        for _ in range(3):  # through whichever workers answer: the leader runs it once each
+            assert api(base, "POST", "/jobs/tick/run").status_code == 200
+        deadline = time.monotonic() + 5
+        while len(runs(run_log, "tick")) < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(runs(run_log, "tick")) == before + 3
+        assert api(base, "POST", "/shutdown").status_code == 204
+        assert {api(base).json()["state"] for _ in range(6)} == {"stopped"}
+        assert api(base, "POST", "/start").status_code == 204
+        assert {api(base).json()["state"] for _ in range(6)} == {"running"}
+
+
+def test_preload_starts_the_scheduler_in_the_workers_not_the_master(tmp_path):
+    run_log = tmp_path / "runs.log"
+    env = cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    with gunicorn("tests.cluster_app:app", "--workers", "2", "--preload", env=env) as (
+            host, port):
+        base = f"http://{host}:{port}"
+        master = api(base).json()["current_pid"]
+        leader = leader_pid(base)
+        assert api(base, "POST", "/jobs", json={"id": "once",
+                                                "func": "tests.tasks:record"}).status_code == 200
+        deadline = time.monotonic() + 5
+        while not runs(run_log, "once") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (_, pid, _), = runs(run_log, "once")
+        assert pid == leader
+    assert master != os.getpid()
+
+
+@pytest.fixture
+def postgres_table():
+    table = f"jobs_{uuid.uuid4().hex[:8]}"
+    yield table
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        for name in inspect(connection).get_table_names():
+            if name.startswith(table):
+                connection.execute(text(f'DROP TABLE "{name}"'))
+    engine.dispose()
+
+
+@needs_postgres
+def test_two_hosts_on_postgres_run_each_job_once_and_answer_alike(tmp_path, postgres_table):
+    run_log = tmp_path / "runs.log"
+    env = cluster_env(run_log, POSTGRES_URL, postgres_table)
+    with gunicorn("tests.cluster_app:app", "--workers", "2", env=env) as first, \
+            gunicorn("tests.cluster_app:app", "--workers", "2", env=env) as second:
+        bases = [f"http://{host}:{port}" for host, port in (first, second)]
+        start = add_every_second_job(bases[0], "tick")
+        assert api(bases[1], "POST", "/jobs", json={
+            "id": "nightly", "func": "tests.tasks:record", "trigger": "cron",
+            "hour": "3"}).status_code == 200
+        listings = {tuple(job["id"] for job in api(base, "GET", "/jobs").json())
+                    for base in bases for _ in range(4)}
+        assert listings == {("tick", "nightly")}
+        assert len({api(base).json()["leader"]["pid"] for base in bases}) == 1
+
+        time.sleep(4)
+        kill_leader_and_check_takeover(bases, run_log, "tick")
+        time.sleep(2)
+        until = datetime.now(timezone.utc) - timedelta(seconds=1.5)
+        api(bases[0], "POST", "/jobs/tick/pause")
+        recorded = assert_each_run_once(run_log, "tick", start, until)
+        assert len(recorded) >= 6
+
+
+@needs_postgres
+def test_postgres_notify_wakes_the_leader_for_a_job_added_elsewhere(tmp_path, postgres_table):
+    run_log = tmp_path / "runs.log"
+    env = cluster_env(run_log, POSTGRES_URL, postgres_table)
+    with gunicorn("tests.cluster_app:app", "--workers", "3", env=env) as (host, port):
+        base = f"http://{host}:{port}"
+        leader_pid(base)
+        delays = []
+        for index in range(5):
+            posted = datetime.now(timezone.utc)
+            assert api(base, "POST", "/jobs", json={
+                "id": f"now-{index}", "func": "tests.tasks:record"}).status_code == 200
+            deadline = time.monotonic() + 5
+            while not runs(run_log, f"now-{index}") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            (_, _, finished), = runs(run_log, f"now-{index}")
+            delays.append((finished - posted).total_seconds())
+        assert statistics.median(delays) < 1.0, delays
