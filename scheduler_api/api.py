@@ -73,6 +73,10 @@ def error_response(status: int, message: str, headers: Iterable[tuple[str, str]]
     return response
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # json.loads accepts NaN and Infinity otherwise
+
+
 class SchedulerAPI:
     """The WSGI app of the job API over an :class:`~scheduler_api.APScheduler`."""
 
@@ -153,7 +157,7 @@ class SchedulerAPI:
         if not raw and not required:
             return {}
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             raise APIError(400, "the body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -253,6 +257,8 @@ class SchedulerAPI:
             raise APIError(409, f"Job {job_id} already exists.") from None
         except (LookupError, ImportError):
             raise InvalidField("func", f"{func!r} cannot be imported") from None
+        except ValueError as exc:  # APScheduler checks args and kwargs against the signature
+            raise InvalidField("args", str(exc)) from None
         return json_response(job_to_json(job))
 
     def on_get_job(self, request: Request, job_id: str) -> Response:
@@ -282,7 +288,7 @@ class SchedulerAPI:
             }
             trigger = trigger_from_json(spec, self.scheduler.scheduler.timezone)
             changes["trigger"] = trigger
-            if job.next_run_time is not None:  # a paused job stays paused
+            if not job.pending and job.next_run_time is not None:  # paused stays paused
                 now = datetime.now(self.scheduler.scheduler.timezone)
                 changes["next_run_time"] = trigger.get_next_fire_time(None, now)
         if "next_run_time" in body:
@@ -293,6 +299,8 @@ class SchedulerAPI:
             raise APIError(404, f"Job {job_id} not found") from None
         except (LookupError, ImportError):
             raise InvalidField("func", f"{body.get('func')!r} cannot be imported") from None
+        except ValueError as exc:  # APScheduler checks args and kwargs against the signature
+            raise InvalidField("args", str(exc)) from None
         return json_response(job_to_json(job))
 
     def on_delete_job(self, request: Request, job_id: str) -> Response:

@@ -29,6 +29,29 @@ from apscheduler.util import convert_to_datetime
 JSON = dict[str, Any]
 
 
+class BoundedAndTrigger(AndTrigger):  # type: ignore[misc]
+    """An ``AndTrigger`` that gives up instead of looping forever.
+
+    APScheduler's AndTrigger steps until its triggers agree, which never happens for, say,
+    ``minute=0`` and ``minute=30``: the scheduler (and a request) would hang.
+    """
+
+    __slots__ = ()
+    MAX_STEPS = 1000
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        for _ in range(self.MAX_STEPS):
+            fire_times = [trigger.get_next_fire_time(previous_fire_time, now)
+                          for trigger in self.triggers]
+            if None in fire_times:
+                return None
+            if min(fire_times) == max(fire_times):
+                return self._apply_jitter(fire_times[0], self.jitter, now)  # type: ignore[no-any-return]
+            now = max(fire_times)
+        return None
+
+
 class InvalidField(ValueError):
     """A field of a request body is missing, unknown or has an invalid value."""
 
@@ -272,14 +295,19 @@ def _combined_from_json(kind: str, body: JSON, default_timezone: tzinfo,
     if depth >= 3 or len(triggers) > _MAX_NESTED_TRIGGERS:
         raise InvalidField("triggers", f"at most {_MAX_NESTED_TRIGGERS} triggers, nested 3 deep")
     children = [trigger_from_json(item, default_timezone, depth + 1) for item in triggers]
-    trigger_class = AndTrigger if kind == "and" else OrTrigger
-    return trigger_class(children, jitter=_optional_jitter(body))
+    if kind == "or":
+        return OrTrigger(children, jitter=_optional_jitter(body))
+    trigger = BoundedAndTrigger(children, jitter=_optional_jitter(body))
+    if trigger.get_next_fire_time(None, datetime.now(default_timezone)) is None:
+        raise InvalidField("triggers", "the triggers of an 'and' never fire at the same time")
+    return trigger
 
 
 def parse_job_id(value: object) -> str:
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value) or len(value) > _MAX_ID_LENGTH:
+    if (not isinstance(value, str) or not _ID_RE.fullmatch(value)
+            or len(value) > _MAX_ID_LENGTH or value in (".", "..")):
         raise InvalidField("id", f"must be 1 to {_MAX_ID_LENGTH} characters, without '/' or "
-                           "control characters")
+                           "control characters, and not '.' or '..' (no URL could name it)")
     return value
 
 

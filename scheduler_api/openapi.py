@@ -25,13 +25,15 @@ def _json(schema: JSON) -> JSON:
     return {"application/json": {"schema": schema}}
 
 
-def _error(description: str, **headers: str) -> JSON:
-    """A response whose body is the Error object, with required ``headers`` (name: meaning)."""
+def _header(description: str) -> JSON:
+    return {"description": description, "required": True, "schema": {"type": "string"}}
+
+
+def _error(description: str, headers: JSON | None = None) -> JSON:
+    """A response whose body is the Error object."""
     response: JSON = {"description": description, "content": _json(_ref("Error"))}
     if headers:
-        response["headers"] = {name.replace("_", "-"): {"description": meaning, "required": True,
-                                                       "schema": {"type": "string"}}
-                               for name, meaning in headers.items()}
+        response["headers"] = headers
     return response
 
 
@@ -47,13 +49,23 @@ _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute",
 
 _SCHEMAS: JSON = {
     "Error": _object({"error_message": {"type": "string"}}, required=("error_message",),
+                     additionalProperties=False,
                      description="Every error the API itself answers (4xx, 500, 503)."),
     "SchedulerInfo": _object({
         "current_host": {"type": "string"},
+        "current_pid": {"type": "integer", "description": "the process that answered"},
         "allowed_hosts": {"type": "array", "items": {"type": "string"}},
-        "running": {"type": "boolean", "description": "true while running or paused"},
-        "state": {"enum": ["running", "paused", "stopped"]},
-    }, required=("current_host", "allowed_hosts", "running", "state")),
+        "running": {"type": "boolean", "description": "false only when stopped"},
+        "state": {"enum": ["running", "paused", "stopped"],
+                  "description": "shared by every process on the job store"},
+        "leader": {**_object({"host": {"type": "string"}, "pid": {"type": "integer"},
+                              "since": {"type": "string", "format": "date-time"}},
+                             required=("host", "pid", "since"), additionalProperties=False),
+                   "type": ["object", "null"],
+                   "description": "the process that runs the jobs; null without a SQL store "
+                                  "to elect one on"},
+    }, required=("current_host", "current_pid", "allowed_hosts", "running", "state", "leader"),
+        additionalProperties=False),
     "JobId": {"type": "string", "minLength": 1, "maxLength": 191,
               "pattern": r"^[^/\x00-\x1f\x7f]+$",
               "description": "1 to 191 characters, no '/' and no control characters"},
@@ -91,7 +103,7 @@ _SCHEMAS: JSON = {
                    "start_date, end_date, timezone, jitter; calendarinterval: years, months, "
                    "weeks, days, hour, minute, second, start_date, end_date, timezone, jitter; "
                    "and/or: triggers, jitter. Another type's field is a 400."),
-    "Trigger": {"$ref": "#/components/schemas/TriggerFields", "unevaluatedProperties": False},
+    "Trigger": {**_ref("TriggerFields"), "unevaluatedProperties": False},
     "JobOptions": _object({
         "name": {"type": "string", "minLength": 1, "description": "default: the id"},
         "args": {"type": "array"},
@@ -99,8 +111,7 @@ _SCHEMAS: JSON = {
         "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1},
         "max_instances": {"type": "integer", "minimum": 1},
         "coalesce": {"type": "boolean"},
-        "next_run_time": {"$ref": "#/components/schemas/DateTime",
-                          "description": "null: the job is paused"},
+        "next_run_time": {**_ref("DateTime"), "description": "null: the job is paused"},
     }),
     "Job": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
@@ -108,7 +119,8 @@ _SCHEMAS: JSON = {
                   required=("id", "name", "func", "args", "kwargs", "trigger")),
         "description": "The trigger's fields appear flat, by trigger type. misfire_grace_time, "
                        "max_instances, coalesce and next_run_time are absent while the job is "
-                       "pending (added while the scheduler is stopped).",
+                       "pending (added while the scheduler is shut down, which /shutdown does "
+                       "only without a SQL job store).",
     },
     "JobChange": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
@@ -124,8 +136,7 @@ _SCHEMAS: JSON = {
     },
     "JobPatch": {
         "allOf": [_ref("JobChange")],
-        **_object({"id": {"$ref": "#/components/schemas/JobId",
-                          "description": "may only repeat the job's id"}},
+        **_object({"id": {**_ref("JobId"), "description": "may only repeat the job's id"}},
                   unevaluatedProperties=False),
         "description": "Fields to change. Trigger fields without 'trigger' are merged into the "
                        "current trigger; with 'trigger' they replace it. A paused job stays "
@@ -140,7 +151,7 @@ _RESPONSES: JSON = {
     "SchedulerInfo": {"description": "The scheduler's state.",
                       "content": _json(_ref("SchedulerInfo"))},
     "Job": {"description": "The job.", "content": _json(_ref("Job"))},
-    "Jobs": {"description": "All jobs (while stopped: those added since).",
+    "Jobs": {"description": "All jobs (while shut down: the pending ones).",
              "content": _json({"type": "array", "items": _ref("Job")})},
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
@@ -150,14 +161,13 @@ _RESPONSES: JSON = {
     "Unauthorized": {
         "description": "Missing or invalid credentials (answered by the authentication "
                        "middleware before the API runs, as plain text).",
-        "headers": {"WWW-Authenticate": {"description": "the Basic challenge", "required": True,
-                                         "schema": {"type": "string"}}},
+        "headers": {"WWW-Authenticate": _header("the Basic challenge")},
         "content": {"text/plain": {"schema": {"type": "string", "examples": ["Access Denied"]}}},
     },
     "Forbidden": _error("func is not an allowed 'module:callable' (SCHEDULER_API_ALLOWED_FUNCS)."),
     "NotFound": _error("No job with this id."),
     "MethodNotAllowed": _error("The path exists, not with this method.",
-                               Allow="the methods the path takes"),
+                               {"Allow": _header("the methods the path takes")}),
     "Conflict": _error("Conflicts with the current state: the job id exists, the scheduler is "
                        "(not) running or its host is not allowed, or the job already runs "
                        "max_instances times."),
@@ -183,13 +193,15 @@ _BODY_ERRORS = ("400", "413", "415")
 
 def _operation(operation_id: str, summary: str, ok: str, *statuses: str,
                body: JSON | None = None, description: str | None = None) -> JSON:
-    """An operation answering ``ok`` ("200 Name" or "204"), ``statuses`` and the usual ones."""
+    """An operation answering ``ok`` ("200 Name" or "204"), ``statuses`` and the usual ones.
+
+    Operations on ``/jobs...`` are tagged "jobs", the others "scheduler" (see ``_tagged``).
+    """
     code, _, name = ok.partition(" ")
     responses = {code: _ref(name or _STATUS_RESPONSES[code], "responses")}
     for status in (*statuses, *_EVERY_OPERATION):
         responses[status] = _ref(_STATUS_RESPONSES[status], "responses")
     operation: JSON = {"operationId": operation_id, "summary": summary,
-                       "tags": ["jobs" if "Job" in operation_id else "scheduler"],
                        "responses": dict(sorted(responses.items()))}
     if description:
         operation["description"] = description
@@ -205,33 +217,45 @@ def _body(schema: str, required: bool = True) -> JSON:
 _NOT_RUNNING = "409 if the scheduler is stopped."
 _JOB_PATH = {"parameters": [_ref("JobId", "parameters")]}
 
+
+def _tagged(paths: JSON) -> JSON:
+    for path, item in paths.items():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation["tags"] = ["jobs" if path.startswith("/jobs") else "scheduler"]
+    return paths
+
+
 _DOCUMENT: JSON = {
     "openapi": "3.1.0",
     "info": {
         "title": "scheduler_api job API",
         "version": "1.0.0",
         "description": "Flask-APScheduler's job API over APScheduler 3, behind HTTP Basic "
-                       "authentication. Errors are JSON {\"error_message\": ...}, except the "
-                       "401 (plain text). Bodies are JSON sent as application/json, at most "
-                       "1 MiB.",
+                       "authentication. Processes sharing a SQL job store share its jobs and "
+                       "the scheduler's state; one of them, the leader, runs the jobs. Errors "
+                       "are JSON {\"error_message\": ...}, except the 401 (plain text). "
+                       "Bodies are JSON sent as application/json, at most 1 MiB.",
     },
     "servers": [],  # set per call: the prefix the API is mounted under
     "security": [{"basicAuth": []}],
     "tags": [{"name": "scheduler"}, {"name": "jobs"}],
-    "paths": {
-        "/": {"get": _operation("getSchedulerInfo", "The scheduler's host and state",
-                                "200 SchedulerInfo")},
+    "paths": _tagged({
+        "/": {"get": _operation("getSchedulerInfo", "The scheduler's state and leader",
+                                "200 SchedulerInfo", "503")},
         "/pause": {"post": _operation("pauseScheduler", "Pause running jobs", "204", "409",
-                                      description=_NOT_RUNNING)},
+                                      "503", description=_NOT_RUNNING)},
         "/resume": {"post": _operation("resumeScheduler", "Resume running jobs", "204", "409",
-                                       description=_NOT_RUNNING)},
-        "/start": {"post": _operation("startScheduler", "Start the scheduler", "204", "409",
-                                      "503", description="409 if it is already running or "
-                                      "this host is not in SCHEDULER_ALLOWED_HOSTS.")},
+                                       "503", description=_NOT_RUNNING)},
+        "/start": {"post": _operation("startScheduler", "Run jobs again after /shutdown",
+                                      "204", "409", "503", description="409 if it is not "
+                                      "stopped or this host is not in SCHEDULER_ALLOWED_HOSTS.")},
         "/shutdown": {"post": _operation(
-            "shutdownScheduler", "Shut the scheduler down", "204", *_BODY_ERRORS, "409",
-            body=_body("ShutdownOptions", required=False),
-            description="The body is optional. " + _NOT_RUNNING)},
+            "shutdownScheduler", "Stop running jobs (state: stopped)", "204", *_BODY_ERRORS,
+            "409", "503", body=_body("ShutdownOptions", required=False),
+            description="In every process sharing a SQL job store, whose jobs can still be "
+            "listed and changed; without one, this process's scheduler shuts down. The body "
+            "is optional. " + _NOT_RUNNING)},
         "/jobs": {
             "get": _operation("getJobs", "List the jobs", "200 Jobs", "503"),
             "post": _operation("addJob", "Add a job", "200 Job", *_BODY_ERRORS, "403", "409",
@@ -252,10 +276,10 @@ _DOCUMENT: JSON = {
             "resumeJob", "Resume a paused job", "200 Job", "404", "503")},
         "/jobs/{job_id}/run": {**_JOB_PATH, "post": _operation(
             "runJob", "Run a job now, without changing its schedule", "200 Job", "404", "409",
-            "503", description=_NOT_RUNNING + " Also 409 if it already runs max_instances "
-            "times.")},
+            "503", description="Another process than the leader asks the leader to run it. "
+            + _NOT_RUNNING + " Also 409 if it already runs max_instances times (leader).")},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
-    },
+    }),
     "components": {
         "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
         "parameters": {"JobId": {"name": "job_id", "in": "path", "required": True,

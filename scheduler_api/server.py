@@ -54,6 +54,7 @@ def create_app(config: Mapping[str, Any] | None = None,
         "SCHEDULER_API_ENABLED": True,
         "SCHEDULER_AUTH": HTTPBasicAuth(realm="Scheduler API"),
         "SCHEDULER_JOBSTORE_URL": config.get("SCHEDULER_JOBSTORE_URL") or DEFAULT_JOBSTORE_URL,
+        "SCHEDULER_JOBSTORE_TABLE": config.get("SCHEDULER_JOBSTORE_TABLE"),
         "SCHEDULER_API_ALLOWED_FUNCS": allowed,
     })
 
