@@ -1,10 +1,10 @@
-"""The job API under gunicorn.
+"""The job API under gunicorn (see ``gunicorn.conf.py`` beside this file).
 
-    SCHEDULER_API_PASSWORD=change-me gunicorn --workers 1 --threads 8 \\
-        --bind 127.0.0.1:8000 examples.gunicorn_app:app
+    SCHEDULER_API_PASSWORD=change-me gunicorn -c examples/gunicorn.conf.py
 
-One worker process: until leader election lands (see README, "Deployment"), every worker
-would start its own scheduler on the shared store and run each job once per worker.
+Settings come from the environment: ``SCHEDULER_API_USERNAME`` / ``SCHEDULER_API_PASSWORD``,
+``SCHEDULER_JOBSTORE_URL`` (default ``sqlite:///scheduler.sqlite``; for several hosts a
+``postgresql+psycopg://`` URL), ``SCHEDULER_API_ALLOWED_FUNCS`` (space-separated).
 """
 
 from scheduler_api.server import create_app

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -17,7 +19,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, inspect, text
 
-from .conftest import gunicorn
+from .conftest import ROOT, free_port, gunicorn
 
 AUTH = ("admin", "secret")
 POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
@@ -155,12 +157,12 @@ def test_shared_state_pause_and_run_through_any_worker(tmp_path):
         before = len(runs(run_log, "tick"))
         time.sleep(3)
         assert len(runs(run_log, "tick")) == before, "a job ran while paused"
-        for _ in range(3):  # through whichever workers answer: the leader runs it once each
+        for count in range(1, 4):  # through whichever workers answer: the leader runs each
             assert api(base, "POST", "/jobs/tick/run").status_code == 200
-        deadline = time.monotonic() + 5
-        while len(runs(run_log, "tick")) < before + 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(runs(run_log, "tick")) == before + 3
+            deadline = time.monotonic() + 5  # one at a time: max_instances is 1
+            while len(runs(run_log, "tick")) < before + count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(runs(run_log, "tick")) == before + count
         assert api(base, "POST", "/shutdown").status_code == 204
         assert {api(base).json()["state"] for _ in range(6)} == {"stopped"}
         assert api(base, "POST", "/start").status_code == 204
@@ -240,3 +242,30 @@ def test_postgres_notify_wakes_the_leader_for_a_job_added_elsewhere(tmp_path, po
             (_, _, finished), = runs(run_log, f"now-{index}")
             delays.append((finished - posted).total_seconds())
         assert statistics.median(delays) < 1.0, delays
+
+
+def test_the_werkzeug_reloader_runs_each_job_once(tmp_path):
+    """The reloader's watcher process imports the app too: both start, one leads."""
+    run_log = tmp_path / "runs.log"
+    env = {**os.environ, **cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")}
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.reloader_app", str(port)],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                api(base)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the reloader app did not start"
+                time.sleep(0.1)
+        start = add_every_second_job(base, "tick")
+        time.sleep(5)
+        until = datetime.now(timezone.utc) - timedelta(seconds=1.5)
+        assert_each_run_once(run_log, "tick", start, until)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)

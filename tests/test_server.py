@@ -74,3 +74,13 @@ def test_seed_curl_examples(server_env):
                            '"seconds": 30}')
         assert added.endswith(" 200") and '"id":"test"' in added
         assert curl(f"{base}/scheduler") == "Access Denied 401"
+
+
+def test_the_example_gunicorn_config_serves_with_one_leader(server_env):
+    with gunicorn("gunicorn_app:app", "-c", "examples/gunicorn.conf.py", "--workers", "3",
+                  env=server_env) as (host, port):
+        answers = [requests.get(f"http://{host}:{port}/scheduler", timeout=10,
+                                auth=HTTPBasicAuth("admin", "secret"),
+                                headers={"Connection": "close"}).json() for _ in range(12)]
+    assert {answer["state"] for answer in answers} == {"running"}
+    assert len({answer["leader"]["pid"] for answer in answers}) == 1
