@@ -27,8 +27,10 @@ MAX_HEADER_LENGTH = 8192
 # RFC 9110 token (the scheme) then 1*SP then one run of visible ASCII (token68 or one
 # auth-param). No comma: duplicate headers joined by a server would smuggle a second value.
 _AUTHORIZATION_RE = re.compile(r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+) +([!-+\--~]+)[ \t]*")
+_TOKEN68_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _BASE64_RE = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_API_KEY_RE = re.compile(r"[!-+\--~]+")
 
 
 class Authorization(dict):  # type: ignore[type-arg]
@@ -106,6 +108,94 @@ class HTTPBasicAuth(HTTPAuth):
     def get_authenticate_header(self) -> str:
         """Return ``Basic realm="<realm>"``."""
         return "Basic realm=" + quote_header_value(self.www_authenticate_realm, "realm")
+
+
+class HTTPTokenAuth(HTTPAuth):
+    """Bearer tokens (RFC 6750): ``Authorization: Bearer <token68>``.
+
+    The challenge carries ``error="invalid_token"`` only when a token was presented, as
+    RFC 6750 asks; tokens over ``max_length`` or outside the token68 alphabet are refused.
+    """
+
+    def __init__(self, scheme: str = "Bearer", realm: str = "Authentication Required",
+                 max_length: int = 4096) -> None:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9\-]*", scheme):
+            raise ValueError(f"scheme {scheme!r} must be a plain token such as 'Bearer'")
+        quote_header_value(realm, "realm")
+        self.scheme = scheme
+        self.realm = realm
+        self.max_length = max_length
+
+    def get_authorization(self) -> Authorization | None:
+        """Return ``Authorization("bearer", token=...)`` or None."""
+        header = get_authorization_header()
+        if header is None or header[0] != self.scheme.lower():
+            return None
+        token = header[1]
+        if len(token) > self.max_length or _TOKEN68_RE.fullmatch(token.decode()) is None:
+            return None
+        return Authorization(self.scheme.lower(), token=token.decode())
+
+    def get_authenticate_header(self) -> str:
+        challenge = f"{self.scheme} realm={quote_header_value(self.realm, 'realm')}"
+        value = current_environ().get("HTTP_AUTHORIZATION")
+        presented = isinstance(value, str) and value.strip().lower().startswith(
+            self.scheme.lower() + " ")
+        return challenge + ', error="invalid_token"' if presented else challenge
+
+
+class APIKeyAuth(HTTPAuth):
+    """An API key in a header (``X-API-Key`` by default): the seed's custom class, built in.
+
+    The key must be visible ASCII without commas (duplicate headers joined by the server are
+    refused), at most ``max_length`` characters. Validate it in the ``authenticate`` callback
+    (``Authorization("apikey", key=...)``), e.g. with :func:`compare_secrets`.
+    """
+
+    def __init__(self, header: str = "X-API-Key", realm: str = "Authentication Required",
+                 max_length: int = 4096) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9\-]+", header):
+            raise ValueError(f"header {header!r} must be a plain header name")
+        quote_header_value(realm, "realm")
+        self.header = header
+        self.realm = realm
+        self.max_length = max_length
+        self._environ_key = "HTTP_" + header.upper().replace("-", "_")
+
+    def get_authorization(self) -> Authorization | None:
+        value = current_environ().get(self._environ_key)
+        if (not isinstance(value, str) or len(value) > self.max_length
+                or _API_KEY_RE.fullmatch(value) is None):
+            return None
+        return Authorization("apikey", key=value)
+
+    def get_authenticate_header(self) -> str:
+        return f"API-Key realm={quote_header_value(self.realm, 'realm')}"
+
+
+class MultiAuth(HTTPAuth):
+    """Several handlers at once: the first whose credentials are present decides.
+
+    A 401 carries one ``WWW-Authenticate`` header per handler (``get_authenticate_headers``).
+    """
+
+    def __init__(self, *handlers: HTTPAuth) -> None:
+        if not handlers:
+            raise ValueError("MultiAuth needs at least one handler")
+        self.handlers = handlers
+
+    def get_authorization(self) -> Authorization | None:
+        for handler in self.handlers:
+            authorization = handler.get_authorization()
+            if authorization is not None:
+                return authorization
+        return None
+
+    def get_authenticate_header(self) -> str:
+        return self.handlers[0].get_authenticate_header()
+
+    def get_authenticate_headers(self) -> list[str]:
+        return [handler.get_authenticate_header() for handler in self.handlers]
 
 
 def decode_basic_credentials(encoded: bytes) -> tuple[str, str] | None:

@@ -7,7 +7,8 @@ the app never sees a request without valid credentials. It protects against:
   (``//scheduler``, ``/%2Fscheduler``, ``/x/../scheduler``, ``/Scheduler``, ``;params``...);
 - malformed or hostile Authorization headers (parsed strictly, never raising);
 - a raising or missing callback, or a broken handler: the request is refused, never let through;
-- a forged inbound ``REMOTE_USER``: it is removed on protected paths.
+- a forged inbound ``REMOTE_USER``: it is removed on protected paths;
+- password guessing, with a :class:`~authmw.throttle.Throttle`.
 
 Usage::
 
@@ -26,30 +27,35 @@ from typing import TYPE_CHECKING, Any
 from .auth import Authorization, HTTPAuth, quote_header_value
 from .context import current_environ_var
 from .paths import PrefixMatcher
+from .rules import AuthenticateCallback, Rule
+from .throttle import Throttle
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 logger = logging.getLogger("authmw")
+audit_logger = logging.getLogger("authmw.audit")
 
-AuthenticateCallback = Callable[[Authorization], Any]
+#: ``on_deny(environ, start_response, status, headers)``: answers a refused request.
+DenyPolicy = Callable[["WSGIEnvironment", "StartResponse", str, list[tuple[str, str]]],
+                      Iterable[bytes]]
 
-_DENIED_BODY = b"Access Denied"
-_ERROR_BODY = b"Internal Server Error"
+_BODIES = {
+    "401 Unauthorized": b"Access Denied",
+    "403 Forbidden": b"Forbidden",
+    "429 Too Many Requests": b"Too Many Requests",
+    "500 Internal Server Error": b"Internal Server Error",
+}
+#: Headers that make a method-override middleware turn an OPTIONS into something else.
+_METHOD_OVERRIDES = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
 
 
-def _plain_response(
-    start_response: StartResponse, status: str, body: bytes, *headers: tuple[str, str]
-) -> list[bytes]:
-    start_response(
-        status,
-        [
-            *headers,
-            ("Content-Type", "text/plain"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-        ],
-    )
+def plain_denial(environ: WSGIEnvironment, start_response: StartResponse, status: str,
+                 headers: list[tuple[str, str]]) -> Iterable[bytes]:
+    """The default refusal: the seed's ``text/plain`` body (``Access Denied`` for a 401)."""
+    body = _BODIES.get(status, status.encode("latin-1"))
+    start_response(status, [*headers, ("Content-Type", "text/plain"),
+                            ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
     return [body]
 
 
@@ -82,6 +88,28 @@ def _check_handler(auth: object) -> None:
             raise TypeError(f"auth handler {type(auth).__name__} must implement {method}()")
 
 
+def _challenges(auth: HTTPAuth) -> list[tuple[str, str]]:
+    many = getattr(auth, "get_authenticate_headers", None)
+    values = many() if many is not None else [auth.get_authenticate_header()]
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"{type(auth).__name__} gave no WWW-Authenticate value")
+        quote_header_value(value, "WWW-Authenticate")  # refuses CR, LF, other controls
+    return [("WWW-Authenticate", value) for value in values]
+
+
+class _Refusal(Exception):
+    """Raised inside authentication to answer with ``status``; carries the audit reason."""
+
+    def __init__(self, status: str, reason: str, headers: list[tuple[str, str]],
+                 username: object = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.username = username
+
+
 class AuthMiddleware:
     """Require authentication for every request whose path falls under ``prefixes``.
 
@@ -92,6 +120,14 @@ class AuthMiddleware:
         (``PATH_INFO``); the default ``("/",)`` protects everything.
     :param authenticate: the callback that validates an :class:`~authmw.Authorization`;
         it can also be registered with ``@middleware.authenticate``.
+    :param rules: :class:`~authmw.Rule` objects for prefixes with their own handler,
+        callback or roles (the longest matching prefix wins).
+    :param public: paths served without authentication, matched exactly as sent (no other
+        spelling of them is public).
+    :param cors_preflight: let CORS preflights (``OPTIONS`` with ``Origin`` and
+        ``Access-Control-Request-Method``, no method override, no body) through unchecked.
+    :param throttle: a :class:`~authmw.Throttle` for failed attempts (429 past it).
+    :param on_deny: answers refused requests (default :func:`plain_denial`).
     """
 
     def __init__(
@@ -100,19 +136,37 @@ class AuthMiddleware:
         auth: HTTPAuth | None = None,
         prefixes: Iterable[str] | str = ("/",),
         authenticate: AuthenticateCallback | None = None,
+        *,
+        rules: Iterable[Rule] = (),
+        public: Iterable[str] = (),
+        cors_preflight: bool = False,
+        throttle: Throttle | None = None,
+        on_deny: DenyPolicy = plain_denial,
     ) -> None:
         self.app = app
         self.auth = auth
-        self.matcher = PrefixMatcher([prefixes] if isinstance(prefixes, str) else prefixes)
         self.authenticate_callback: AuthenticateCallback | None = None
         if authenticate is not None:
             self.authenticate(authenticate)
+        prefixes = [prefixes] if isinstance(prefixes, str) else list(prefixes)
+        rules = list(rules)
+        for rule in rules:
+            if rule.auth is not None:
+                _check_handler(rule.auth)
+            if rule.authenticate is not None:
+                _check_callback(rule.authenticate)
+        self.rules = {rule.prefix: rule for rule in [Rule(prefix) for prefix in prefixes]}
+        self.rules.update((rule.prefix, rule) for rule in rules)
+        self.matcher = PrefixMatcher(self.rules)
+        self.public = frozenset(public)
+        self.cors_preflight = cors_preflight
+        self.throttle = throttle
+        self.on_deny = on_deny
         self._warned_no_callback = False
-        if auth is None:
-            logger.warning(
-                "AuthMiddleware built with auth=None: %s is served WITHOUT authentication",
-                ", ".join(self.matcher.prefixes),
-            )
+        unguarded = [prefix for prefix, rule in self.rules.items() if rule.auth is None]
+        if auth is None and unguarded:
+            logger.warning("AuthMiddleware built with auth=None: %s is served WITHOUT "
+                           "authentication", ", ".join(sorted(unguarded)))
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -137,54 +191,74 @@ class AuthMiddleware:
         return callback
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self.matcher.match(environ.get("PATH_INFO", "")) is None:
+        path = environ.get("PATH_INFO", "")
+        prefix = self.matcher.match(path)
+        if prefix is None or path in self.public or (self.cors_preflight
+                                                     and self._is_preflight(environ)):
             return self.app(environ, start_response)
         environ.pop("REMOTE_USER", None)  # only this middleware may say who the user is
-        auth = self._auth
+        rule = self.rules[prefix]
+        auth = rule.auth or self._auth
         if auth is not None:
-            denied = self._authenticate(auth, environ, start_response)
-            if denied is not None:
-                return denied
+            token = current_environ_var.set(environ)
+            try:
+                self._authenticate(rule, auth, environ)
+            except _Refusal as refusal:
+                self._audit(environ, refusal)
+                return self.on_deny(environ, start_response, refusal.status, refusal.headers)
+            finally:
+                current_environ_var.reset(token)
         return self.app(environ, start_response)
 
-    def _authenticate(
-        self, auth: HTTPAuth, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes] | None:
-        """Publish the result in ``environ`` and return None, or return the refusal."""
-        token = current_environ_var.set(environ)
+    @staticmethod
+    def _is_preflight(environ: WSGIEnvironment) -> bool:
+        return (environ.get("REQUEST_METHOD") == "OPTIONS" and "HTTP_ORIGIN" in environ
+                and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+                and not any(header in environ for header in _METHOD_OVERRIDES)
+                and "_method" not in environ.get("QUERY_STRING", "")
+                and environ.get("CONTENT_LENGTH", "") in ("", "0")
+                and "HTTP_TRANSFER_ENCODING" not in environ)
+
+    def _authenticate(self, rule: Rule, auth: HTTPAuth, environ: WSGIEnvironment) -> None:
+        """Publish the result in ``environ``, or raise :class:`_Refusal`."""
         try:
             authorization = auth.get_authorization()
-            verdict = self._verdict(authorization)
+            username = authorization.get("username") if authorization is not None else None
+            throttle_keys: list[str] = []
+            if self.throttle is not None:
+                throttle_keys = self.throttle.keys(environ.get("REMOTE_ADDR"), username)
+                wait = self.throttle.retry_after(throttle_keys)
+                if wait:
+                    raise _Refusal("429 Too Many Requests", "throttled",
+                                   [("Retry-After", str(wait))], username)
+            verdict = self._verdict(rule, authorization)
             if not verdict:
-                challenge = auth.get_authenticate_header()
-                if not isinstance(challenge, str) or not challenge:
-                    raise TypeError(f"{type(auth).__name__}.get_authenticate_header() gave no str")
-                quote_header_value(challenge, "WWW-Authenticate")  # refuses CR, LF, controls
-                return _plain_response(
-                    start_response,
-                    "401 Unauthorized",
-                    _DENIED_BODY,
-                    ("WWW-Authenticate", challenge),
-                )
+                if self.throttle is not None:
+                    self.throttle.failed(throttle_keys)
+                reason = ("no credentials" if authorization is None
+                          and "HTTP_AUTHORIZATION" not in environ else "credentials refused")
+                raise _Refusal("401 Unauthorized", reason, _challenges(auth), username)
+            if self.throttle is not None:
+                self.throttle.succeeded(username)
+            if not rule.allows(environ.get("REQUEST_METHOD", "GET"), verdict):
+                raise _Refusal("403 Forbidden", "role not allowed", [], username)
+        except _Refusal:
+            raise
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a plug-in raises
             logger.error("authentication failed with an error; request %s %r refused with 500"
                          "\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
                          _traceback_without_values(exc))
-            return _plain_response(start_response, "500 Internal Server Error", _ERROR_BODY)
-        finally:
-            current_environ_var.reset(token)
+            raise _Refusal("500 Internal Server Error", "error", []) from None
         environ["authmw.authorization"] = authorization
-        username = authorization.get("username") if authorization is not None else None
         if isinstance(username, str):
             environ["REMOTE_USER"] = username
         if verdict is not True:
             environ["authmw.user"] = verdict
-        return None
 
-    def _verdict(self, authorization: Authorization | None) -> Any:
+    def _verdict(self, rule: Rule, authorization: Authorization | None) -> Any:
         if authorization is None:
             return False
-        callback = self.authenticate_callback
+        callback = rule.authenticate or self.authenticate_callback
         if callback is None:
             if not self._warned_no_callback:
                 self._warned_no_callback = True
@@ -198,3 +272,12 @@ class AuthMiddleware:
                 close()  # no "never awaited" warning; the request is refused below
             raise TypeError("the authenticate callback returned an awaitable or a generator")
         return verdict
+
+    @staticmethod
+    def _audit(environ: WSGIEnvironment, refusal: _Refusal) -> None:
+        """One record per refusal: who, what, why; never a password or Authorization value."""
+        if audit_logger.isEnabledFor(logging.INFO):
+            username = refusal.username
+            audit_logger.info("denied %s %s %r: %s (user %r)", environ.get("REMOTE_ADDR", "-"),
+                              environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                              refusal.reason, username[:32] if isinstance(username, str) else None)

@@ -47,8 +47,8 @@ from sqlalchemy.engine import make_url
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthMiddleware, HTTPAuth
-from authmw.middleware import AuthenticateCallback
 from authmw.paths import normalize_prefix
+from authmw.rules import AuthenticateCallback
 
 from .coordination import Coordinator, lock_for
 from .funcs import FuncPolicy

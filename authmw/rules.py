@@ -1,0 +1,71 @@
+"""Per-prefix rules: which handler and callback guard a prefix, and which roles each method
+needs there.
+
+The longest matching prefix decides; a rule's ``auth`` and ``authenticate`` default to the
+middleware's own. A user authenticated but without a required role gets a 403, not a 401::
+
+    Rule("/scheduler", roles={"GET": {"reader", "admin"}, "*": "admin"})
+    Rule("/api", auth=HTTPTokenAuth(), authenticate=check_token)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .paths import normalize_prefix
+
+if TYPE_CHECKING:
+    from .auth import Authorization, HTTPAuth
+
+AuthenticateCallback = Callable[["Authorization"], Any]
+
+
+def roles_of(user: object) -> frozenset[str]:
+    """The roles of what the callback returned: a ``roles`` attribute or key, else none."""
+    roles = user.get("roles") if isinstance(user, Mapping) else getattr(user, "roles", None)
+    if isinstance(roles, str):
+        return frozenset((roles,))
+    return frozenset(roles) if isinstance(roles, Collection) else frozenset()
+
+
+@dataclass
+class Rule:
+    """How to guard one prefix.
+
+    :param prefix: the path prefix (validated like the middleware's prefixes).
+    :param auth: the handler for this prefix; None: the middleware's.
+    :param authenticate: the callback for this prefix; None: the middleware's.
+    :param roles: method (or ``"*"`` for any other) to the roles allowed to use it; a user
+        needs one of them. None: any authenticated user.
+    :param get_roles: how to read the roles of the callback's result (default
+        :func:`roles_of`).
+    """
+
+    prefix: str
+    auth: HTTPAuth | None = None
+    authenticate: AuthenticateCallback | None = None
+    roles: Mapping[str, str | Collection[str]] | None = None
+    get_roles: Callable[[Any], Collection[str]] = roles_of
+    _required: dict[str, frozenset[str]] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prefix = normalize_prefix(self.prefix)
+        for method, allowed in (self.roles or {}).items():
+            if not isinstance(method, str) or not method:
+                raise ValueError(f"rule {self.prefix}: a method must be a non-empty str")
+            allowed_set = frozenset((allowed,) if isinstance(allowed, str) else allowed)
+            if not allowed_set:
+                raise ValueError(f"rule {self.prefix}: {method} allows no role at all")
+            self._required[method.upper()] = allowed_set
+
+    def required_roles(self, method: str) -> frozenset[str] | None:
+        """The roles (any one suffices) that ``method`` needs here; None: no role needed."""
+        if not self._required:
+            return None
+        return self._required.get(method, self._required.get("*"))
+
+    def allows(self, method: str, user: object) -> bool:
+        required = self.required_roles(method)
+        return required is None or not required.isdisjoint(self.get_roles(user))
