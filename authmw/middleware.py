@@ -47,6 +47,7 @@ _BODIES = {
     "500 Internal Server Error": b"Internal Server Error",
 }
 #: Headers that make a method-override middleware turn an OPTIONS into something else.
+_UNSEEN: Any = object()
 _METHOD_OVERRIDES = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
 
 
@@ -88,22 +89,13 @@ def _check_handler(auth: object) -> None:
             raise TypeError(f"auth handler {type(auth).__name__} must implement {method}()")
 
 
-def _challenges(auth: HTTPAuth) -> list[tuple[str, str]]:
-    many = getattr(auth, "get_authenticate_headers", None)
-    values = many() if many is not None else [auth.get_authenticate_header()]
-    for value in values:
-        if not isinstance(value, str) or not value:
-            raise TypeError(f"{type(auth).__name__} gave no WWW-Authenticate value")
-        quote_header_value(value, "WWW-Authenticate")  # refuses CR, LF, other controls
-    return [("WWW-Authenticate", value) for value in values]
+class _Refusal:
+    """How to answer a refused request, and why (for the audit log)."""
 
-
-class _Refusal(Exception):
-    """Raised inside authentication to answer with ``status``; carries the audit reason."""
+    __slots__ = ("headers", "reason", "status", "username")
 
     def __init__(self, status: str, reason: str, headers: list[tuple[str, str]],
                  username: object = None) -> None:
-        super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -158,10 +150,12 @@ class AuthMiddleware:
         self.rules = {rule.prefix: rule for rule in [Rule(prefix) for prefix in prefixes]}
         self.rules.update((rule.prefix, rule) for rule in rules)
         self.matcher = PrefixMatcher(self.rules)
+        self._memo = self.matcher.memo
         self.public = frozenset(public)
         self.cors_preflight = cors_preflight
         self.throttle = throttle
         self.on_deny = on_deny
+        self._sendable_challenges: set[object] = set()  # challenge values already checked
         self._warned_no_callback = False
         unguarded = [prefix for prefix, rule in self.rules.items() if rule.auth is None]
         if auth is None and unguarded:
@@ -192,7 +186,9 @@ class AuthMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        prefix = self.matcher.match(path)
+        prefix = self._memo.get(path, _UNSEEN)  # the matcher's memo, read without a call
+        if prefix is _UNSEEN:
+            prefix = self.matcher.match(path)
         if prefix is None or path in self.public or (self.cors_preflight
                                                      and self._is_preflight(environ)):
             return self.app(environ, start_response)
@@ -202,12 +198,12 @@ class AuthMiddleware:
         if auth is not None:
             token = current_environ_var.set(environ)
             try:
-                self._authenticate(rule, auth, environ)
-            except _Refusal as refusal:
-                self._audit(environ, refusal)
-                return self.on_deny(environ, start_response, refusal.status, refusal.headers)
+                refusal = self._authenticate(rule, auth, environ)
             finally:
                 current_environ_var.reset(token)
+            if refusal is not None:
+                self._audit(environ, refusal)
+                return self.on_deny(environ, start_response, refusal.status, refusal.headers)
         return self.app(environ, start_response)
 
     @staticmethod
@@ -219,8 +215,9 @@ class AuthMiddleware:
                 and environ.get("CONTENT_LENGTH", "") in ("", "0")
                 and "HTTP_TRANSFER_ENCODING" not in environ)
 
-    def _authenticate(self, rule: Rule, auth: HTTPAuth, environ: WSGIEnvironment) -> None:
-        """Publish the result in ``environ``, or raise :class:`_Refusal`."""
+    def _authenticate(self, rule: Rule, auth: HTTPAuth,
+                      environ: WSGIEnvironment) -> _Refusal | None:
+        """Publish the result in ``environ`` and return None, or return the refusal."""
         try:
             authorization = auth.get_authorization()
             username = authorization.get("username") if authorization is not None else None
@@ -229,31 +226,42 @@ class AuthMiddleware:
                 throttle_keys = self.throttle.keys(environ.get("REMOTE_ADDR"), username)
                 wait = self.throttle.retry_after(throttle_keys)
                 if wait:
-                    raise _Refusal("429 Too Many Requests", "throttled",
-                                   [("Retry-After", str(wait))], username)
+                    return _Refusal("429 Too Many Requests", "throttled",
+                                    [("Retry-After", str(wait))], username)
             verdict = self._verdict(rule, authorization)
             if not verdict:
                 if self.throttle is not None:
                     self.throttle.failed(throttle_keys)
                 reason = ("no credentials" if authorization is None
                           and "HTTP_AUTHORIZATION" not in environ else "credentials refused")
-                raise _Refusal("401 Unauthorized", reason, _challenges(auth), username)
+                return _Refusal("401 Unauthorized", reason, self._challenges(auth), username)
             if self.throttle is not None:
                 self.throttle.succeeded(username)
-            if not rule.allows(environ.get("REQUEST_METHOD", "GET"), verdict):
-                raise _Refusal("403 Forbidden", "role not allowed", [], username)
-        except _Refusal:
-            raise
+            if rule.roles and not rule.allows(environ.get("REQUEST_METHOD", "GET"), verdict):
+                return _Refusal("403 Forbidden", "role not allowed", [], username)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a plug-in raises
             logger.error("authentication failed with an error; request %s %r refused with 500"
                          "\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
                          _traceback_without_values(exc))
-            raise _Refusal("500 Internal Server Error", "error", []) from None
+            return _Refusal("500 Internal Server Error", "error", [])
         environ["authmw.authorization"] = authorization
         if isinstance(username, str):
             environ["REMOTE_USER"] = username
         if verdict is not True:
             environ["authmw.user"] = verdict
+        return None
+
+    def _challenges(self, auth: HTTPAuth) -> list[tuple[str, str]]:
+        many = getattr(auth, "get_authenticate_headers", None)
+        values = many() if many is not None else [auth.get_authenticate_header()]
+        for value in values:
+            if value not in self._sendable_challenges:
+                if not isinstance(value, str) or not value:
+                    raise TypeError(f"{type(auth).__name__} gave no WWW-Authenticate value")
+                quote_header_value(value, "WWW-Authenticate")  # refuses CR, LF, other controls
+                if len(self._sendable_challenges) < 64:
+                    self._sendable_challenges.add(value)
+        return [("WWW-Authenticate", value) for value in values]
 
     def _verdict(self, rule: Rule, authorization: Authorization | None) -> Any:
         if authorization is None:
@@ -266,6 +274,8 @@ class AuthMiddleware:
                                "callback: every protected request is refused")
             return False
         verdict = callback(authorization)
+        if verdict is True or verdict is False:
+            return verdict
         if inspect.isawaitable(verdict) or inspect.isgenerator(verdict):
             close = getattr(verdict, "close", None)
             if close is not None:

@@ -37,6 +37,9 @@ _ASCII_LOOKALIKES = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", 
 MAX_READINGS = 256
 #: Beyond this many characters of readings produced, likewise (bounds the CPU per request).
 MAX_READING_CHARACTERS = 1 << 17
+#: Answers remembered per matcher (paths repeat: the same few routes, static files...).
+MEMO_SIZE = 4096
+MEMO_MAX_PATH = 1024
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -160,6 +163,8 @@ class PrefixMatcher:
         #: Longest first, as (casefolded prefix, configured prefix).
         self.prefixes: tuple[str, ...] = tuple(sorted(normalized, key=len, reverse=True))
         self._folded = tuple((prefix.casefold(), prefix) for prefix in self.prefixes)
+        #: path -> answer; a pure function of the path, so remembering it changes nothing.
+        self.memo: dict[str, str | None] = {}
 
     def _match_one(self, path: str) -> str | None:
         folded = fold_case(path)
@@ -173,6 +178,18 @@ class PrefixMatcher:
 
     def match(self, path: str) -> str | None:
         """Return the longest configured prefix that some reading of ``path`` falls under."""
+        try:
+            return self.memo[path]
+        except KeyError:
+            pass
+        answer = self._match(path)
+        if len(path) <= MEMO_MAX_PATH:
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()  # bounded; clearing is cheaper than tracking recency
+            self.memo[path] = answer
+        return answer
+
+    def _match(self, path: str) -> str | None:
         if _AMBIGUOUS_RE.search(path) is None:
             return self._match_one(path)
         all_readings = readings(path)
