@@ -40,6 +40,7 @@ from .jobs import (
     trigger_part,
     trigger_to_json,
 )
+from .listing import JobListing
 from .openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scheduler_api")
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_PAGE = 1000
 
 
 class APIError(Exception):
@@ -73,6 +75,17 @@ def error_response(status: int, message: str, headers: Iterable[tuple[str, str]]
     return response
 
 
+def _query_int(request: Request, name: str, default: int, minimum: int,
+               maximum: int | None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
+        bounds = f"{minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise InvalidField(name, f"must be a whole number, {bounds}")
+    return int(raw)
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # json.loads accepts NaN and Infinity otherwise
 
@@ -82,6 +95,7 @@ class SchedulerAPI:
 
     def __init__(self, scheduler: APScheduler) -> None:
         self.scheduler = scheduler
+        self.listing = JobListing(scheduler.scheduler)
         self.url_map = Map(
             [
                 Rule("/", endpoint="scheduler_info", methods=["GET"]),
@@ -229,7 +243,15 @@ class SchedulerAPI:
     # -- jobs ------------------------------------------------------------------------------
 
     def on_get_jobs(self, request: Request) -> Response:
-        return json_response([job_to_json(job) for job in self.scheduler.get_jobs()])
+        """All jobs (Flask-APScheduler's list), or with ``limit``: one page and the total."""
+        if "limit" not in request.args and "offset" not in request.args:
+            body, _ = self.listing.page()
+            return Response(body, mimetype="application/json")
+        limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
+        offset = _query_int(request, "offset", 0, 0, None)
+        body, total = self.listing.page(limit, offset)
+        return Response(b'{"jobs":' + body + b',"total":%d,"limit":%d,"offset":%d}'
+                        % (total, limit, offset), mimetype="application/json")
 
     def on_add_job(self, request: Request) -> Response:
         body = self._json_body(request)

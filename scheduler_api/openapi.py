@@ -151,8 +151,17 @@ _RESPONSES: JSON = {
     "SchedulerInfo": {"description": "The scheduler's state.",
                       "content": _json(_ref("SchedulerInfo"))},
     "Job": {"description": "The job.", "content": _json(_ref("Job"))},
-    "Jobs": {"description": "All jobs (while shut down: the pending ones).",
-             "content": _json({"type": "array", "items": _ref("Job")})},
+    "Jobs": {"description": "All jobs (while shut down: the pending ones), in the order they "
+                            "run next (paused jobs last); with limit or offset, one page of "
+                            "them in that order and the total count.",
+             "content": _json({"oneOf": [
+                 {"type": "array", "items": _ref("Job")},
+                 _object({"jobs": {"type": "array", "items": _ref("Job")},
+                          "total": {"type": "integer", "minimum": 0},
+                          "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                          "offset": {"type": "integer", "minimum": 0}},
+                         required=("jobs", "total", "limit", "offset"),
+                         additionalProperties=False)]})},
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
         required=("openapi", "info", "paths")))},
@@ -257,7 +266,8 @@ _DOCUMENT: JSON = {
             "listed and changed; without one, this process's scheduler shuts down. The body "
             "is optional. " + _NOT_RUNNING)},
         "/jobs": {
-            "get": _operation("getJobs", "List the jobs", "200 Jobs", "503"),
+            "get": {**_operation("getJobs", "List the jobs", "200 Jobs", "400", "503"),
+                    "parameters": [_ref("Limit", "parameters"), _ref("Offset", "parameters")]},
             "post": _operation("addJob", "Add a job", "200 Job", *_BODY_ERRORS, "403", "409",
                                "503", body=_body("JobInput"),
                                description="Answers 200 (not 201), as Flask-APScheduler. 409 "
@@ -282,8 +292,15 @@ _DOCUMENT: JSON = {
     }),
     "components": {
         "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
-        "parameters": {"JobId": {"name": "job_id", "in": "path", "required": True,
-                                 "schema": _ref("JobId")}},
+        "parameters": {
+            "JobId": {"name": "job_id", "in": "path", "required": True, "schema": _ref("JobId")},
+            "Limit": {"name": "limit", "in": "query", "required": False,
+                      "description": "Page size (default 100 when offset is given)",
+                      "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            "Offset": {"name": "offset", "in": "query", "required": False,
+                       "description": "Jobs to skip (default 0 when limit is given)",
+                       "schema": {"type": "integer", "minimum": 0}},
+        },
         "schemas": _SCHEMAS,
         "responses": _RESPONSES,
     },

@@ -104,7 +104,7 @@ def template_of(path: str) -> str | None:
     for template in DOCUMENT["paths"]:
         regex = "".join("[^/]+" if part.startswith("{") else re.escape(part)
                         for part in re.split(r"(\{\w+\})", template))
-        if re.fullmatch(regex, path or "/"):
+        if re.fullmatch(regex, path.partition("?")[0] or "/"):
             return template
     return None
 
@@ -376,8 +376,20 @@ def exercise_unavailable_store(api: Api) -> None:
     api("GET", "/openapi.json", 200)
 
 
+def exercise_pages(api: Api) -> None:
+    for index in range(5):
+        api("POST", "/jobs", 200, {"id": f"page-{index}", "func": FUNC, **TRIGGERS["cron"]})
+    everything = api("GET", "/jobs", 200)
+    page = api("GET", "/jobs?limit=2&offset=1", 200)
+    assert page["jobs"] == everything[1:3]
+    assert (page["total"], page["limit"], page["offset"]) == (len(everything), 2, 1)
+    assert api("GET", "/jobs?offset=4", 200)["jobs"] == everything[4:4 + 100]
+    for query in ("limit=0", "limit=1001", "limit=x", "offset=-1", "limit=1.5"):
+        api("GET", f"/jobs?{query}", 400)
+
+
 SCENARIOS: list[Callable[[Api], None]] = [
-    exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods,
+    exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
     exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
 ]
 

@@ -1,0 +1,58 @@
+"""Listings reuse the JSON of unchanged jobs: every change must still show at once."""
+
+from __future__ import annotations
+
+import pytest
+from apscheduler.jobstores.memory import MemoryJobStore
+
+from .api_helpers import running_api
+
+STORES = {"sqlite": {}, "memory": {"SCHEDULER_JOBSTORES": {"default": MemoryJobStore()}}}
+
+
+@pytest.fixture(params=STORES.values(), ids=STORES.keys())
+def client(request, tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", **request.param) as (scheduler, client):
+        yield scheduler, client
+
+
+def listed(client, job_id: str) -> dict:
+    return next(job for job in client.get("/jobs").json if job["id"] == job_id)
+
+
+def test_every_change_shows_in_the_next_listing(client):
+    scheduler, client = client
+    client.post("/jobs", json={"id": "a", "func": "tests.tasks:record", "trigger": "interval",
+                               "hours": 1})
+    client.post("/jobs", json={"id": "b", "func": "tests.tasks:record", "trigger": "cron",
+                               "hour": "4"})
+    assert listed(client, "a")["hours"] == 1
+    client.patch("/jobs/a", json={"hours": 2})
+    assert listed(client, "a")["hours"] == 2
+    client.patch("/jobs/a", json={"args": [1]})
+    assert listed(client, "a")["args"] == [1]
+    client.patch("/jobs/a", json={"args": [True]})  # equal to [1] in Python, not in JSON
+    assert listed(client, "a")["args"] == [True]
+    client.post("/jobs/a/pause")
+    assert listed(client, "a")["next_run_time"] is None
+    client.post("/jobs/a/resume")
+    assert listed(client, "a")["next_run_time"] is not None
+    scheduler.modify_job("b", name="renamed in Python")
+    assert listed(client, "b")["name"] == "renamed in Python"
+    client.delete("/jobs/a")
+    assert [job["id"] for job in client.get("/jobs").json] == ["b"]
+
+
+def test_pages_follow_the_listing_order(client):
+    _, client = client
+    for index, hour in enumerate([5, 3, 4, 1, 2]):
+        client.post("/jobs", json={"id": f"job-{index}", "func": "tests.tasks:record",
+                                   "trigger": "cron", "hour": str(hour)})
+    client.post("/jobs/job-1/pause")
+    everything = client.get("/jobs").json
+    assert [job["id"] for job in everything] == ["job-3", "job-4", "job-2", "job-0", "job-1"]
+    pages = [client.get(f"/jobs?limit=2&offset={offset}").json for offset in (0, 2, 4)]
+    assert [job for page in pages for job in page["jobs"]] == everything
+    assert {page["total"] for page in pages} == {5}
+    assert client.get("/jobs?offset=10").json == {"jobs": [], "total": 5, "limit": 100,
+                                                  "offset": 10}
