@@ -24,6 +24,7 @@ from .auth import (
 )
 from .context import request
 from .middleware import AuthMiddleware, plain_denial
+from .passwords import CredentialCache, HtpasswdFile, cached, hash_password, verify_password
 from .rules import Rule
 from .throttle import MemoryThrottleStore, RedisThrottleStore, Throttle
 
@@ -31,16 +32,21 @@ __all__ = [
     "APIKeyAuth",
     "AuthMiddleware",
     "Authorization",
+    "CredentialCache",
     "HTTPAuth",
     "HTTPBasicAuth",
     "HTTPTokenAuth",
+    "HtpasswdFile",
     "MemoryThrottleStore",
     "MultiAuth",
     "RedisThrottleStore",
     "Rule",
     "Throttle",
+    "cached",
     "compare_secrets",
     "get_authorization_header",
+    "hash_password",
     "plain_denial",
     "request",
+    "verify_password",
 ]

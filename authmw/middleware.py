@@ -74,7 +74,7 @@ def _traceback_without_values(exc: BaseException) -> str:
     return "".join(lines)
 
 
-def _check_callback(callback: object) -> None:
+def check_callback(callback: object) -> None:
     if not callable(callback):
         raise TypeError("the authenticate callback must be callable")
     if inspect.iscoroutinefunction(callback) or inspect.isasyncgenfunction(callback):
@@ -146,7 +146,7 @@ class AuthMiddleware:
             if rule.auth is not None:
                 _check_handler(rule.auth)
             if rule.authenticate is not None:
-                _check_callback(rule.authenticate)
+                check_callback(rule.authenticate)
         self.rules = {rule.prefix: rule for rule in [Rule(prefix) for prefix in prefixes]}
         self.rules.update((rule.prefix, rule) for rule in rules)
         self.matcher = PrefixMatcher(self.rules)
@@ -180,7 +180,7 @@ class AuthMiddleware:
 
     def authenticate(self, callback: AuthenticateCallback) -> AuthenticateCallback:
         """Register ``callback(authorization)``; truthy means valid. Usable as a decorator."""
-        _check_callback(callback)
+        check_callback(callback)
         self.authenticate_callback = callback
         return callback
 

@@ -7,8 +7,8 @@ bcrypt, argon2id, scrypt and pbkdf2-sha256 hashes, and against Apache htpasswd f
 
 - malformed, unsupported or absurdly costly hashes, and missing hash libraries: refused when
   the hashes are loaded (ValueError, :class:`MissingLibraryError`), never a 500 per request;
-- hostile passwords: any password gives True or False, never an exception, and none over
-  :data:`MAX_PASSWORD_BYTES` is hashed;
+- hostile passwords: any password gives True or False, never an exception; none over
+  :data:`MAX_PASSWORD_BYTES` is hashed, and none with a NUL matches;
 - bcrypt's 72-byte limit: a longer password never matches a bcrypt hash (it is not truncated);
 - usernames leaking by timing: an unknown user costs one verification, like a wrong password;
 - a credential cache that lets any password in after one good login (Kinto's bug): the cache
@@ -38,7 +38,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from .auth import Authorization
-from .middleware import _check_callback
+from .middleware import check_callback
 
 logger = logging.getLogger("authmw")
 
@@ -125,20 +125,24 @@ def _b64encode(data: bytes, altchars: bytes = b"+/") -> str:
 
 
 def _password_bytes(password: object) -> bytes | None:
-    """``password`` as UTF-8, or None when it cannot match: not a str, or over the cap."""
+    """``password`` as UTF-8, or None when it cannot match: not a str, over the cap, or NUL.
+
+    A NUL would be ambiguous: C ``crypt()`` stops there, and pbkdf2 and scrypt pad their
+    HMAC key with NULs, so that ``"pw\\0"`` would match the hash of ``"pw"``.
+    """
     if not isinstance(password, str) or len(password) > MAX_PASSWORD_BYTES:
         return None
     # surrogatepass: a lone surrogate (from os.fsdecode, say) must not raise, as elsewhere.
     data = password.encode("utf-8", "surrogatepass")
-    return data if len(data) <= MAX_PASSWORD_BYTES else None
+    return data if len(data) <= MAX_PASSWORD_BYTES and b"\0" not in data else None
 
 
 @dataclass(frozen=True)
 class PasswordHash:
     """A stored hash, checked once by :meth:`parse`, then verified with :meth:`verify`.
 
-    ``cost`` holds the work parameters: two hashes with equal ``scheme`` and ``cost`` take
-    the same time to verify.
+    ``text`` is the hash as stored; ``cost`` holds its work parameters: two hashes with
+    equal ``scheme`` and ``cost`` take the same time to verify.
     """
 
     scheme: str
@@ -310,8 +314,7 @@ def _libpass_parser(
         handler = getattr(_library("passlib.hash", scheme), handler_name)
 
         def check(password: bytes) -> bool:
-            # C crypt() stops at a NUL, so the password would be ambiguous; libpass raises.
-            return b"\0" not in password and bool(handler.verify(password, text))
+            return bool(handler.verify(password, text))
 
         return PasswordHash(scheme, cost, text, check)
 
@@ -344,7 +347,9 @@ def hash_password(password: str, scheme: str = "scrypt", *, cost: int | None = N
     """
     data = _password_bytes(password)
     if data is None:
-        raise ValueError(f"the password must be a str of at most {MAX_PASSWORD_BYTES} bytes")
+        raise ValueError(
+            f"the password must be a str of at most {MAX_PASSWORD_BYTES} bytes, without NUL"
+        )
     hasher = _HASHERS.get(scheme)
     if hasher is None:
         raise ValueError(f"hash_password() makes {', '.join(_HASHERS)} hashes, not {scheme!r}")
@@ -475,7 +480,7 @@ class CachedCallback:
     def __call__(self, authorization: Authorization) -> Any:
         username, password = authorization.get("username"), authorization.get("password")
         if self.cache is None or not isinstance(username, str) or not isinstance(password, str):
-            return self.callback(authorization)  # nothing to key on: not cached
+            return self.callback(authorization)  # off, or nothing to key on
         auth_type = str(getattr(authorization, "auth_type", ""))
         return self.cache.check((self.namespace, auth_type, username, password),
                                 lambda: self.callback(authorization))
@@ -487,11 +492,13 @@ def cached(callback: Callable[[Authorization], Any], *, cache: CredentialCache |
 
     The cache cannot see ``callback``'s user store: call ``.cache.clear()`` when it
     changes, or entries (a removed user, an old password) live on until ``ttl``.
-    ``namespace`` tells apart callbacks that share a cache; it defaults to the callback's
-    identity. ``cache=False`` passes every call through.
+    ``namespace`` tells apart callbacks that share a cache; by default each wrapper has its
+    own (not the callback's ``id()``: a later callback may get it, and the old verdicts).
+    ``cache=False`` passes every call through.
     """
-    _check_callback(callback)
-    return CachedCallback(callback, _make_cache(cache), namespace or f"callback:{id(callback)}")
+    check_callback(callback)
+    namespace = namespace or "callback:" + os.urandom(16).hex()
+    return CachedCallback(callback, _make_cache(cache), namespace)
 
 
 class _Snapshot(NamedTuple):
@@ -501,7 +508,8 @@ class _Snapshot(NamedTuple):
 
 
 def _signature(stat: os.stat_result) -> tuple[int, ...]:
-    return stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_dev
+    # ctime too: a chmod that makes an unreadable file readable changes nothing else.
+    return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino, stat.st_dev
 
 
 def _parse_htpasswd(content: bytes, path: str) -> dict[str, PasswordHash]:
@@ -553,10 +561,12 @@ class HtpasswdFile:
     The file is read now: a malformed line raises ValueError (its line number, never its
     hash), a hash whose library is missing :class:`MissingLibraryError`. Blank lines and
     ``#`` comments are skipped; a user may appear once. Then, at most once every
-    ``check_interval`` seconds, a request checks the file's mtime, size and inode, and
-    reloads it when they changed; the cache is cleared then. A file that cannot be reloaded
+    ``check_interval`` seconds, a request checks the file's mtime, ctime, size and inode,
+    and reloads it when they changed; the cache is cleared then. A file that cannot be reloaded
     (malformed, deleted) refuses every login, with an error logged, until it is fixed: a
-    typo must not keep a user that the same edit removed.
+    typo must not keep a user that the same edit removed. So does a file caught half-written
+    (``htpasswd`` rewrites in place) until the next check; a new file renamed into place
+    never is.
 
     An unknown user's password is verified against one of the file's hashes, of its most
     common scheme and cost, so that it takes as long as a wrong password.
@@ -567,10 +577,10 @@ class HtpasswdFile:
 
     def __init__(self, path: str | os.PathLike[str], *, cache: CredentialCache | bool = True,
                  check_interval: float = 1.0) -> None:
-        self.path = os.fspath(path)
+        self.path = os.path.abspath(path)  # the same file even if the process changes directory
         self.cache = _make_cache(cache)
         self.check_interval = check_interval
-        self._namespace = "htpasswd:" + os.path.abspath(self.path)
+        self._namespace = "htpasswd:" + self.path
         self._snapshot = _load_htpasswd(self.path)
         self._checked_at = time.monotonic()
         self._lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from paste.deploy import loadapp
 
-from .conftest import basic, call
+from .conftest import ROOT, basic, call
 
 INI = """
 [pipeline:main]
@@ -37,6 +37,13 @@ def test_an_ini_pipeline_with_a_named_callback(tmp_path):
     assert call(app, "/admin", authorization=basic("paste", "deploy")).body == b"hello paste"
     assert call(app, "/health").status == 200
     assert call(app, "/elsewhere").status == 200
+
+
+def test_an_ini_pipeline_with_an_htpasswd_file(tmp_path):
+    htpasswd = ROOT / "tests" / "data" / "htpasswd" / "apache.htpasswd"
+    app = load(tmp_path, f"htpasswd = {htpasswd}")
+    assert call(app, "/scheduler", authorization=basic("sha1", "sha1: secret")).status == 200
+    assert call(app, "/scheduler", authorization=basic("sha1", "wrong")).status == 401
 
 
 @pytest.mark.parametrize(
