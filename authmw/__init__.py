@@ -23,8 +23,9 @@ from .auth import (
     get_authorization_header,
 )
 from .context import request
+from .htpasswd import CredentialCache, HtpasswdFile, cached
 from .middleware import AuthMiddleware, plain_denial
-from .passwords import CredentialCache, HtpasswdFile, cached, hash_password, verify_password
+from .passwords import hash_password, verify_password
 from .rules import Rule
 from .throttle import MemoryThrottleStore, RedisThrottleStore, Throttle
 

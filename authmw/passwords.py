@@ -1,23 +1,20 @@
-"""Password checks for the ``authenticate`` callback: stored hashes and htpasswd files.
+"""Password hashes for the ``authenticate`` callback: check them, and make new ones.
 
-HTTP Basic gives the callback a username and a password; this module checks them against
-bcrypt, argon2id, scrypt and pbkdf2-sha256 hashes, and against Apache htpasswd files as the
-``htpasswd`` tool writes them (``-B`` bcrypt, ``-m`` ``$apr1$``, ``-s`` ``{SHA}``,
-``-2`` ``$5$``, ``-5`` ``$6$``). It protects against:
+HTTP Basic gives the callback a username and a password; this module checks the password
+against bcrypt, argon2id, scrypt and pbkdf2-sha256 hashes and the htpasswd formats
+(``$apr1$``, ``{SHA}``, ``$5$``, ``$6$``; files: :mod:`authmw.htpasswd`). It protects
+against:
 
 - malformed, unsupported or absurdly costly hashes, and missing hash libraries: refused when
   the hashes are loaded (ValueError, :class:`MissingLibraryError`), never a 500 per request;
 - hostile passwords: any password gives True or False, never an exception; none over
   :data:`MAX_PASSWORD_BYTES` is hashed, and none with a NUL matches;
-- bcrypt's 72-byte limit: a longer password never matches a bcrypt hash (it is not truncated);
-- usernames leaking by timing: an unknown user costs one verification, like a wrong password;
-- a credential cache that lets any password in after one good login (Kinto's bug): the cache
-  is keyed by the password too, and only successes are cached.
+- bcrypt's 72-byte limit: a longer password never matches a bcrypt hash (it is not truncated).
 
 Usage::
 
-    users = HtpasswdFile("/etc/scheduler/htpasswd")
-    app = AuthMiddleware(app, auth=HTTPBasicAuth(), authenticate=users.authenticate)
+    stored = hash_password("s3cret", scheme="scrypt")
+    verify_password("s3cret", stored)  # True
 """
 
 from __future__ import annotations
@@ -26,21 +23,11 @@ import base64
 import hashlib
 import hmac
 import importlib
-import logging
 import os
 import re
-import threading
-import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, NamedTuple
-
-from .auth import Authorization
-from .middleware import check_callback
-
-logger = logging.getLogger("authmw")
 
 #: Longest password checked, in UTF-8 bytes: a longer one never matches, and is never hashed.
 MAX_PASSWORD_BYTES = 4096
@@ -394,240 +381,3 @@ _HASHERS: dict[str, Callable[[bytes, int | None], str]] = {
     "argon2id": _hash_argon2id,
     "pbkdf2-sha256": _hash_pbkdf2,
 }
-
-
-class CredentialCache:
-    """Successful verifications, remembered ``ttl`` seconds so Basic auth is not re-hashed.
-
-    Basic auth sends the password with every request: at 240 ms a verification, one core
-    serves 4 requests a second. An entry is keyed by HMAC-SHA256, under a random key made
-    for this cache, of everything the verdict depends on (the store, the username, the
-    password, the stored hash), so another password never hits, and the cache holds neither
-    a password nor anything to crack one from offline. Failures are never cached. At most
-    ``maxsize`` entries are kept, least recently used first out. ``ttl=0`` or ``maxsize=0``
-    turns it off. Thread-safe.
-    """
-
-    def __init__(self, ttl: float = 60.0, maxsize: int = 1024) -> None:
-        self.ttl = ttl
-        self.maxsize = maxsize
-        self._key = os.urandom(32)
-        self._entries: OrderedDict[bytes, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def check(self, fields: tuple[str, ...], verify: Callable[[], Any]) -> Any:
-        """Return the cached verdict for ``fields``, or ``verify()``'s, cached if truthy."""
-        if self.ttl <= 0 or self.maxsize <= 0:
-            return verify()
-        digest = self._digest(fields)
-        verdict = self._get(digest)
-        if verdict is None:
-            verdict = verify()
-            if verdict:
-                self._put(digest, verdict)
-        return verdict
-
-    def clear(self) -> None:
-        """Forget every entry (the store changed)."""
-        with self._lock:
-            self._entries.clear()
-
-    def _digest(self, fields: tuple[str, ...]) -> bytes:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for value in fields:
-            data = value.encode("utf-8", "surrogatepass")
-            mac.update(len(data).to_bytes(8, "big"))  # ("ab", "c") and ("a", "bc") differ
-            mac.update(data)
-        return mac.digest()
-
-    def _get(self, digest: bytes) -> Any:
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is None:
-                return None
-            if time.monotonic() >= entry[0]:
-                del self._entries[digest]
-                return None
-            self._entries.move_to_end(digest)
-            return entry[1]
-
-    def _put(self, digest: bytes, verdict: Any) -> None:
-        with self._lock:
-            self._entries[digest] = (time.monotonic() + self.ttl, verdict)
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-
-
-def _make_cache(cache: CredentialCache | bool) -> CredentialCache | None:
-    if cache is True:
-        return CredentialCache()
-    return None if cache is False else cache  # not "cache or None": an empty cache is falsy
-
-
-class CachedCallback:
-    """An ``authenticate`` callback whose successes are cached; made by :func:`cached`."""
-
-    def __init__(self, callback: Callable[[Authorization], Any], cache: CredentialCache | None,
-                 namespace: str) -> None:
-        self.callback = callback
-        self.cache = cache
-        self.namespace = namespace
-
-    def __call__(self, authorization: Authorization) -> Any:
-        username, password = authorization.get("username"), authorization.get("password")
-        if self.cache is None or not isinstance(username, str) or not isinstance(password, str):
-            return self.callback(authorization)  # off, or nothing to key on
-        auth_type = str(getattr(authorization, "auth_type", ""))
-        return self.cache.check((self.namespace, auth_type, username, password),
-                                lambda: self.callback(authorization))
-
-
-def cached(callback: Callable[[Authorization], Any], *, cache: CredentialCache | bool = True,
-           namespace: str | None = None) -> CachedCallback:
-    """Wrap an ``authenticate`` callback so that its successes are cached.
-
-    The cache cannot see ``callback``'s user store: call ``.cache.clear()`` when it
-    changes, or entries (a removed user, an old password) live on until ``ttl``.
-    ``namespace`` tells apart callbacks that share a cache; by default each wrapper has its
-    own (not the callback's ``id()``: a later callback may get it, and the old verdicts).
-    ``cache=False`` passes every call through.
-    """
-    check_callback(callback)
-    namespace = namespace or "callback:" + os.urandom(16).hex()
-    return CachedCallback(callback, _make_cache(cache), namespace)
-
-
-class _Snapshot(NamedTuple):
-    users: dict[str, PasswordHash]
-    dummy: PasswordHash | None
-    signature: tuple[int, ...] | None
-
-
-def _signature(stat: os.stat_result) -> tuple[int, ...]:
-    # ctime too: a chmod that makes an unreadable file readable changes nothing else.
-    return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino, stat.st_dev
-
-
-def _parse_htpasswd(content: bytes, path: str) -> dict[str, PasswordHash]:
-    users: dict[str, PasswordHash] = {}
-    for number, raw in enumerate(content.split(b"\n"), start=1):
-        where = f"{path}, line {number}"  # never the line itself: it holds a hash
-        try:
-            line = raw.decode("utf-8").strip(" \t\r\f\v")  # Apache strips ASCII spaces
-        except UnicodeDecodeError:
-            raise ValueError(f"{where}: not UTF-8") from None
-        if not line or line.startswith("#"):
-            continue
-        username, colon, stored_hash = line.partition(":")
-        if not username or not colon:
-            raise ValueError(f"{where}: expected user:hash")
-        if username in users:
-            raise ValueError(f"{where}: the user is already on an earlier line")
-        try:
-            users[username] = PasswordHash.parse(stored_hash)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-    return users
-
-
-def _dummy_hash(users: dict[str, PasswordHash]) -> PasswordHash | None:
-    """The hash an unknown user's password is verified against, the result discarded.
-
-    One of the file's own hashes, of its most common scheme and cost: the same algorithm,
-    parameters and sizes take the same time, and there is nothing to generate.
-    """
-    counts = Counter((stored.scheme, stored.cost) for stored in users.values())
-    if not counts:
-        return None
-    common = counts.most_common(1)[0][0]
-    return next(h for h in users.values() if (h.scheme, h.cost) == common)
-
-
-def _load_htpasswd(path: str) -> _Snapshot:
-    with open(path, "rb") as file:
-        stat = os.fstat(file.fileno())  # of the file read, even if it is replaced meanwhile
-        content = file.read()
-    users = _parse_htpasswd(content, path)
-    return _Snapshot(users, _dummy_hash(users), _signature(stat))
-
-
-class HtpasswdFile:
-    """The users of an Apache htpasswd file, and a ready ``authenticate`` callback.
-
-    The file is read now: a malformed line raises ValueError (its line number, never its
-    hash), a hash whose library is missing :class:`MissingLibraryError`. Blank lines and
-    ``#`` comments are skipped; a user may appear once. Then, at most once every
-    ``check_interval`` seconds, a request checks the file's mtime, ctime, size and inode,
-    and reloads it when they changed; the cache is cleared then. A file that cannot be reloaded
-    (malformed, deleted) refuses every login, with an error logged, until it is fixed: a
-    typo must not keep a user that the same edit removed. So does a file caught half-written
-    (``htpasswd`` rewrites in place) until the next check; a new file renamed into place
-    never is.
-
-    An unknown user's password is verified against one of the file's hashes, of its most
-    common scheme and cost, so that it takes as long as a wrong password.
-
-    :param cache: a :class:`CredentialCache` (it may be shared), True for a new one,
-        False for none.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, cache: CredentialCache | bool = True,
-                 check_interval: float = 1.0) -> None:
-        self.path = os.path.abspath(path)  # the same file even if the process changes directory
-        self.cache = _make_cache(cache)
-        self.check_interval = check_interval
-        self._namespace = "htpasswd:" + self.path
-        self._snapshot = _load_htpasswd(self.path)
-        self._checked_at = time.monotonic()
-        self._lock = threading.Lock()
-
-    def authenticate(self, authorization: Authorization) -> bool:
-        """The ``authenticate`` callback: True if the Basic credentials are valid."""
-        username, password = authorization.get("username"), authorization.get("password")
-        return (isinstance(username, str) and isinstance(password, str)
-                and self.check_password(username, password))
-
-    def check_password(self, username: str, password: str) -> bool:
-        """True if ``username`` is in the file and ``password`` matches its hash."""
-        snapshot = self._current()
-        stored = snapshot.users.get(username)
-        if stored is None:
-            if snapshot.dummy is not None:
-                snapshot.dummy.verify(password)  # as slow as a wrong password
-            return False
-        if self.cache is None:
-            return stored.verify(password)
-        return bool(self.cache.check((self._namespace, username, password, stored.text),
-                                     lambda: stored.verify(password)))
-
-    def _current(self) -> _Snapshot:
-        now = time.monotonic()
-        # Non-blocking: while one request reloads, the others go on with the current users.
-        if now - self._checked_at >= self.check_interval and self._lock.acquire(blocking=False):
-            try:
-                self._checked_at = now
-                self._reload_if_changed()
-            finally:
-                self._lock.release()
-        return self._snapshot
-
-    def _reload_if_changed(self) -> None:
-        try:
-            signature: tuple[int, ...] | None = _signature(os.stat(self.path))
-        except OSError:
-            signature = None
-        if signature == self._snapshot.signature:
-            return
-        try:
-            snapshot = _load_htpasswd(self.path)
-        except (OSError, ValueError, ImportError) as exc:
-            logger.error("htpasswd file %s could not be reloaded, every login is refused "
-                         "until it is fixed: %s", self.path, exc)
-            snapshot = _Snapshot({}, None, signature)
-        self._snapshot = snapshot
-        if self.cache is not None:
-            self.cache.clear()

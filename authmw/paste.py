@@ -37,7 +37,7 @@ def filter_factory(global_conf: dict[str, Any], **settings: str) -> Callable[
     if ("htpasswd" in settings) == ("authenticate" in settings):
         raise ValueError("authmw needs exactly one of 'htpasswd' or 'authenticate'")
     if "htpasswd" in settings:
-        from .passwords import HtpasswdFile
+        from .htpasswd import HtpasswdFile
 
         authenticate = HtpasswdFile(settings["htpasswd"]).authenticate
     else:

@@ -21,14 +21,12 @@ from pathlib import Path
 import pytest
 
 from authmw import AuthMiddleware, Authorization, HTTPBasicAuth
+from authmw.htpasswd import CredentialCache, HtpasswdFile, cached
 from authmw.passwords import (
     BCRYPT_MAX_PASSWORD_BYTES,
     MAX_PASSWORD_BYTES,
-    CredentialCache,
-    HtpasswdFile,
     MissingLibraryError,
     PasswordHash,
-    cached,
     hash_password,
     verify_password,
 )
