@@ -116,6 +116,9 @@ class SchedulerAPI:
             strict_slashes=False,
             merge_slashes=False,
         )
+        # Routes depend on the path and method only (no host matching, no redirects), so one
+        # adapter serves every request: binding one per request costs an IDNA-encoded host.
+        self._adapter = self.url_map.bind("localhost")
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -123,10 +126,9 @@ class SchedulerAPI:
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
         values: Mapping[str, Any] = {}
         try:
-            endpoint, values = adapter.match()
+            endpoint, values = self._adapter.match(request.path, request.method)
             handler: Callable[..., Response] = getattr(self, f"on_{endpoint}")
             return handler(request, **values)
         except APIError as exc:
