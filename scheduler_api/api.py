@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,21 @@ def error_response(status: int, message: str, headers: Iterable[tuple[str, str]]
     response = json_response({"error_message": message}, status)
     response.headers.extend(headers)
     return response
+
+
+@contextmanager
+def _apscheduler_errors(job_id: str, func: object) -> Iterator[None]:
+    """APScheduler's refusals of a new or changed job, as the API's errors."""
+    try:
+        yield
+    except ConflictingIdError:
+        raise APIError(409, f"Job {job_id} already exists.") from None
+    except JobLookupError:
+        raise APIError(404, f"Job {job_id} not found") from None
+    except (LookupError, ImportError):
+        raise InvalidField("func", f"{func!r} cannot be imported") from None
+    except ValueError as exc:  # APScheduler checks args and kwargs against the signature
+        raise InvalidField("args", str(exc)) from None
 
 
 def _query_int(request: Request, name: str, default: int, minimum: int,
@@ -271,18 +287,12 @@ class SchedulerAPI:
             raise InvalidField("replace_existing", "must be true or false")
         self._check_alias(body, "jobstore", self.scheduler.scheduler._jobstores)
         self._check_alias(body, "executor", self.scheduler.scheduler._executors)
-        try:
+        with _apscheduler_errors(job_id, func):
             job = self.scheduler.scheduler.add_job(
                 func, trigger=trigger, id=job_id,
                 jobstore=body.get("jobstore", "default"), executor=body.get("executor", "default"),
                 replace_existing=body.get("replace_existing", False), **options,
             )
-        except ConflictingIdError:
-            raise APIError(409, f"Job {job_id} already exists.") from None
-        except (LookupError, ImportError):
-            raise InvalidField("func", f"{func!r} cannot be imported") from None
-        except ValueError as exc:  # APScheduler checks args and kwargs against the signature
-            raise InvalidField("args", str(exc)) from None
         return json_response(job_to_json(job))
 
     def on_get_job(self, request: Request, job_id: str) -> Response:
@@ -317,14 +327,8 @@ class SchedulerAPI:
                 changes["next_run_time"] = trigger.get_next_fire_time(None, now)
         if "next_run_time" in body:
             changes["next_run_time"] = self._next_run_time(body["next_run_time"])
-        try:
+        with _apscheduler_errors(job_id, body.get("func")):
             job = self.scheduler.modify_job(job_id, **changes)  # validated, then one write
-        except JobLookupError:
-            raise APIError(404, f"Job {job_id} not found") from None
-        except (LookupError, ImportError):
-            raise InvalidField("func", f"{body.get('func')!r} cannot be imported") from None
-        except ValueError as exc:  # APScheduler checks args and kwargs against the signature
-            raise InvalidField("args", str(exc)) from None
         return json_response(job_to_json(job))
 
     def on_delete_job(self, request: Request, job_id: str) -> Response:
