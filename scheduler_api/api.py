@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -163,7 +164,7 @@ class SchedulerAPI:
             return error_response(404, f"no route {request.path}")
         except HTTPException as exc:
             return error_response(exc.code or 500, exc.name)
-        except OperationalError:
+        except (OperationalError, InterfaceError, PoolTimeoutError):
             logger.exception("the job store is unavailable")
             return error_response(503, "the job store is unavailable, try again later")
         except Exception:

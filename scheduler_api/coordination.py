@@ -31,7 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING, BaseScheduler
+from apscheduler.schedulers.base import (
+    STATE_PAUSED,
+    STATE_RUNNING,
+    STATE_STOPPED,
+    BaseScheduler,
+)
 from sqlalchemy import (
     Column,
     DateTime,
@@ -268,6 +273,7 @@ class Coordinator:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._revive_main_loop()
             try:
                 self._elect()
             except Exception:
@@ -291,6 +297,19 @@ class Coordinator:
         self._run_requested_jobs()
         if self.scheduler.state == STATE_RUNNING:
             self.scheduler.wakeup()  # see what other processes wrote to the store
+
+    def _revive_main_loop(self) -> None:
+        # APScheduler's loop does not survive every database error (a store that fails
+        # between get_due_jobs() and get_next_run_time() kills its thread), after which
+        # nothing would run again. A dead loop in a started scheduler is started anew.
+        thread = getattr(self.scheduler, "_thread", None)
+        if thread is None or thread.is_alive() or self.scheduler.state == STATE_STOPPED:
+            return
+        logger.error("APScheduler's scheduling thread died; starting a new one")
+        thread = threading.Thread(target=self.scheduler._main_loop, name="APScheduler",
+                                  daemon=getattr(self.scheduler, "_daemon", True))
+        self.scheduler._thread = thread
+        thread.start()
 
     def _step_down(self) -> None:
         if self.scheduler.state == STATE_RUNNING:

@@ -74,9 +74,16 @@ def _config_reader(config: object) -> Callable[[str, Any], Any]:
 
 def make_engine(url: str) -> Engine:
     """An engine fit for a job store shared by several processes."""
-    if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)  # survive a database restart
-    engine = create_engine(url, connect_args={"timeout": 30})  # wait for writers, don't fail
+    backend = make_url(url).get_backend_name()
+    if backend == "postgresql":
+        # pre-ping: survive a restart; timeouts: a request never hangs on an unreachable
+        # server (no connection in 5 s, or sent data unacknowledged for 10 s, is an error).
+        return create_engine(url, pool_pre_ping=True, connect_args={
+            "connect_timeout": 5, "tcp_user_timeout": 10_000})
+    if backend != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    # Wait up to 5 s for another process's write, then fail (a 503), never hang a request.
+    engine = create_engine(url, connect_args={"timeout": 5})
 
     @event.listens_for(engine, "connect")
     def use_wal(dbapi_connection: Any, _: Any) -> None:
