@@ -27,7 +27,8 @@ from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
-from sqlalchemy import func, select
+from sqlalchemy import Index, func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .jobs import job_to_json, json_default
 
@@ -52,6 +53,7 @@ class JobListing:
         self._by_state: dict[bytes, bytes] = {}
         self._by_identity: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         self._lock = threading.Lock()
+        self._indexed: set[SQLAlchemyJobStore] = set()
 
     def page(self, limit: int | None = None, offset: int = 0) -> tuple[bytes, int]:
         """The jobs ``[offset, offset + limit)`` as a JSON array, and the number of jobs."""
@@ -62,7 +64,8 @@ class JobListing:
         elif self.scheduler.state != STATE_STOPPED and isinstance(store, MemoryJobStore):
             jobs = store.get_all_jobs()
             end = None if limit is None else offset + limit
-            fragments, total = [self._memory_fragment(job) for job in jobs[offset:end]], len(jobs)
+            fragments, total = self._memory_fragments(jobs[offset:end], end is None
+                                                      and not offset), len(jobs)
         else:  # pending jobs (a stopped scheduler), several or custom stores: no shortcut
             jobs = self.scheduler.get_jobs()
             end = None if limit is None else offset + limit
@@ -75,32 +78,72 @@ class JobListing:
                 cache.clear()  # bounded; a full listing refills it
             cache[key] = value
 
-    def _memory_fragment(self, job: Job) -> bytes:
-        fingerprint = _fingerprint(job)
-        cached = self._by_identity.get(job.id)
-        if cached is not None and all(map(operator.is_, cached[0], fingerprint)):
-            return cached[1]
-        fragment = encode(job_to_json(job))
-        self._remember(self._by_identity, job.id, (fingerprint, fragment))
-        return fragment
+    def _memory_fragments(self, jobs: list[Job], complete: bool) -> list[bytes]:
+        known = self._by_identity
+        fresh: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        fragments = []
+        for job in jobs:
+            fingerprint = _fingerprint(job)
+            cached = known.get(job.id)
+            if cached is None or not all(map(operator.is_, cached[0], fingerprint)):
+                cached = (fingerprint, encode(job_to_json(job)))
+                if not complete:
+                    self._remember(known, job.id, cached)
+            fresh[job.id] = cached
+            fragments.append(cached[1])
+        if complete:
+            self._by_identity = fresh  # exactly the jobs there are: no stale entries kept
+        return fragments
 
     def _sql_page(self, store: SQLAlchemyJobStore, limit: int | None,
                   offset: int) -> tuple[list[bytes], int]:
         table = store.jobs_t
-        query = select(table.c.job_state).order_by(
-            table.c.next_run_time.is_(None), table.c.next_run_time, table.c.id)
-        if limit is not None or offset:
-            query = query.limit(limit).offset(offset)
+        self._ensure_index(store)
+        # Scheduled jobs (by next run time, then id: the index below serves it), then paused
+        # ones (by id): two queries, because databases disagree on where NULLs sort.
+        scheduled = (select(table.c.job_state).where(table.c.next_run_time.is_not(None))
+                     .order_by(table.c.next_run_time, table.c.id))
+        paused = (select(table.c.job_state).where(table.c.next_run_time.is_(None))
+                  .order_by(table.c.id))
         with store.engine.begin() as connection:
-            states = connection.execute(query).scalars().all()
-            total = (len(states) if limit is None and not offset else
-                     connection.execute(select(func.count()).select_from(table)).scalar_one())
+            if limit is None and not offset:
+                states = [*connection.execute(scheduled).scalars(),
+                          *connection.execute(paused).scalars()]
+                total = len(states)
+            else:
+                total = connection.execute(select(func.count()).select_from(table)).scalar_one()
+                running = connection.execute(select(func.count()).select_from(table).where(
+                    table.c.next_run_time.is_not(None))).scalar_one()
+                states = list(connection.execute(scheduled.limit(limit).offset(offset)).scalars())
+                if limit is None or len(states) < limit:
+                    rest = None if limit is None else limit - len(states)
+                    states += connection.execute(
+                        paused.limit(rest).offset(max(0, offset - running))).scalars()
+        complete = limit is None and not offset
+        known = self._by_state
+        fresh: dict[bytes, bytes] = {} if complete else known
         fragments = []
         for state in states:
-            fragment = self._by_state.get(state)
+            fragment = known.get(state)
             if fragment is None:
-                job = store._reconstitute_job(state)
-                fragment = encode(job_to_json(job))
-                self._remember(self._by_state, state, fragment)
+                fragment = encode(job_to_json(store._reconstitute_job(state)))
             fragments.append(fragment)
+            if complete:
+                fresh[state] = fragment
+            elif fragment is not known.get(state):
+                self._remember(known, state, fragment)
+        if complete:
+            self._by_state = fresh  # exactly the jobs there are: no stale entries kept
         return fragments, total
+
+    def _ensure_index(self, store: SQLAlchemyJobStore) -> None:
+        """Index (next_run_time, id), so that a page never sorts the whole table."""
+        if store in self._indexed:
+            return
+        index = Index(f"ix_{store.jobs_t.name}_next_run_time_id", store.jobs_t.c.next_run_time,
+                      store.jobs_t.c.id)
+        try:
+            index.create(store.engine, checkfirst=True)
+        except (OperationalError, ProgrammingError):  # another process created it meanwhile
+            pass
+        self._indexed.add(store)

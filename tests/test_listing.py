@@ -6,13 +6,22 @@ import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 
 from .api_helpers import running_api
+from .test_cluster import POSTGRES_URL, postgres_table  # noqa: F401 - the fixture
 
-STORES = {"sqlite": {}, "memory": {"SCHEDULER_JOBSTORES": {"default": MemoryJobStore()}}}
+STORES = ["sqlite", "memory", "postgres"]
 
 
-@pytest.fixture(params=STORES.values(), ids=STORES.keys())
+@pytest.fixture(params=STORES)
 def client(request, tmp_path):
-    with running_api(tmp_path / "jobs.sqlite", **request.param) as (scheduler, client):
+    config: dict = {}
+    if request.param == "memory":
+        config = {"SCHEDULER_JOBSTORES": {"default": MemoryJobStore()}}
+    elif request.param == "postgres":
+        if not POSTGRES_URL:
+            pytest.skip("set SCHEDULER_TEST_POSTGRES_URL to list from PostgreSQL too")
+        config = {"SCHEDULER_JOBSTORE_URL": POSTGRES_URL,
+                  "SCHEDULER_JOBSTORE_TABLE": request.getfixturevalue("postgres_table")}
+    with running_api(tmp_path / "jobs.sqlite", **config) as (scheduler, client):
         yield scheduler, client
 
 
