@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ from apscheduler.schedulers.base import (
 from apscheduler.util import obj_to_ref
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthMiddleware, HTTPAuth
@@ -51,6 +53,7 @@ from authmw.paths import normalize_prefix
 from authmw.rules import AuthenticateCallback
 
 from .coordination import Coordinator, lock_for
+from .executors import StoreFirstThreadPoolExecutor
 from .funcs import FuncPolicy
 
 logger = logging.getLogger("scheduler_api")
@@ -106,6 +109,23 @@ def _inside_gunicorn_arbiter() -> bool:
             return frame.f_code.co_name == "setup"
         frame = frame.f_back  # type: ignore[assignment]
     return False
+
+
+def _retrying_while_busy(operation: Callable[[], object], attempts: int = 6) -> None:
+    """Run a start-up step, again after a pause while the database is busy or away.
+
+    Workers that start together all create tables and rows at once; on SQLite one of them
+    may wait past the busy timeout. Failing its boot would take the whole server down.
+    """
+    for attempt in range(attempts):
+        try:
+            operation()
+            return
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            logger.warning("the job store is busy or unreachable at start-up; trying again")
+            time.sleep(0.5 * 2**attempt)
 
 
 class APScheduler:
@@ -180,9 +200,12 @@ class APScheduler:
         default_store = jobstores.get("default")
         if isinstance(default_store, SQLAlchemyJobStore):
             self._engine, self._tablename = default_store.engine, default_store.jobs_t.name
-        options: dict[str, Any] = {"jobstores": jobstores}
-        for key, option in (("SCHEDULER_EXECUTORS", "executors"),
-                            ("SCHEDULER_JOB_DEFAULTS", "job_defaults"),
+        options: dict[str, Any] = {
+            "jobstores": jobstores,
+            "executors": read("SCHEDULER_EXECUTORS", None) or {
+                "default": StoreFirstThreadPoolExecutor()},
+        }
+        for key, option in (("SCHEDULER_JOB_DEFAULTS", "job_defaults"),
                             ("SCHEDULER_TIMEZONE", "timezone")):
             value = read(key, None)
             if value:
@@ -284,11 +307,14 @@ class APScheduler:
         if lock is None or self._engine is None:
             self._scheduler.start(paused=paused)
             return
-        self._scheduler.start(paused=True)  # the coordinator resumes it in the leader only
-        self.coordinator = Coordinator(self._scheduler, self._engine, lock,
-                                       run_job=self._run_job_here, tablename=self._tablename)
+        # The coordinator resumes the scheduler in the leader only.
+        _retrying_while_busy(lambda: self._scheduler.start(paused=True))
+        coordinator = Coordinator(self._scheduler, self._engine, lock,
+                                  run_job=self._run_job_here, tablename=self._tablename)
+        _retrying_while_busy(lambda: coordinator.start(
+            initial_state="paused" if paused else "running"))
+        self.coordinator = coordinator
         self._scheduler.add_listener(self._tell_leader, _CHANGE_EVENTS)
-        self.coordinator.start(initial_state="paused" if paused else "running")
 
     def _tell_leader(self, event: object) -> None:
         if self.coordinator is not None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def assert_each_run_once(run_log: Path, job_id: str, start: datetime, until: dat
     scheduled = [run[0] for run in recorded]
     expected = [start + timedelta(seconds=n)
                 for n in range(int((until - start).total_seconds()) + 1)]
-    assert len(scheduled) == len(set(scheduled)), "a run happened twice"
+    assert len(scheduled) == len(set(scheduled)), f"a run happened twice: {recorded}"
     assert [when for when in scheduled if when <= until] == expected, "a run is missing"
     return recorded
 
@@ -119,12 +120,15 @@ def test_four_workers_on_sqlite_run_each_job_once_and_answer_alike(tmp_path):
             assert api(base, "POST", "/jobs", json={
                 "id": f"later-{index}", "func": "tests.tasks:record", "trigger": "cron",
                 "hour": "3"}).status_code == 200
-        listings, pids = set(), set()
-        for _ in range(24):
+        def listing_and_pid(_: int) -> tuple[tuple, int]:
             listing = api(base, "GET", "/jobs").json()
-            listings.add(tuple((job["id"], job["next_run_time"]) for job in listing
-                               if job["id"] != "tick"))
-            pids.add(api(base).json()["current_pid"])
+            return (tuple((job["id"], job["next_run_time"]) for job in listing
+                          if job["id"] != "tick"), api(base).json()["current_pid"])
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent, so that every worker gets some
+            answers = list(pool.map(listing_and_pid, range(32)))
+        listings = {listing for listing, _ in answers}
+        pids = {pid for _, pid in answers}
         assert len(pids) >= 2, "all requests went to one worker: the test proves nothing"
         assert len(listings) == 1 and len(next(iter(listings))) == 6
 
