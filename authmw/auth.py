@@ -30,8 +30,9 @@ _AUTHORIZATION_RE = re.compile(r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+) +([!-+\--~
 _TOKEN68_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _BASE64_RE = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-# On the raw bytes: UTF-8 multi-byte sequences never contain these, so it is the same test.
-_CONTROL_BYTES_RE = re.compile(rb"[\x00-\x1f\x7f]")
+# C0, DEL and C1 (U+0080-U+009F, which latin-1 and UTF-8 can both carry): RFC 7617 allows no
+# control character in a user-id or password.
+_CREDENTIAL_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _API_KEY_RE = re.compile(r"[!-+\--~]+")
 
 
@@ -244,14 +245,16 @@ def _exact_basic_credentials(value: object) -> tuple[str, str] | None:
 
 
 def _split_credentials(raw: bytes) -> tuple[str, str] | None:
-    if not raw or _CONTROL_BYTES_RE.search(raw):
+    if not raw:
         return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     username, colon, password = text.partition(":")
-    return (username, password) if colon else None
+    if not colon or _CREDENTIAL_CONTROL_RE.search(text):
+        return None
+    return username, password
 
 
 def decode_basic_credentials(encoded: bytes) -> tuple[str, str] | None:
