@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ import pytest
 from werkzeug.test import create_environ, run_wsgi_app
 
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_URL,
+    reason="set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)",
+)
 
 
 @dataclass
@@ -127,3 +133,18 @@ def api(tmp_path):
 
     with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
         yield scheduler, client
+
+
+@pytest.fixture
+def postgres_table():
+    """A fresh job table name in the test PostgreSQL; its tables are dropped afterwards."""
+    from sqlalchemy import create_engine, inspect, text
+
+    table = f"jobs_{uuid.uuid4().hex[:8]}"
+    yield table
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        for name in inspect(connection).get_table_names():
+            if name.startswith(table):
+                connection.execute(text(f'DROP TABLE "{name}"'))
+    engine.dispose()

@@ -11,23 +11,15 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 import requests
-from sqlalchemy import create_engine, inspect, text
 
-from .conftest import ROOT, free_port, gunicorn
+from .conftest import POSTGRES_URL, ROOT, free_port, gunicorn, needs_postgres
 
 AUTH = ("admin", "secret")
-POSTGRES_URL = os.environ.get("SCHEDULER_TEST_POSTGRES_URL")
-needs_postgres = pytest.mark.skipif(
-    not POSTGRES_URL,
-    reason="set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test)",
-)
 
 
 def cluster_env(run_log: Path, jobstore_url: str, table: str = "apscheduler_jobs") -> dict:
@@ -192,18 +184,6 @@ def test_preload_starts_the_scheduler_in_the_workers_not_the_master(tmp_path):
         (_, pid, _), = runs(run_log, "once")
         assert pid == leader
     assert master != os.getpid()
-
-
-@pytest.fixture
-def postgres_table():
-    table = f"jobs_{uuid.uuid4().hex[:8]}"
-    yield table
-    engine = create_engine(POSTGRES_URL)
-    with engine.begin() as connection:
-        for name in inspect(connection).get_table_names():
-            if name.startswith(table):
-                connection.execute(text(f'DROP TABLE "{name}"'))
-    engine.dispose()
 
 
 @needs_postgres

@@ -14,17 +14,15 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import create_engine, inspect, text
 
 from . import tasks
 from .api_helpers import running_api
-from .conftest import gunicorn
-from .test_cluster import POSTGRES_URL, cluster_env, needs_postgres
+from .conftest import POSTGRES_URL, gunicorn, needs_postgres
+from .test_cluster import cluster_env
 
 JOB = {"func": "tests.tasks:record", "trigger": "cron", "hour": "3"}
 
@@ -121,16 +119,16 @@ class TcpProxy:
 # APScheduler's own thread may die of the outage (an error outside its retry); the
 # coordinator starts a new one, which this test checks by running a job afterwards.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_postgres_going_away_is_a_503_then_the_api_recovers_by_itself(tmp_path):
+def test_postgres_going_away_is_a_503_then_the_api_recovers_by_itself(tmp_path,
+                                                                      postgres_table):
     from sqlalchemy.engine import make_url
 
     url = make_url(POSTGRES_URL)
     proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
-    table = f"jobs_{uuid.uuid4().hex[:8]}"
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:
         with running_api(tmp_path / "unused.sqlite", SCHEDULER_JOBSTORE_URL=proxied,
-                         SCHEDULER_JOBSTORE_TABLE=table) as (scheduler, client):
+                         SCHEDULER_JOBSTORE_TABLE=postgres_table) as (scheduler, client):
             assert client.post("/jobs", json={"id": "before", **JOB}).status_code == 200
             proxy.cut()
             started = time.monotonic()
@@ -155,12 +153,6 @@ def test_postgres_going_away_is_a_503_then_the_api_recovers_by_itself(tmp_path):
             assert tasks.ran.wait(10), "no job runs after the outage"
     finally:
         proxy.cut()
-        engine = create_engine(POSTGRES_URL)
-        with engine.begin() as connection:
-            for name in inspect(connection).get_table_names():
-                if name.startswith(table):
-                    connection.execute(text(f'DROP TABLE "{name}"'))
-        engine.dispose()
 
 
 def get_surviving(url: str) -> Any:

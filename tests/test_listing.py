@@ -6,7 +6,7 @@ import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 
 from .api_helpers import running_api
-from .test_cluster import POSTGRES_URL, postgres_table  # noqa: F401 - the fixture
+from .conftest import POSTGRES_URL
 
 STORES = ["sqlite", "memory", "postgres"]
 
