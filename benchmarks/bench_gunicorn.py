@@ -26,13 +26,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gunicorn_app import PASSWORD, USER  # noqa: E402
-from benchmarks.harness import ROOT, Report, fmt, median, paired_ratios, parser, rotated  # noqa: E402
+from benchmarks.gunicorn_app import PASSWORD, USER
+from benchmarks.harness import ROOT, Report, fmt, median, paired_ratios, parser, rotated
 
 HOST = "127.0.0.1"  # never anything else
 PATH = "/scheduler/ping"
 AUTHORIZATION = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 CONNECTIONS = 32
+SLICES = 5  # a round alternates the two servers in 5 slices each, so drift hits both alike
 APPS = {"with": "benchmarks.gunicorn_app:with_authmw",
         "without": "benchmarks.gunicorn_app:without_authmw"}
 
@@ -88,6 +89,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
+def workers_cpu_seconds(master: int) -> float:
+    """User + system CPU time used so far by the workers of a gunicorn master (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return float("nan")
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a worker that just exited
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 # -- load generators -----------------------------------------------------------------------
 
 def find_wrk() -> str | None:
@@ -104,11 +122,13 @@ def find_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(wrk: str, port: int, seconds: float) -> dict[str, Any]:
+def run_wrk(wrk: str, port: int, seconds: int, timeout: int = 2) -> dict[str, Any]:
+    """``timeout``: wrk's, in seconds: a slower response still counts as a request, and as a
+    socket error (timeout) too."""
     output = subprocess.run(
-        [wrk, "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-H",
+        [wrk, "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", f"--timeout={timeout}s", "-H",
          f"Authorization: {AUTHORIZATION}", f"http://{HOST}:{port}{PATH}"],
-        check=True, capture_output=True, text=True, timeout=seconds + 60,
+        check=True, capture_output=True, text=True, timeout=seconds + timeout + 60,
     ).stdout
     requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s*([\d.]+)", output).group(1))  # type: ignore[union-attr]
@@ -155,7 +175,7 @@ def _python_worker(port: int, seconds: float, connections: int) -> dict[str, int
     return totals
 
 
-def run_python(port: int, seconds: float, processes: int = 4) -> dict[str, Any]:
+def run_python(port: int, seconds: int, processes: int = 4) -> dict[str, Any]:
     per_process = CONNECTIONS // processes
     start = time.monotonic()
     with ProcessPoolExecutor(processes) as pool:
@@ -184,8 +204,17 @@ def main() -> None:
                                        "connections": CONNECTIONS, "workers": "2 sync",
                                        "load_generator": loadgen, "path": PATH})
 
-    def load(port: int, duration: float) -> dict[str, Any]:
-        return run_wrk(wrk, port, duration) if wrk else run_python(port, duration)
+    def load(name: str, duration: int) -> dict[str, Any]:
+        master = servers[name].pid
+        cpu = workers_cpu_seconds(master)
+        result = run_wrk(wrk, ports[name], duration) if wrk else run_python(ports[name],
+                                                                             duration)
+        return {**result, "worker_cpu_s": workers_cpu_seconds(master) - cpu}
+
+    def combine(slices: list[dict[str, Any]]) -> dict[str, Any]:
+        total = {key: sum(s[key] for s in slices) for key in slices[0]}
+        return {**total, "rps": total["rps"] / len(slices),
+                "worker_cpu_us_per_request": total["worker_cpu_s"] / total["requests"] * 1e6}
 
     ports = {name: free_port() for name in APPS}
     servers: dict[str, subprocess.Popen[bytes]] = {}
@@ -198,10 +227,15 @@ def main() -> None:
         if get(ports["with"], None) != 401 or get(ports["with"], AUTHORIZATION) != 200:
             raise SystemExit("the authmw server does not answer 401 / 200 as expected")
         for name in APPS:  # warm-up, not reported
-            load(ports[name], 1)
+            load(name, 1)
+        slices = 2 if args.quick else SLICES
         for round_index in range(rounds):
-            for name in rotated(list(APPS), round_index):
-                runs[name].append(load(ports[name], seconds))
+            parts: dict[str, list[dict[str, Any]]] = {name: [] for name in APPS}
+            for slice_index in range(slices):
+                for name in rotated(list(APPS), round_index + slice_index):
+                    parts[name].append(load(name, seconds // slices))
+            for name in APPS:
+                runs[name].append(combine(parts[name]))
                 print(f"  round {round_index + 1}/{rounds} {name} authmw: "
                       f"{runs[name][-1]['rps']:.0f} req/s", file=sys.stderr)
     finally:
@@ -211,18 +245,26 @@ def main() -> None:
     report.raw("runs", runs)
     ratios = paired_ratios([r["rps"] for r in runs["with"]], [r["rps"] for r in runs["without"]])
     errors = sum(r["non_2xx"] + r["socket_errors"] for name in APPS for r in runs[name])
+    cpu = {name: [r["worker_cpu_us_per_request"] for r in runs[name]] for name in APPS}
     rows = [[name + " authmw", fmt(median(r["rps"] for r in runs[name]), 0),
-             " ".join(fmt(r["rps"], 0) for r in runs[name]),
+             " ".join(fmt(r["rps"], 0) for r in runs[name]), fmt(median(cpu[name]), 1),
              sum(r["requests"] for r in runs[name]),
              sum(r["non_2xx"] for r in runs[name]), sum(r["socket_errors"] for r in runs[name])]
             for name in APPS]
     rows.append(["ratio with / without", fmt(median(ratios), 3),
-                 " ".join(fmt(r, 3) for r in ratios), "", "", ""])
+                 " ".join(fmt(r, 3) for r in ratios),
+                 fmt(median(paired_ratios(cpu["with"], cpu["without"])), 3), "", "", ""])
+    extra_cpu = [a - b for a, b in zip(cpu["with"], cpu["without"], strict=True)]
     report.table(f"gunicorn, 2 sync workers, {CONNECTIONS} connections, {rounds} rounds of "
-                 f"{seconds} s", ["server", "median req/s", "req/s per round", "requests",
-                                  "non-2xx", "socket errors"], rows, [
+                 f"{seconds} s per server", ["server", "median req/s", "req/s per round",
+                                             "worker CPU (us/request)", "requests", "non-2xx",
+                                             "socket errors"], rows, [
         f"GET {PATH} with valid Basic credentials (sent to both servers); load generator: "
         f"{loadgen}. Load generator and servers share the machine's CPUs.",
+        f"Each round alternates the two servers in {slices} slices of {seconds // slices} s "
+        "(order rotated), so that drift of the shared machine hits both alike.",
+        "Worker CPU: user+system time of the gunicorn workers (from /proc) per request served; "
+        f"authmw adds {fmt(median(extra_cpu), 1)} us/request of worker CPU (median of rounds).",
         "gunicorn's sync workers close the connection after each response, so every request "
         "opens a new TCP connection.",
     ])

@@ -17,10 +17,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from werkzeug.test import create_environ  # noqa: E402
+from werkzeug.test import create_environ
 
-from authmw import AuthMiddleware, HTTPBasicAuth  # noqa: E402
-from benchmarks.harness import (  # noqa: E402
+from authmw import AuthMiddleware, HTTPBasicAuth
+from benchmarks.harness import (
     Report,
     fmt,
     median,
@@ -59,7 +59,7 @@ def authenticate(auth: dict[str, str]) -> bool:
     return auth["username"] == USER and auth["password"] == PASSWORD
 
 
-def with_authmw(app: WSGIApp) -> WSGIApp:
+def with_authmw(app: WSGIApp) -> AuthMiddleware:
     return AuthMiddleware(app, auth=HTTPBasicAuth(), prefixes=["/scheduler"],
                           authenticate=authenticate)
 
@@ -68,8 +68,9 @@ def with_wsgi_basic_auth(app: WSGIApp) -> WSGIApp:
     from wsgi_basic_auth import BasicAuth
 
     # 1.1.0 has include_paths (read from its source), the exact equivalent of prefixes=.
-    return BasicAuth(app, realm="Authentication Required", users={USER: PASSWORD},
-                     include_paths=["/scheduler"])
+    peer: WSGIApp = BasicAuth(app, realm="Authentication Required", users={USER: PASSWORD},
+                              include_paths=["/scheduler"])
+    return peer
 
 
 def flask_apps() -> dict[str, WSGIApp]:
@@ -88,7 +89,7 @@ def flask_apps() -> dict[str, WSGIApp]:
 
     flask_auth = FlaskHTTPBasicAuth()
 
-    @flask_auth.verify_password
+    @flask_auth.verify_password  # type: ignore[untyped-decorator]
     def verify_password(username: str, password: str) -> str | None:
         return username if username == USER and password == PASSWORD else None
 
@@ -167,8 +168,8 @@ def summarise(report: Report, title: str, peer: str,
         ])
     report.table(title, ["case", "bare (us)", "authmw (us)", f"{peer} (us)",
                          "authmw overhead (us)", f"{peer} overhead (us)",
-                         "overhead ratio (median)", "total-time ratio", "overhead ratio per round"],
-                 rows, notes)
+                         "overhead ratio (median)", "total-time ratio",
+                         "overhead ratio per round"], rows, notes)
     return ratios
 
 
@@ -181,8 +182,8 @@ def main() -> None:
     report = Report("middleware", args, {"rounds": rounds, "wsgi_calls_per_round": wsgi_n,
                                          "flask_calls_per_round": flask_n})
 
-    wsgi = {"bare": bare_app, "authmw": with_authmw(bare_app),
-            "peer": with_wsgi_basic_auth(bare_app)}
+    wsgi: dict[str, WSGIApp] = {"bare": bare_app, "authmw": with_authmw(bare_app),
+                                "peer": with_wsgi_basic_auth(bare_app)}
     for case in wsgi_n:
         check(wsgi, case)
     print("bare WSGI app: authmw vs wsgi-basic-auth", file=sys.stderr)

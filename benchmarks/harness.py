@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
@@ -89,7 +91,31 @@ def machine() -> dict[str, Any]:
         "cpu_model": model,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "loadavg_at_start": [round(load, 2) for load in os.getloadavg()]
+        if hasattr(os, "getloadavg") else None,
+    }
+
+
+def code_state() -> dict[str, Any]:
+    """Which code was measured: the commit, uncommitted changes, a digest of the sources.
+
+    Other people edit authmw/ and scheduler_api/ while benchmarks run; the digest tells two
+    results files apart even when the commit is the same.
+    """
+    def git(*command: str) -> str:
+        try:
+            return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10, check=False).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+
+    digest = hashlib.sha256()
+    for path in sorted([*ROOT.glob("authmw/*.py"), *ROOT.glob("scheduler_api/*.py")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": git("status", "--porcelain", "--", "authmw", "scheduler_api").splitlines(),
+        "sources_sha256": digest.hexdigest()[:16],
     }
 
 
@@ -132,6 +158,7 @@ class Report:
             "quick": bool(args.quick),
             "machine": machine(),
             "packages": package_versions(),
+            "code": code_state(),
             "settings": settings,
             "tables": [],
             "targets": [],
@@ -185,7 +212,11 @@ def render_markdown(data: dict[str, Any], heading_level: int = 2, context: bool 
     if data.get("quick"):
         lines += ["**Quick smoke run: the figures are not meaningful.**", ""]
     if context:
-        lines += context_markdown(data) + [""]
+        lines += [*context_markdown(data), ""]
+    else:  # in a summary: the code can change between benchmarks (others edit it meanwhile)
+        code = data["code"]
+        lines += [f"Code: commit {code['commit']}, sources sha256 {code['sources_sha256']}, "
+                  f"uncommitted: {', '.join(code['uncommitted']) or 'none'}", ""]
     lines.append(f"Settings: `{json.dumps(data['settings'], default=str)}`")
     lines.append("")
     for table in data["tables"]:
@@ -206,11 +237,13 @@ def render_markdown(data: dict[str, Any], heading_level: int = 2, context: bool 
 
 
 def context_markdown(data: dict[str, Any]) -> list[str]:
-    m = data["machine"]
+    m, code = data["machine"], data["code"]
     packages = ", ".join(f"{name} {version}" for name, version in data["packages"].items())
     return [
         f"- Started {data['started']}, finished {data.get('finished', '?')}",
         f"- Machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), {m['cpu_model']}, "
         f"{m['python']}, {m['platform']}, load average at start {m['loadavg_at_start']}",
         f"- Packages: {packages}",
+        f"- Code: commit {code['commit']}, sources sha256 {code['sources_sha256']}, "
+        f"uncommitted: {', '.join(code['uncommitted']) or 'none'}",
     ]

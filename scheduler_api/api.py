@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scheduler_api")
 
 MAX_BODY_BYTES = 1024 * 1024
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_PAGE = 1000
+MAX_OFFSET = 2**31 - 1
 
 
 class APIError(Exception):
@@ -97,10 +100,31 @@ def _query_int(request: Request, name: str, default: int, minimum: int,
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < minimum or (maximum is not None and int(raw) > maximum):
-        bounds = f"{minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
-        raise InvalidField(name, f"must be a whole number, {bounds}")
+    maximum = MAX_OFFSET if maximum is None else maximum
+    # isdigit() alone admits '²' and '①'; the bound keeps a SQL OFFSET within 64 bits.
+    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+        raise InvalidField(name, f"must be a whole number from {minimum} to {maximum}")
     return int(raw)
+
+
+def _refuse_cross_site(request: Request) -> None:
+    """Refuse what a web page on another site can make a browser send (CSRF).
+
+    A browser holding the API's Basic credentials sends them with any request to it, also
+    from a page on another site. Such a page can send, without a preflight, a POST whose
+    body is a form or text/plain, or no body at all; browsers mark it with ``Origin`` and
+    ``Sec-Fetch-Site``. Clients that are not browsers send neither.
+    """
+    if request.method in _SAFE_METHODS:
+        return
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        raise APIError(403, "a cross-site request cannot change jobs or the scheduler")
+    origin = request.headers.get("Origin")
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
+        raise APIError(403, f"requests from origin {origin!r} cannot change jobs or the "
+                       "scheduler")
+    if request.headers.get("Content-Type") and request.mimetype != "application/json":
+        raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
 
 
 def _reject_constant(name: str) -> None:
@@ -146,6 +170,7 @@ class SchedulerAPI:
         values: Mapping[str, Any] = {}
         try:
             endpoint, values = self._adapter.match(request.path, request.method)
+            _refuse_cross_site(request)
             handler: Callable[..., Response] = getattr(self, f"on_{endpoint}")
             return handler(request, **values)
         except APIError as exc:
@@ -213,7 +238,7 @@ class SchedulerAPI:
         )
 
     def _check_alias(self, body: JSON, field: str, known: Iterable[str]) -> None:
-        if field in body and body[field] not in set(known):
+        if field in body and (not isinstance(body[field], str) or body[field] not in set(known)):
             raise InvalidField(field, f"no {field} named {body[field]!r} is configured")
 
     # -- scheduler -------------------------------------------------------------------------

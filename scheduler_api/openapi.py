@@ -173,7 +173,9 @@ _RESPONSES: JSON = {
         "headers": {"WWW-Authenticate": _header("the Basic challenge")},
         "content": {"text/plain": {"schema": {"type": "string", "examples": ["Access Denied"]}}},
     },
-    "Forbidden": _error("func is not an allowed 'module:callable' (SCHEDULER_API_ALLOWED_FUNCS)."),
+    "Forbidden": _error("func is not an allowed 'module:callable' (SCHEDULER_API_ALLOWED_FUNCS), "
+                        "or the request came from a page on another site (Origin, "
+                        "Sec-Fetch-Site: cross-site)."),
     "NotFound": _error("No job with this id."),
     "MethodNotAllowed": _error("The path exists, not with this method.",
                                {"Allow": _header("the methods the path takes")}),
@@ -181,7 +183,8 @@ _RESPONSES: JSON = {
                        "(not) running or its host is not allowed, or the job already runs "
                        "max_instances times."),
     "PayloadTooLarge": _error("The body is over 1 MiB."),
-    "UnsupportedMediaType": _error("The body is not sent as Content-Type: application/json."),
+    "UnsupportedMediaType": _error("A body or Content-Type that is not application/json (an "
+                                   "HTML form or text/plain, as a cross-site page sends)."),
     "InternalError": {
         "description": "Unexpected error: JSON from the API, plain text from the authentication "
                        "middleware when its handler fails.",
@@ -228,10 +231,16 @@ _JOB_PATH = {"parameters": [_ref("JobId", "parameters")]}
 
 
 def _tagged(paths: JSON) -> JSON:
+    """Tag each operation; give the ones that change something their cross-site refusals."""
     for path, item in paths.items():
-        for operation in item.values():
+        for method, operation in item.items():
             if isinstance(operation, dict) and "responses" in operation:
                 operation["tags"] = ["jobs" if path.startswith("/jobs") else "scheduler"]
+                if method in ("post", "patch", "delete"):
+                    for status in ("403", "415"):
+                        operation["responses"][status] = _ref(_STATUS_RESPONSES[status],
+                                                              "responses")
+                    operation["responses"] = dict(sorted(operation["responses"].items()))
     return paths
 
 

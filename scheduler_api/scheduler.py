@@ -48,7 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from authmw import AuthMiddleware, HTTPAuth
+from authmw import AuthMiddleware, HTTPAuth, Throttle
 from authmw.paths import normalize_prefix
 from authmw.rules import AuthenticateCallback
 
@@ -138,6 +138,7 @@ class APScheduler:
         self.api_enabled = False
         self.api_prefix = "/scheduler"
         self.func_policy = FuncPolicy()
+        self.throttle: Throttle | None = None
         self.middleware: AuthMiddleware | None = None
         self.coordinator: Coordinator | None = None
         self.app: Any = None
@@ -213,6 +214,7 @@ class APScheduler:
         self._scheduler.configure(**options)
 
         self.auth = read("SCHEDULER_AUTH", self._auth)
+        self.throttle = read("SCHEDULER_THROTTLE", self.throttle)
         self.api_enabled = bool(read("SCHEDULER_API_ENABLED", self.api_enabled))
         self.api_prefix = normalize_prefix(read("SCHEDULER_API_PREFIX", self.api_prefix))
         if self.api_prefix == "/":
@@ -241,7 +243,8 @@ class APScheduler:
 
         dispatcher = DispatcherMiddleware(wsgi_app, {self.api_prefix: SchedulerAPI(self)})
         self.middleware = AuthMiddleware(dispatcher, auth=self._auth, prefixes=[self.api_prefix],
-                                         authenticate=self._authentication_callback)
+                                         authenticate=self._authentication_callback,
+                                         throttle=self.throttle)
         return self.middleware
 
     # -- scheduler -------------------------------------------------------------------------

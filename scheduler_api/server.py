@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from authmw import HTTPBasicAuth, compare_secrets
+from authmw import HTTPBasicAuth, Throttle, compare_secrets
 
 from .scheduler import DEFAULT_JOBSTORE_URL, APScheduler
 
@@ -33,6 +33,12 @@ def not_found_app(environ: WSGIEnvironment, start_response: StartResponse) -> It
     start_response("404 Not Found", [("Content-Type", "application/json"),
                                      ("Content-Length", str(len(body)))])
     return [body]
+
+
+def _throttle(max_failures: object) -> Throttle | None:
+    """Failed logins allowed a minute, per address and per username ("0": no throttling)."""
+    count = int(str(max_failures))
+    return Throttle(max_failures=count, window=60) if count > 0 else None
 
 
 def create_app(config: Mapping[str, Any] | None = None,
@@ -53,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None,
     app = scheduler.init_app(not_found_app, config={
         "SCHEDULER_API_ENABLED": True,
         "SCHEDULER_AUTH": HTTPBasicAuth(realm="Scheduler API"),
+        "SCHEDULER_THROTTLE": _throttle(config.get("SCHEDULER_API_MAX_FAILURES", "10")),
         "SCHEDULER_JOBSTORE_URL": config.get("SCHEDULER_JOBSTORE_URL") or DEFAULT_JOBSTORE_URL,
         "SCHEDULER_JOBSTORE_TABLE": config.get("SCHEDULER_JOBSTORE_TABLE"),
         "SCHEDULER_API_ALLOWED_FUNCS": allowed,

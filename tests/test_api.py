@@ -468,3 +468,27 @@ def test_concurrent_posts_each_land_once(api):
         thread.join()
     assert statuses == [200] * 10
     assert len(client.get("/jobs").json) == 10
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [("/pause", {"Content-Type": "application/x-www-form-urlencoded"}, 415),
+     ("/shutdown", {"Content-Type": "text/plain"}, 415),
+     ("/jobs/target/run", {"Content-Type": "multipart/form-data; boundary=x"}, 415),
+     ("/jobs/target/pause", {"Origin": "https://evil.example"}, 403),
+     ("/pause", {"Origin": "null"}, 403),
+     ("/pause", {"Sec-Fetch-Site": "cross-site"}, 403),
+     ("/jobs/target/pause", {"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"},
+      200),
+     ("/jobs/target/pause", {}, 200)],
+    ids=["empty-form-post", "text-plain-post", "multipart-post", "foreign-origin",
+         "opaque-origin", "cross-site-fetch", "same-origin-page", "curl-without-body"],
+)
+def test_cross_site_requests_cannot_act(api, path, headers, status):
+    _, client = api
+    client.post("/jobs", json={**INTERVAL_JOB, "id": "target"})
+    response = client.post(path, headers=headers)
+    assert response.status_code == status, response.json
+    if status != 200:
+        assert client.get().json["state"] == "running"
+        assert client.get("/jobs/target").json["next_run_time"] is not None

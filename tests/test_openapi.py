@@ -134,10 +134,13 @@ class Api:
 
     def __call__(self, method: str, path: str, expect: int, body: Any = NO_BODY, *,
                  data: str | bytes | None = None, content_type: str | None = None,
-                 authorization: str | None = AUTHORIZATION) -> Any:
+                 authorization: str | None = AUTHORIZATION,
+                 headers: dict[str, str] | None = None) -> Any:
         if body is not NO_BODY:
             data, content_type = json.dumps(body), "application/json"
-        headers = {} if authorization is None else {"Authorization": authorization}
+        headers = dict(headers or {})
+        if authorization is not None:
+            headers["Authorization"] = authorization
         response = self.client.open(PREFIX + path, method=method, headers=headers, data=data,
                                     content_type=content_type)
         text = response.get_data(as_text=True)
@@ -388,7 +391,20 @@ def exercise_pages(api: Api) -> None:
         api("GET", f"/jobs?{query}", 400)
 
 
+def exercise_cross_site(api: Api) -> None:
+    api("POST", "/jobs", 200, {"id": "target", "func": FUNC, **TRIGGERS["cron"]})
+    for template, item in DOCUMENT["paths"].items():
+        path = template.replace("{job_id}", "target")
+        for method in operations(item):
+            if method in ("post", "patch", "delete"):
+                api(method.upper(), path, 403, headers={"Origin": "https://evil.example"})
+                api(method.upper(), path, 415, data="x=1",
+                    content_type="application/x-www-form-urlencoded")
+    assert api("GET", "/jobs/target", 200)["next_run_time"] is not None
+
+
 SCENARIOS: list[Callable[[Api], None]] = [
+    exercise_cross_site,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
     exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
 ]

@@ -84,3 +84,15 @@ def test_the_example_gunicorn_config_serves_with_one_leader(server_env):
                                 headers={"Connection": "close"}).json() for _ in range(12)]
     assert {answer["state"] for answer in answers} == {"running"}
     assert len({answer["leader"]["pid"] for answer in answers}) == 1
+
+
+def test_the_demo_server_throttles_password_guessing(server_env):
+    with serve(server_env) as (host, port):
+        url = f"http://{host}:{port}/scheduler"
+        session = requests.Session()  # one connection: one worker keeps the count
+        statuses = [session.get(url, auth=HTTPBasicAuth("admin", f"guess-{n}"), timeout=10
+                                ).status_code for n in range(11)]
+        blocked = session.get(url, auth=HTTPBasicAuth("admin", "secret"), timeout=10)
+    assert statuses == [401] * 10 + [429]
+    assert blocked.status_code == 429
+    assert 0 < int(blocked.headers["Retry-After"]) <= 60
