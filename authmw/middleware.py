@@ -230,8 +230,8 @@ class AuthMiddleware:
                                     [("Retry-After", str(wait))], username)
             verdict = self._verdict(rule, authorization)
             if not verdict:
-                if self.throttle is not None:
-                    self.throttle.failed(throttle_keys)
+                if self.throttle is not None and authorization is not None:
+                    self.throttle.failed(throttle_keys)  # a guess: credentials were sent
                 reason = ("no credentials" if authorization is None
                           and "HTTP_AUTHORIZATION" not in environ else "credentials refused")
                 return _Refusal("401 Unauthorized", reason, self._challenges(auth), username)

@@ -191,14 +191,22 @@ _RESPONSES: JSON = {
         "content": {**_json(_ref("Error")), "text/plain": {"schema": {"type": "string"}}},
     },
     "Unavailable": _error("The job store is unavailable; try again later."),
+    "TooManyRequests": {
+        "description": "Too many failed logins from this address or for this username "
+                       "(SCHEDULER_THROTTLE); answered by the authentication middleware, as "
+                       "plain text.",
+        "headers": {"Retry-After": _header("seconds to wait")},
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
 }
 
 _STATUS_RESPONSES = {"204": "NoContent", "400": "BadRequest", "401": "Unauthorized",
                      "403": "Forbidden", "404": "NotFound", "405": "MethodNotAllowed",
                      "409": "Conflict", "413": "PayloadTooLarge", "415": "UnsupportedMediaType",
+                     "429": "TooManyRequests",
                      "500": "InternalError", "503": "Unavailable"}
 #: Statuses any operation can answer: credentials, other methods on its path, the unexpected.
-_EVERY_OPERATION = ("401", "405", "500")
+_EVERY_OPERATION = ("401", "405", "429", "500")
 #: Statuses of an operation that reads a JSON body.
 _BODY_ERRORS = ("400", "413", "415")
 

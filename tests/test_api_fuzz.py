@@ -60,7 +60,8 @@ def live_api(tmp_path_factory):
     folder = tmp_path_factory.mktemp("api-fuzz")
     env = {"SCHEDULER_API_USERNAME": "admin", "SCHEDULER_API_PASSWORD": "secret",
            "SCHEDULER_API_ALLOWED_FUNCS": "scheduler_api.example_tasks:*",
-           "SCHEDULER_JOBSTORE_URL": f"sqlite:///{folder / 'jobs.sqlite'}"}
+           "SCHEDULER_JOBSTORE_URL": f"sqlite:///{folder / 'jobs.sqlite'}",
+           "SCHEDULER_API_MAX_FAILURES": "0"}  # wrong credentials are sent on purpose
     with gunicorn("scheduler_api.server:create_app()", "--threads", "2", env=env) as (host,
                                                                                       port):
         yield f"http://{host}:{port}/scheduler"
