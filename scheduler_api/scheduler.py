@@ -45,7 +45,7 @@ from apscheduler.schedulers.base import (
 from apscheduler.util import obj_to_ref
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthMiddleware, HTTPAuth, Throttle
@@ -114,14 +114,16 @@ def _inside_gunicorn_arbiter() -> bool:
 def _retrying_while_busy(operation: Callable[[], object], attempts: int = 6) -> None:
     """Run a start-up step, again after a pause while the database is busy or away.
 
-    Workers that start together all create tables and rows at once; on SQLite one of them
-    may wait past the busy timeout. Failing its boot would take the whole server down.
+    Workers that start together all create tables and rows at once: on SQLite one of them
+    may wait past the busy timeout; on PostgreSQL two concurrent ``CREATE TABLE IF NOT
+    EXISTS`` can collide (a unique violation in the catalog). Failing its boot would take the
+    whole server down.
     """
     for attempt in range(attempts):
         try:
             operation()
             return
-        except OperationalError:
+        except DBAPIError:
             if attempt == attempts - 1:
                 raise
             logger.warning("the job store is busy or unreachable at start-up; trying again")
