@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import subprocess
@@ -148,3 +149,58 @@ def postgres_table():
             if name.startswith(table):
                 connection.execute(text(f'DROP TABLE "{name}"'))
     engine.dispose()
+
+
+class _EveryRecord(logging.Handler):
+    """Keeps the text of every log record of the run (message and traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(logging.Formatter().format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_reaches_any_log():
+    """Over the whole run: no password or Authorization value authmw saw is in any log.
+
+    Every header authmw parses and every password it decodes is remembered (the short,
+    common ones aside: they would match unrelated text); at the end, every record logged
+    in this process, at any level, is searched for them.
+    """
+    import authmw.auth
+
+    secrets: set[str] = set()
+    parse_header, split = authmw.auth.get_authorization_header, authmw.auth._split_credentials
+
+    def remembering_header():  # type: ignore[no-untyped-def]
+        value = authmw.context.current_environ().get("HTTP_AUTHORIZATION")
+        if isinstance(value, str) and len(value.split()[-1] if value.split() else "") >= 8:
+            secrets.add(value.split()[-1])
+        return parse_header()
+
+    def remembering_split(raw):  # type: ignore[no-untyped-def]
+        credentials = split(raw)
+        if credentials is not None and len(credentials[1]) >= 6:
+            secrets.update((credentials[1], base64.b64encode(raw).decode("ascii")))
+        return credentials
+
+    handler = _EveryRecord()
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    authmw.auth.get_authorization_header = remembering_header
+    authmw.auth._split_credentials = remembering_split
+    try:
+        yield
+    finally:
+        authmw.auth.get_authorization_header = parse_header
+        authmw.auth._split_credentials = split
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+    leaks = sorted({secret for secret in secrets for text in handler.texts if secret in text})
+    assert len(secrets) > 20, "the run saw too few credentials for this check to mean much"
+    assert not leaks, f"secrets found in the logs: {leaks[:5]}"
