@@ -107,6 +107,16 @@ def _query_int(request: Request, name: str, default: int, minimum: int,
     return int(raw)
 
 
+def _store_problem(exc: Exception) -> str:
+    """What to tell the client about a job store that failed (nothing stored has changed)."""
+    text = str(exc).lower()
+    if "disk is full" in text or "no space left" in text:
+        return "the job store is out of space; nothing was changed"
+    if "readonly" in text or "read-only" in text:
+        return "the job store is read-only; nothing was changed"
+    return "the job store is unavailable, try again later"
+
+
 def _refuse_cross_site(request: Request) -> None:
     """Refuse what a web page on another site can make a browser send (CSRF).
 
@@ -189,9 +199,9 @@ class SchedulerAPI:
             return error_response(404, f"no route {request.path}")
         except HTTPException as exc:
             return error_response(exc.code or 500, exc.name)
-        except (OperationalError, InterfaceError, PoolTimeoutError):
+        except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
             logger.exception("the job store is unavailable")
-            return error_response(503, "the job store is unavailable, try again later")
+            return error_response(503, _store_problem(exc))
         except Exception:
             logger.exception("unexpected error in %s %s", request.method, request.path)
             return error_response(500, "internal error")

@@ -204,6 +204,43 @@ def test_workers_killed_mid_request_lose_no_acknowledged_job(tmp_path):
     assert sqlite3.connect(store).execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+@pytest.mark.parametrize(
+    ("pragma", "message"),
+    [("PRAGMA query_only = ON", "the job store is read-only; nothing was changed"),
+     ("PRAGMA max_page_count = {pages}", "the job store is out of space; nothing was changed")],
+    ids=["read-only", "disk-full"],
+)
+def test_a_store_that_cannot_be_written_is_a_clear_503_and_stays_intact(tmp_path, pragma,
+                                                                       message):
+    """SQLite's own read-only and disk-full errors (SQLITE_READONLY, SQLITE_FULL), raised
+    here through pragmas, as a read-only mount or a full disk would raise them."""
+    from sqlalchemy import event
+
+    store = tmp_path / "jobs.sqlite"
+    with running_api(store) as (scheduler, client):
+        for index in range(3):
+            assert client.post("/jobs", json={"id": f"before-{index}", **JOB}).status_code == 200
+        before = client.get("/jobs").json
+        engine = scheduler._engine
+        pages = sqlite3.connect(store).execute("PRAGMA page_count").fetchone()[0]
+
+        @event.listens_for(engine, "connect")
+        def restrict(dbapi_connection, _):  # type: ignore[no-untyped-def]
+            dbapi_connection.execute(pragma.format(pages=pages))
+
+        engine.dispose()
+        big = {"args": ["x" * 200_000]}  # needs new pages: past max_page_count
+        refused = client.post("/jobs", json={"id": "during", **JOB, **big})
+        assert refused.status_code == 503
+        assert refused.json == {"error_message": message}
+        assert client.patch("/jobs/before-0", json={"name": "renamed", **big}).status_code == 503
+        assert client.get("/jobs").json == before
+        event.remove(engine, "connect", restrict)
+        engine.dispose()
+        assert client.post("/jobs", json={"id": "after", **JOB}).status_code == 200
+    assert sqlite3.connect(store).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 def test_a_read_only_store_is_a_clear_error_and_stays_intact(tmp_path):
     store = tmp_path / "jobs.sqlite"
