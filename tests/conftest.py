@@ -177,17 +177,20 @@ def no_secret_reaches_any_log():
     secrets: set[str] = set()
     parse_header, split = authmw.auth.get_authorization_header, authmw.auth._split_credentials
 
+    def remember(*candidates: str) -> None:
+        secrets.update(candidate for candidate in candidates
+                       if len(candidate) >= 6 and not re.fullmatch(r"[a-z_.]+", candidate))
+
     def remembering_header():  # type: ignore[no-untyped-def]
         value = authmw.context.current_environ().get("HTTP_AUTHORIZATION")
-        if isinstance(value, str) and len(value.split()[-1] if value.split() else "") >= 8:
-            secrets.add(value.split()[-1])
+        if isinstance(value, str) and value.split():
+            remember(value.split()[-1])
         return parse_header()
 
     def remembering_split(raw):  # type: ignore[no-untyped-def]
         credentials = split(raw)
-        if (credentials is not None and len(credentials[1]) >= 6
-                and not re.fullmatch(r"[a-z_.]+", credentials[1])):
-            secrets.update((credentials[1], base64.b64encode(raw).decode("ascii")))
+        if credentials is not None:
+            remember(credentials[1], base64.b64encode(raw).decode("ascii"))
         return credentials
 
     handler = _EveryRecord()
