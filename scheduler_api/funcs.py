@@ -35,6 +35,8 @@ class FuncPolicy:
         self.exact: set[str] = set()
         self.modules: set[str] = set()
         self.allow_any = allow_any
+        # References a module rule has let through: each is looked up once, not per request.
+        self._found_in_modules: set[str] = set()
         for rule in rules:
             self.allow(rule)
         if allow_any:
@@ -55,7 +57,7 @@ class FuncPolicy:
         """Return ``reference`` if it may be scheduled, else raise ForbiddenFunc."""
         if not isinstance(reference, str) or not _REFERENCE_RE.fullmatch(reference):
             raise ForbiddenFunc("func must be a 'module:callable' reference")
-        if self.allow_any or reference in self.exact:
+        if self.allow_any or reference in self.exact or reference in self._found_in_modules:
             return reference
         module_name, _, name = reference.partition(":")
         if module_name in self.modules and _PLAIN_NAME_RE.fullmatch(name):
@@ -63,5 +65,6 @@ class FuncPolicy:
             module = importlib.import_module(module_name)
             target = getattr(module, name, None)
             if callable(target) and getattr(target, "__module__", None) == module_name:
+                self._found_in_modules.add(reference)
                 return reference
         raise ForbiddenFunc(f"func {reference!r} is not allowed (see SCHEDULER_API_ALLOWED_FUNCS)")

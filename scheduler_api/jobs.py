@@ -168,17 +168,6 @@ def job_to_json(job: Job) -> JSON:
     return data
 
 
-def json_default(value: object) -> object:
-    """Keep a listing alive when a job's args hold something JSON cannot encode."""
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return repr(value)
-
-
 # -- JSON in -------------------------------------------------------------------------------
 
 def parse_timezone(value: object, field: str = "timezone") -> tzinfo:
@@ -226,6 +215,13 @@ def _check_fields(body: JSON, kind: str, allowed: frozenset[str]) -> None:
             raise InvalidField(field, f"is not a field of the {kind!r} trigger")
 
 
+def _trigger_date(body: JSON, field: str, tz: tzinfo, named_tz: bool) -> datetime:
+    # A date-time with an offset, for a trigger with a named zone, is the same instant in
+    # that zone: what GET shows (offset and zone) posts back to the same trigger.
+    value = parse_datetime(body[field], field, tz)
+    return value.astimezone(tz) if named_tz else value
+
+
 def trigger_from_json(body: JSON, default_timezone: tzinfo, depth: int = 0) -> BaseTrigger:
     """Build a trigger from ``body["trigger"]`` and its fields; no trigger means run once now."""
     kind = body.get("trigger", "date")
@@ -235,19 +231,14 @@ def trigger_from_json(body: JSON, default_timezone: tzinfo, depth: int = 0) -> B
     _check_fields(body, kind, TRIGGER_FIELDS[kind])
     named_tz = body.get("timezone") is not None
     tz = parse_timezone(body["timezone"]) if named_tz else default_timezone
-
-    def parse_date(field: str) -> datetime:
-        # A date-time with an offset, for a trigger with a named zone, is the same instant
-        # in that zone: what GET shows (offset and zone) posts back to the same trigger.
-        value = parse_datetime(body[field], field, tz)
-        return value.astimezone(tz) if named_tz else value
-
-    dates = {field: parse_date(field) for field in _DATES if body.get(field) is not None}
+    dates = {field: _trigger_date(body, field, tz, named_tz) for field in _DATES
+             if body.get(field) is not None}
     if len(dates) == 2 and dates["end_date"] < dates["start_date"]:
         raise InvalidField("end_date", "is before start_date")
     try:
         if kind == "date":
-            run_date = None if body.get("run_date") is None else parse_date("run_date")
+            run_date = (None if body.get("run_date") is None
+                        else _trigger_date(body, "run_date", tz, named_tz))
             return DateTrigger(run_date, timezone=tz)
         if kind == "interval":
             units = {unit: _number(body, unit) for unit in _INTERVAL_UNITS}

@@ -18,7 +18,6 @@ then id::
 
 from __future__ import annotations
 
-import json
 import operator
 import threading
 from typing import Any
@@ -30,14 +29,10 @@ from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from sqlalchemy import Index, func, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from .jobs import job_to_json, json_default
+from .codec import encode_json
+from .jobs import job_to_json
 
 CACHE_SIZE = 16384
-
-
-def encode(data: Any) -> bytes:
-    return json.dumps(data, default=json_default, separators=(",", ":"),
-                      ensure_ascii=False).encode()
 
 
 def _fingerprint(job: Job) -> tuple[Any, ...]:
@@ -69,7 +64,8 @@ class JobListing:
         else:  # pending jobs (a stopped scheduler), several or custom stores: no shortcut
             jobs = self.scheduler.get_jobs()
             end = None if limit is None else offset + limit
-            fragments, total = [encode(job_to_json(job)) for job in jobs[offset:end]], len(jobs)
+            fragments = [encode_json(job_to_json(job)) for job in jobs[offset:end]]
+            total = len(jobs)
         return b"[" + b",".join(fragments) + b"]", total
 
     def _remember(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
@@ -86,7 +82,7 @@ class JobListing:
             fingerprint = _fingerprint(job)
             cached = known.get(job.id)
             if cached is None or not all(map(operator.is_, cached[0], fingerprint)):
-                cached = (fingerprint, encode(job_to_json(job)))
+                cached = (fingerprint, encode_json(job_to_json(job)))
                 if not complete:
                     self._remember(known, job.id, cached)
             fresh[job.id] = cached
@@ -126,7 +122,7 @@ class JobListing:
         for state in states:
             fragment = known.get(state)
             if fragment is None:
-                fragment = encode(job_to_json(store._reconstitute_job(state)))
+                fragment = encode_json(job_to_json(store._reconstitute_job(state)))
             fragments.append(fragment)
             if complete:
                 fresh[state] = fragment

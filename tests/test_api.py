@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import socket
 import sys
@@ -76,6 +78,26 @@ def test_errors_are_json(api, method, path, status):
 def test_405_names_the_allowed_methods(api):
     _, client = api
     assert set(client.delete("/jobs").headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
+
+
+@pytest.mark.parametrize("path", ["", "/jobs", "/jobs/every-minute", "/openapi.json"],
+                         ids=["scheduler-info", "job-list", "one-job", "openapi"])
+def test_head_has_the_headers_of_get_and_no_body(api, path):
+    _, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    got, head = client.get(path), client.request("HEAD", path)
+    assert head.status_code == got.status_code == 200
+    assert head.headers["Content-Type"] == "application/json"
+    assert head.headers["Content-Length"] == str(len(got.data))
+    assert head.data == b""
+
+
+def test_no_content_answers_have_no_body_or_content_type(api):
+    _, client = api
+    client.post("/jobs", json=INTERVAL_JOB)
+    response = client.delete("/jobs/every-minute")
+    assert (response.status_code, response.data) == (204, b"")
+    assert "Content-Type" not in response.headers
 
 
 def test_duplicate_id_is_409(api):
@@ -439,18 +461,39 @@ def test_default_store_is_a_sqlite_file_in_the_working_directory(tmp_path, monke
         scheduler.shutdown()
 
 
-def test_a_job_with_args_json_cannot_encode_does_not_break_the_listing(api):
-    import datetime
-
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [([datetime.date(2030, 1, 2), {1, 2}], ["2030-01-02", [1, 2]]),
+     (["\ud800", "Zürich"], ["\ud800", "Zürich"]),
+     ([float("nan"), 1.5], "[nan, 1.5]")],
+    ids=["date-and-set", "unpaired-surrogate", "nan"],
+)
+def test_a_job_with_args_json_cannot_encode_does_not_break_the_listing(api, args, shown):
     scheduler, client = api
     client.post("/jobs", json=INTERVAL_JOB)
-    scheduler.add_job("odd", "tests.tasks:record", args=[datetime.date(2030, 1, 2), {1, 2}],
-                      trigger="interval", hours=1)
+    scheduler.add_job("odd", "tests.tasks:record", args=args, trigger="interval", hours=1)
     response = client.get("/jobs")
     assert response.status_code == 200
-    assert {job["id"] for job in response.json} == {"every-minute", "odd"}
-    odd = client.get("/jobs/odd").json
-    assert odd["args"] == ["2030-01-02", [1, 2]]
+    listed = json.loads(response.data, parse_constant=pytest.fail)  # strict JSON
+    assert {job["id"]: job["args"] for job in listed}["odd"] == shown
+    assert client.get("/jobs/odd").json["args"] == shown
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id": "x", "func": "tests.tasks:record", "name": "\\ud800"}',
+     b'{"id": "x\\udc00", "func": "tests.tasks:record"}',
+     b'{"id": "x", "func": "tests.tasks:record", "args": ["\xed\xa0\x80"]}',
+     b'{"id": "x", "func": "tests.tasks:record", "trigger": "interval", "seconds": 1e400}'],
+    ids=["escaped-unpaired-surrogate-in-name", "escaped-unpaired-surrogate-in-id",
+         "utf-8-encoded-surrogate", "number-beyond-a-float"],
+)
+def test_bodies_a_listing_could_not_show_are_refused(api, body):
+    _, client = api
+    response = client.post("/jobs", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json["error_message"].startswith("the body is not valid JSON")
+    assert client.get("/jobs").json == []
 
 
 def test_concurrent_posts_each_land_once(api):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -96,3 +98,48 @@ def test_the_demo_server_throttles_password_guessing(server_env):
     assert statuses == [401] * 10 + [429]
     assert blocked.status_code == 429
     assert 0 < int(blocked.headers["Retry-After"]) <= 60
+
+
+def _chunks(data: bytes, size: int = 65536):
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+@pytest.mark.parametrize(
+    ("name_size", "status", "stored"),
+    [(10, 200, ["chunked"]), (2 * 1024 * 1024, 413, [])],
+    ids=["small-chunked-body-is-read", "chunked-body-over-1-MiB-is-413"],
+)
+def test_chunked_bodies_under_gunicorn(server_env, name_size, status, stored):
+    body = json.dumps({"id": "chunked", "func": "tasks:my_task", "trigger": "interval",
+                       "seconds": 60, "name": "x" * name_size}).encode()
+    with serve(server_env) as (host, port):
+        base = f"http://{host}:{port}/scheduler"
+        auth = HTTPBasicAuth("admin", "secret")
+        response = requests.post(f"{base}/jobs", data=_chunks(body), auth=auth, timeout=30,
+                                 headers={"Content-Type": "application/json"})
+        listed = requests.get(f"{base}/jobs", auth=auth, timeout=10).json()
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == status, response.text
+    assert [job["id"] for job in listed] == stored
+
+
+def test_a_body_shorter_than_its_content_length_is_400_and_stores_nothing(server_env):
+    body = b'{"id": "short", "func": "tasks:my_task", "trigger": "interval", "seconds": 60}'
+    head = ("POST /scheduler/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Authorization: Basic YWRtaW46c2VjcmV0\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body) + 20}\r\nConnection: close\r\n\r\n")
+    with serve(server_env) as (host, port):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(head.encode() + body)
+            sock.shutdown(socket.SHUT_WR)  # the client stops 20 bytes early
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        listed = requests.get(f"http://{host}:{port}/scheduler/jobs", timeout=10,
+                              auth=HTTPBasicAuth("admin", "secret")).json()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split(b" ")[1] == b"400"
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
+        "error_message": "the body ended before its Content-Length"}
+    assert listed == []
