@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import socket
@@ -210,6 +211,23 @@ def test_json_with_charset_is_accepted(api):
                            '"trigger": "interval", "hours": 1}',
                            headers={"Content-Type": "application/json; charset=utf-8"})
     assert response.status_code == 200
+
+
+class TrickleStream(io.BytesIO):
+    """A wsgi.input that hands out at most 7 bytes a read, as a slow socket may."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(7 if size is None or size < 0 else min(size, 7))
+
+
+def test_a_body_that_arrives_in_pieces_is_read_whole(api):
+    _, client = api
+    body = json.dumps(INTERVAL_JOB).encode()
+    response = client.post("/jobs", input_stream=TrickleStream(body),
+                           headers={"Content-Type": "application/json",
+                                    "Content-Length": str(len(body))})
+    assert response.status_code == 200
+    assert response.json["id"] == "every-minute"
 
 
 def test_oversized_body_is_413(api):
