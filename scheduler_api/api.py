@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -171,7 +172,7 @@ def _refuse_cross_site(request: Request) -> None:
 
 def _media_type(environ: WSGIEnvironment) -> str:
     """The body's media type, lower case, without parameters: what ``request.mimetype`` is."""
-    return str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip().lower()
+    return str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip(" \t").lower()
 
 
 def _content_length(environ: WSGIEnvironment) -> int | None:
@@ -180,7 +181,9 @@ def _content_length(environ: WSGIEnvironment) -> int | None:
     if (not isinstance(declared, str) or not declared.isascii() or not declared.isdigit()
             or "HTTP_TRANSFER_ENCODING" in environ):
         return None
-    return int(declared)
+    digits = declared.lstrip("0")
+    # Past 18 digits it is too large anyway, and past 4300 int() refuses to read it.
+    return int(digits or "0") if len(digits) <= 18 else sys.maxsize
 
 
 def _read_exactly(stream: Any, length: int) -> bytes:

@@ -28,7 +28,14 @@ def json_default(value: object) -> object:
         return list(value)
     if isinstance(value, bytes):
         return value.decode("latin-1")
-    return repr(value)
+    return _safe_repr(value)
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__, or an int past the digit limit
+        return f"<{type(value).__name__}>"
 
 
 class UnpairedSurrogate(ValueError):
@@ -61,12 +68,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def encode_json(data: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON; unpaired surrogates are written as ``\\uXXXX`` escapes.
 
-    A value JSON has no spelling for (NaN, an infinity, a cycle, nesting deeper than the
-    stack) is written as its ``repr`` string, so that one job cannot break a listing.
+    A value JSON has no spelling for (NaN, an infinity, a cycle, a key that is not a string,
+    nesting deeper than the stack) is written as its ``repr`` string, so that one job cannot
+    break a listing.
     """
     try:
         text = _ENCODER.encode(data)
-    except (ValueError, RecursionError):
+    except (ValueError, TypeError, RecursionError):
         data = {key: _encodable(value) for key, value in data.items()}
         text = _ENCODER.encode(data)
     try:
@@ -78,11 +86,8 @@ def encode_json(data: Mapping[str, Any]) -> bytes:
 def _encodable(value: Any) -> Any:
     try:
         _ENCODER.encode(value)
-    except (ValueError, RecursionError):
-        try:
-            return repr(value)
-        except RecursionError:
-            return f"<{type(value).__name__} nested too deep>"
+    except (ValueError, TypeError, RecursionError):
+        return _safe_repr(value)
     return value
 
 

@@ -13,9 +13,12 @@ import time
 
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
+from werkzeug.test import EnvironBuilder
+
+from scheduler_api.api import MAX_BODY_BYTES
 
 from . import tasks
-from .api_helpers import running_api
+from .api_helpers import AUTH, running_api
 
 INTERVAL_JOB = {"id": "every-minute", "func": "tests.tasks:record", "trigger": "interval",
                 "minutes": 1}
@@ -192,9 +195,12 @@ def test_invalid_fields_are_400_naming_the_field(api, body, field):
      ('{"id": "x", "func": "tests.tasks:record"}', "text/plain", 415),
      ("id=x&func=tests.tasks:record", "application/x-www-form-urlencoded", 415),
      ('{"id": "x", "func": "tests.tasks:record"}', None, 415),
-     ("[" * 100000 + "]" * 100000, "application/json", 400)],
+     ("[" * 100000 + "]" * 100000, "application/json", 400),
+     ('{"id": "x", "func": "tests.tasks:record"}', "application/json\xa0", 415),
+     ('{"id": "x", "func": "tests.tasks:record"}', "\x1capplication/json", 415)],
     ids=["invalid-json", "json-array", "json-string", "empty-body", "text-plain-cross-site",
-         "form-cross-site", "no-content-type", "deeply-nested"],
+         "form-cross-site", "no-content-type", "deeply-nested", "trailing-no-break-space",
+         "leading-separator-control"],
 )
 def test_bodies_that_are_not_a_json_object(api, data, content_type, status):
     _, client = api
@@ -228,6 +234,52 @@ def test_a_body_that_arrives_in_pieces_is_read_whole(api):
                                     "Content-Length": str(len(body))})
     assert response.status_code == 200
     assert response.json["id"] == "every-minute"
+
+
+class EndlessStream:
+    """A chunked wsgi.input that never ends; counts what the API read from it."""
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        assert size >= 0, "the API must never read a chunked body to its end"
+        self.read_bytes += size
+        return b" " * size
+
+
+def raw_post(api_app, environ_changes: dict) -> tuple[str, bytes]:
+    environ = EnvironBuilder(path="/scheduler/jobs", method="POST", data=b"{}",
+                             headers={**AUTH, "Content-Type": "application/json"}).get_environ()
+    environ.update(environ_changes)
+    answer: list[str] = []
+    body = b"".join(api_app(environ, lambda status, headers: answer.append(status)))
+    return answer[0], body
+
+
+def test_a_chunked_body_is_read_only_up_to_the_limit(api):
+    _, client = api
+    stream = EndlessStream()
+    status, _ = raw_post(client.client.application, {
+        "wsgi.input": stream, "wsgi.input_terminated": True,
+        "HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""})
+    assert status.startswith("413")
+    assert stream.read_bytes == MAX_BODY_BYTES + 1
+    assert client.get("/jobs").json == []
+
+
+@pytest.mark.parametrize(
+    ("declared", "status", "message"),
+    [("9" * 5000, "413", "the body must be at most"),
+     ("1" + "0" * 19, "413", "the body must be at most"),
+     ("0" * 5000 + "2", "400", "id: ")],
+    ids=["past-the-int-digit-limit", "past-64-bits", "leading-zeros-read-as-2-bytes"],
+)
+def test_a_long_content_length_is_read_not_a_500(api, declared, status, message):
+    _, client = api
+    answer, body = raw_post(client.client.application, {"CONTENT_LENGTH": declared})
+    assert answer.startswith(status)
+    assert json.loads(body)["error_message"].startswith(message)
 
 
 def test_oversized_body_is_413(api):

@@ -68,11 +68,18 @@ def _deep(depth: int) -> list[object]:
     return nested
 
 
+class BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 @pytest.mark.parametrize(
     ("args", "shown"),
     [([float("nan"), 1], "[nan, 1]"), ([float("-inf")], "[-inf]"), (_cycle(), "[1, [...]]"),
-     (_deep(100_000), "<list nested too deep>")],
-    ids=["nan", "negative-infinity", "cycle", "nested-beyond-the-stack"],
+     (_deep(100_000), "<list>"), ([{(1, 2): "x"}], "[{(1, 2): 'x'}]"),
+     ([10**5000], "<list>"), ([BrokenRepr()], ["<BrokenRepr>"])],
+    ids=["nan", "negative-infinity", "cycle", "nested-beyond-the-stack", "key-not-a-string",
+         "int-past-the-digit-limit", "object-whose-repr-raises"],
 )
 def test_encode_writes_what_json_cannot_spell_as_its_repr(args, shown):
     encoded = encode_json({"id": "job", "args": args, "kwargs": {}})
