@@ -84,6 +84,9 @@ JOB_FIELDS = frozenset({"id", "name", "func", "args", "kwargs", "misfire_grace_t
                         "max_instances", "coalesce", "next_run_time", "replace_existing",
                         "jobstore", "executor"})
 
+#: The largest jitter and misfire_grace_time (about 31 years): APScheduler turns both into a
+#: timedelta while it schedules and runs the job, which overflows past ~2.7 million years.
+MAX_SECONDS = 10**9
 _MAX_NESTED_TRIGGERS = 16
 _MAX_ID_LENGTH = 191  # the SQLAlchemy job store's id column
 _ID_RE = re.compile(r"[^/\x00-\x1f\x7f]+")
@@ -195,18 +198,22 @@ def parse_datetime(value: object, field: str, tz: tzinfo) -> datetime:
         raise InvalidField(field, f"{value!r} is not an ISO 8601 date-time") from None
 
 
-def _number(body: JSON, field: str, *, integer: bool = False, minimum: float = 0) -> Any:
+def _number(body: JSON, field: str, *, integer: bool = False, minimum: float = 0,
+            maximum: float | None = None) -> Any:
     value = body.get(field, 0)
     allowed = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, allowed) or value < minimum:
+    if (isinstance(value, bool) or not isinstance(value, allowed) or value < minimum
+            or (maximum is not None and value > maximum)):
         kind = "an integer" if integer else "a number"
-        raise InvalidField(field, f"must be {kind} >= {minimum}")
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise InvalidField(field, f"must be {kind} {bound}")
     return value
 
 
 def _optional_jitter(body: JSON) -> int | None:
     jitter = body.get("jitter")
-    return None if jitter is None else _number(body, "jitter", integer=True)
+    return None if jitter is None else _number(body, "jitter", integer=True,
+                                               maximum=MAX_SECONDS)
 
 
 def _check_fields(body: JSON, kind: str, allowed: frozenset[str]) -> None:
@@ -222,8 +229,25 @@ def _trigger_date(body: JSON, field: str, tz: tzinfo, named_tz: bool) -> datetim
     return value.astimezone(tz) if named_tz else value
 
 
-def trigger_from_json(body: JSON, default_timezone: tzinfo, depth: int = 0) -> BaseTrigger:
-    """Build a trigger from ``body["trigger"]`` and its fields; no trigger means run once now."""
+def trigger_from_json(body: JSON, default_timezone: tzinfo) -> BaseTrigger:
+    """Build a trigger from ``body["trigger"]`` and its fields; no trigger means run once now.
+
+    A trigger whose next two fire times cannot be computed is refused: past the year 9999
+    (a calendarinterval of 9000 years, say) datetime overflows, and in APScheduler's
+    scheduling thread that error kills the thread right after the first run.
+    """
+    trigger = _trigger(body, default_timezone, depth=0)
+    kind = body.get("trigger", "date")
+    try:
+        first = trigger.get_next_fire_time(None, datetime.now(default_timezone))
+        if first is not None:
+            trigger.get_next_fire_time(first, first)
+    except (OverflowError, ValueError) as exc:
+        raise InvalidField(kind, f"its fire times cannot be computed: {exc}") from None
+    return trigger
+
+
+def _trigger(body: JSON, default_timezone: tzinfo, depth: int) -> BaseTrigger:
     kind = body.get("trigger", "date")
     if kind not in TRIGGER_FIELDS:
         names = ", ".join(TRIGGER_FIELDS)
@@ -264,9 +288,10 @@ def trigger_from_json(body: JSON, default_timezone: tzinfo, depth: int = 0) -> B
             units = {unit: _number(body, unit, integer=True) for unit in _CALENDAR_UNITS}
             clock = {unit: _number(body, unit, integer=True) for unit in _TIME_OF_DAY}
             calendar_dates = {field: value.date() for field, value in dates.items()}
+            jitter = _optional_jitter(body)
             try:
                 return CalendarIntervalTrigger(**units, **clock, **calendar_dates, timezone=tz,
-                                               jitter=_optional_jitter(body))
+                                               jitter=jitter)
             except ValueError as exc:
                 raise InvalidField("calendarinterval", str(exc)) from None
         return _combined_from_json(kind, body, default_timezone, depth)
@@ -285,7 +310,7 @@ def _combined_from_json(kind: str, body: JSON, default_timezone: tzinfo,
         raise InvalidField("triggers", "must be a non-empty list of trigger objects")
     if depth >= 3 or len(triggers) > _MAX_NESTED_TRIGGERS:
         raise InvalidField("triggers", f"at most {_MAX_NESTED_TRIGGERS} triggers, nested 3 deep")
-    children = [trigger_from_json(item, default_timezone, depth + 1) for item in triggers]
+    children = [_trigger(item, default_timezone, depth + 1) for item in triggers]
     if kind == "or":
         return OrTrigger(children, jitter=_optional_jitter(body))
     trigger = BoundedAndTrigger(children, jitter=_optional_jitter(body))
@@ -320,7 +345,8 @@ def job_options_from_json(body: JSON) -> JSON:
     if "misfire_grace_time" in body:
         options["misfire_grace_time"] = (
             None if body["misfire_grace_time"] is None
-            else _number(body, "misfire_grace_time", integer=True, minimum=1)
+            else _number(body, "misfire_grace_time", integer=True, minimum=1,
+                         maximum=MAX_SECONDS)
         )
     if "max_instances" in body:
         options["max_instances"] = _number(body, "max_instances", integer=True, minimum=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .jobs import TRIGGER_FIELDS
+from .jobs import MAX_SECONDS, TRIGGER_FIELDS
 
 JSON = dict[str, Any]
 
@@ -89,7 +89,7 @@ _SCHEMAS: JSON = {
                     "description": "the trigger type (see TriggerType) and its flat fields"},
         "run_date": _ref("DateTime"),
         "timezone": {"type": ["string", "null"], "examples": ["Europe/Berlin", "UTC", "+02:00"]},
-        "jitter": {"type": ["integer", "null"], "minimum": 0},
+        "jitter": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SECONDS},
         "start_date": _ref("DateOrDateTime"),
         "end_date": _ref("DateOrDateTime"),
         **{unit: _ref("Amount") for unit in _INTERVAL_UNITS},
@@ -108,7 +108,8 @@ _SCHEMAS: JSON = {
         "name": {"type": "string", "minLength": 1, "description": "default: the id"},
         "args": {"type": "array"},
         "kwargs": {"type": "object"},
-        "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1},
+        "misfire_grace_time": {"type": ["integer", "null"], "minimum": 1,
+                               "maximum": MAX_SECONDS},
         "max_instances": {"type": "integer", "minimum": 1},
         "coalesce": {"type": "boolean"},
         "next_run_time": {**_ref("DateTime"), "description": "null: the job is paused"},

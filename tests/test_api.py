@@ -167,6 +167,18 @@ def test_replace_existing_replaces(api):
         ({"id": "x", "func": "tests.tasks:record", "replace_existing": "yes"},
          "replace_existing"),
         ({"id": "x", "func": "tests.tasks:missing_function"}, "func"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "seconds": 60,
+          "jitter": 10**19}, "jitter"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "or", "triggers": [
+            {"trigger": "cron", "hour": 3}], "jitter": 10**10}, "jitter"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "calendarinterval", "days": 1,
+          "jitter": 10**19}, "jitter"),
+        ({"id": "x", "func": "tests.tasks:record", "misfire_grace_time": 10**19},
+         "misfire_grace_time"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "calendarinterval",
+          "years": 9000}, "calendarinterval"),
+        ({"id": "x", "func": "tests.tasks:record", "trigger": "interval", "weeks": 10**6,
+          "start_date": "2020-01-01T00:00:00+00:00"}, "interval"),
     ],
     ids=["missing-id", "empty-id", "slash-in-id", "id-too-long", "id-not-a-string", "dotdot-id",
          "and-trigger-that-never-fires", "args-do-not-fit-the-func",
@@ -176,7 +188,10 @@ def test_replace_existing_replaces(api):
          "unknown-timezone", "end-before-start", "empty-combination", "args-not-a-list",
          "kwargs-not-an-object", "empty-name", "zero-max-instances", "misfire-not-a-number",
          "coalesce-not-a-bool", "bad-next-run-time", "unknown-jobstore", "unknown-executor",
-         "replace-existing-not-a-bool", "allowed-module-missing-function"],
+         "replace-existing-not-a-bool", "allowed-module-missing-function",
+         "jitter-past-a-timedelta", "jitter-over-31-years-on-or", "jitter-on-calendarinterval",
+         "misfire-grace-time-past-a-timedelta", "second-run-past-the-year-9999",
+         "next-run-past-the-year-9999"],
 )
 def test_invalid_fields_are_400_naming_the_field(api, body, field):
     _, client = api
@@ -379,9 +394,12 @@ def test_patch_with_its_own_id_is_accepted_and_another_id_refused(api):
     [{"name": "new", "hour": "25", "trigger": "cron"}, {"name": "new", "func": "os:system"},
      {"name": "new", "seconds": "x"}, {"name": "new", "max_instances": 0},
      {"name": "new", "unknown": 1}, {"name": "new", "jobstore": "default"},
-     {"name": "new", "func": "tests.tasks:missing_function"}],
+     {"name": "new", "func": "tests.tasks:missing_function"},
+     {"name": "new", "jitter": 10**19}, {"name": "new", "misfire_grace_time": 10**19},
+     {"name": "new", "trigger": "calendarinterval", "years": 9000}],
     ids=["bad-trigger", "forbidden-func", "bad-interval", "bad-option", "unknown-key",
-         "jobstore-change", "func-not-importable"],
+         "jobstore-change", "func-not-importable", "jitter-past-a-timedelta",
+         "misfire-grace-time-past-a-timedelta", "second-run-past-the-year-9999"],
 )
 def test_a_rejected_patch_changes_nothing(api, change):
     scheduler, client = api

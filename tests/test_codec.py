@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler_api.codec import UnpairedSurrogate, decode_json, encode_json
 
@@ -85,3 +88,40 @@ def test_encode_writes_what_json_cannot_spell_as_its_repr(args, shown):
     encoded = encode_json({"id": "job", "args": args, "kwargs": {}})
     assert json.loads(encoded, parse_constant=pytest.fail) == {
         "id": "job", "args": shown, "kwargs": {}}
+
+
+TEXT = st.text(st.one_of(st.characters(), st.characters(categories=["Cs"])), max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
+    max_leaves=16,
+)
+
+
+def _holds_surrogate_or_non_finite(value: object) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(char) <= 0xDFFF for char in value)
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(map(_holds_surrogate_or_non_finite, [*value, *value.values()]))
+    if isinstance(value, list):
+        return any(map(_holds_surrogate_or_non_finite, value))
+    return False
+
+
+@settings(max_examples=500, deadline=None)
+@given(JSON_VALUES)
+def test_encode_always_writes_strict_json_and_decode_never_returns_what_it_could_not(value):
+    encoded = encode_json({"args": value})
+    strictly = json.loads(encoded.decode("utf-8"), parse_constant=pytest.fail)
+    if not _holds_surrogate_or_non_finite(value):
+        assert strictly == {"args": value}
+        assert decode_json(encoded) == {"args": value}
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        try:
+            decoded = decode_json(text.encode("utf-8", "surrogatepass"))
+        except ValueError:  # UnpairedSurrogate is one
+            assert _holds_surrogate_or_non_finite(value)
+        else:
+            assert not _holds_surrogate_or_non_finite(decoded)
