@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -152,40 +153,57 @@ def postgres_table():
     engine.dispose()
 
 
-class _EveryRecord(logging.Handler):
-    """Keeps the text of every log record of the run (message and traceback).
-
-    Except urllib3's: they are the test clients' own request lines to servers in other
-    processes, whose URLs schemathesis generates from the same naughty strings ("Scunthorpe",
-    "-Infinity") that the property tests send as credentials in this one.
-    """
+class _Scope:
+    """The secrets authmw read, and the log records, of one middleware call (or of none)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
+        self.secrets: set[str] = set()
         self.texts: list[str] = []
 
+    def leaks(self) -> set[str]:
+        return {secret for secret in self.secrets for text in self.texts if secret in text}
+
+
+class _ToScope(logging.Handler):
+    """Files the text of every record (message and traceback) under the current scope."""
+
+    def __init__(self, current: Callable[[], _Scope]) -> None:
+        super().__init__(logging.DEBUG)
+        self.current = current
+
     def emit(self, record: logging.LogRecord) -> None:
-        if not record.name.startswith("urllib3."):
-            self.texts.append(logging.Formatter().format(record))
+        self.current().texts.append(logging.Formatter().format(record))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_reaches_any_log():
-    """Over the whole run: no password or Authorization value authmw saw is in any log.
+    """Over the whole run: no password or Authorization value authmw read is in a log.
 
     Every header authmw parses and every password it decodes is remembered (the short ones
-    and plain lower-case words aside: generated passwords such as "scheduler_api" would
-    match logger names and field names); at the end, every record logged in this process,
-    at any level, is searched for them.
+    and plain lower-case words aside), with every record logged at any level. A record logged
+    during an ``AuthMiddleware`` call, in its thread (its audit line, the app's own logs), is
+    searched for the secrets of that call; the rest, for the secrets read outside any call.
+    Matching across calls would flag the property tests' made-up credentials wherever the
+    same strings turn up legitimately: hypothesis also draws them from the code's own string
+    constants ("addJob"), and schemathesis puts them in URLs that urllib3 logs.
     """
     import authmw.auth
+    import authmw.middleware
 
-    secrets: set[str] = set()
+    outside = _Scope()
+    local = threading.local()
+    leaks: set[str] = set()
+
+    def current() -> _Scope:
+        return getattr(local, "scope", None) or outside
+
     parse_header, split = authmw.auth.get_authorization_header, authmw.auth._split_credentials
+    middleware_call = authmw.middleware.AuthMiddleware.__call__
 
     def remember(*candidates: str) -> None:
-        secrets.update(candidate for candidate in candidates
-                       if len(candidate) >= 6 and not re.fullmatch(r"[a-z_.]+", candidate))
+        current().secrets.update(candidate for candidate in candidates
+                                 if len(candidate) >= 6 and not re.fullmatch(r"[a-z_.]+",
+                                                                             candidate))
 
     def remembering_header():  # type: ignore[no-untyped-def]
         value = authmw.context.current_environ().get("HTTP_AUTHORIZATION")
@@ -199,19 +217,30 @@ def no_secret_reaches_any_log():
             remember(credentials[1], base64.b64encode(raw).decode("ascii"))
         return credentials
 
-    handler = _EveryRecord()
+    def scoped_call(self, environ, start_response):  # type: ignore[no-untyped-def]
+        enclosing = getattr(local, "scope", None)
+        local.scope = scope = _Scope()
+        try:
+            return middleware_call(self, environ, start_response)
+        finally:
+            leaks.update(scope.leaks())
+            local.scope = enclosing
+
+    handler = _ToScope(current)
     root = logging.getLogger()
     previous_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     authmw.auth.get_authorization_header = remembering_header
     authmw.auth._split_credentials = remembering_split
+    authmw.middleware.AuthMiddleware.__call__ = scoped_call  # type: ignore[method-assign]
     try:
         yield
     finally:
         authmw.auth.get_authorization_header = parse_header
         authmw.auth._split_credentials = split
+        authmw.middleware.AuthMiddleware.__call__ = middleware_call  # type: ignore[method-assign]
         root.removeHandler(handler)
         root.setLevel(previous_level)
-    leaks = sorted({secret for secret in secrets for text in handler.texts if secret in text})
-    assert not leaks, f"secrets found in the logs: {leaks[:5]}"
+    leaks.update(outside.leaks())
+    assert not leaks, f"secrets found in the logs: {sorted(leaks)[:5]}"

@@ -62,8 +62,11 @@ def live_api(tmp_path_factory):
            "SCHEDULER_API_ALLOWED_FUNCS": "scheduler_api.example_tasks:*",
            "SCHEDULER_JOBSTORE_URL": f"sqlite:///{folder / 'jobs.sqlite'}",
            "SCHEDULER_API_MAX_FAILURES": "0"}  # wrong credentials are sent on purpose
-    with gunicorn("scheduler_api.server:create_app()", "--threads", "2", env=env) as (host,
-                                                                                      port):
+    # No request-line or header-size limit: gunicorn's own 414 and 431 come before the API
+    # and are not in its document; negative cases with long query strings must reach it.
+    with gunicorn("scheduler_api.server:create_app()", "--threads", "2",
+                  "--limit-request-line", "0", "--limit-request-field_size", "0",
+                  env=env) as (host, port):
         yield f"http://{host}:{port}/scheduler"
 
 
