@@ -13,12 +13,12 @@ import time
 
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
-from werkzeug.test import EnvironBuilder
 
 from scheduler_api.api import MAX_BODY_BYTES
 
 from . import tasks
 from .api_helpers import AUTH, running_api
+from .conftest import call
 
 INTERVAL_JOB = {"id": "every-minute", "func": "tests.tasks:record", "trigger": "interval",
                 "minutes": 1}
@@ -263,38 +263,35 @@ class EndlessStream:
         return b" " * size
 
 
-def raw_post(api_app, environ_changes: dict) -> tuple[str, bytes]:
-    environ = EnvironBuilder(path="/scheduler/jobs", method="POST", data=b"{}",
-                             headers={**AUTH, "Content-Type": "application/json"}).get_environ()
-    environ.update(environ_changes)
-    answer: list[str] = []
-    body = b"".join(api_app(environ, lambda status, headers: answer.append(status)))
-    return answer[0], body
+def post_environ(client, **environ: object):  # type: ignore[no-untyped-def]
+    """POST /scheduler/jobs in process with a body of '{}' and ``environ`` laid over it."""
+    return call(client.client.application, "/scheduler/jobs", "POST", AUTH["Authorization"],
+                **{"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": "2",
+                   "wsgi.input": io.BytesIO(b"{}"), **environ})
 
 
 def test_a_chunked_body_is_read_only_up_to_the_limit(api):
     _, client = api
     stream = EndlessStream()
-    status, _ = raw_post(client.client.application, {
-        "wsgi.input": stream, "wsgi.input_terminated": True,
-        "HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""})
-    assert status.startswith("413")
+    answer = post_environ(client, **{"wsgi.input": stream, "wsgi.input_terminated": True,
+                                     "HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": ""})
+    assert answer.status == 413
     assert stream.read_bytes == MAX_BODY_BYTES + 1
     assert client.get("/jobs").json == []
 
 
 @pytest.mark.parametrize(
     ("declared", "status", "message"),
-    [("9" * 5000, "413", "the body must be at most"),
-     ("1" + "0" * 19, "413", "the body must be at most"),
-     ("0" * 5000 + "2", "400", "id: ")],
+    [("9" * 5000, 413, "the body must be at most"),
+     ("1" + "0" * 19, 413, "the body must be at most"),
+     ("0" * 5000 + "2", 400, "id: ")],
     ids=["past-the-int-digit-limit", "past-64-bits", "leading-zeros-read-as-2-bytes"],
 )
 def test_a_long_content_length_is_read_not_a_500(api, declared, status, message):
     _, client = api
-    answer, body = raw_post(client.client.application, {"CONTENT_LENGTH": declared})
-    assert answer.startswith(status)
-    assert json.loads(body)["error_message"].startswith(message)
+    answer = post_environ(client, CONTENT_LENGTH=declared)
+    assert answer.status == status
+    assert json.loads(answer.body)["error_message"].startswith(message)
 
 
 def test_oversized_body_is_413(api):
