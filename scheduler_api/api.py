@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -40,7 +41,7 @@ from .jobs import (
     job_to_json,
     parse_datetime,
     parse_job_id,
-    trigger_from_json,
+    schedule_from_json,
     trigger_part,
     trigger_to_json,
 )
@@ -227,16 +228,26 @@ class SchedulerAPI:
         # Routes depend on the path and method only (no host matching, no redirects), so one
         # adapter serves every request: binding one per request costs an IDNA-encoded host.
         self._adapter = self.url_map.bind("localhost")
+        # (path, method) -> endpoint of the routes without a variable part: a few dozen at
+        # most, and matching one costs more than parsing a job's body.
+        self._static_routes: dict[tuple[str, str], str] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        request = Request(environ)
+        # No environ["werkzeug.request"]: that back-reference made every request a reference
+        # cycle, left for the garbage collector to find.
+        request = Request(environ, populate_request=False)
         response = self.dispatch(request)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> JSONResponse:
         values: Mapping[str, Any] = {}
         try:
-            endpoint, values = self._adapter.match(request.path, request.method)
+            route = (request.path, request.method)
+            endpoint = self._static_routes.get(route)
+            if endpoint is None:
+                endpoint, values = self._adapter.match(*route)
+                if not values:
+                    self._static_routes[route] = endpoint
             _refuse_cross_site(request)
             handler: Callable[..., JSONResponse] = getattr(self, f"on_{endpoint}")
             return handler(request, **values)
@@ -378,9 +389,13 @@ class SchedulerAPI:
         func = self.scheduler.func_policy.check(body["func"])
         options = job_options_from_json(body)
         options.setdefault("name", job_id)
-        trigger = trigger_from_json(trigger_part(body), self.scheduler.scheduler.timezone)
+        scheduler = self.scheduler.scheduler
+        trigger, first_fire_time = schedule_from_json(trigger_part(body), scheduler.timezone)
         if "next_run_time" in body:
             options["next_run_time"] = self._next_run_time(body["next_run_time"])
+        elif scheduler.state != STATE_STOPPED:
+            # APScheduler would compute it again; while stopped it computes it at start.
+            options["next_run_time"] = first_fire_time
         if not isinstance(body.get("replace_existing", False), bool):
             raise InvalidField("replace_existing", "must be true or false")
         self._check_alias(body, "jobstore", self.scheduler.scheduler._jobstores)
@@ -418,11 +433,10 @@ class SchedulerAPI:
             spec = trigger_fields if "trigger" in body else {
                 **trigger_to_json(job.trigger), **trigger_fields
             }
-            trigger = trigger_from_json(spec, self.scheduler.scheduler.timezone)
+            trigger, first_fire_time = schedule_from_json(spec, self.scheduler.scheduler.timezone)
             changes["trigger"] = trigger
             if not job.pending and job.next_run_time is not None:  # paused stays paused
-                now = datetime.now(self.scheduler.scheduler.timezone)
-                changes["next_run_time"] = trigger.get_next_fire_time(None, now)
+                changes["next_run_time"] = first_fire_time
         if "next_run_time" in body:
             changes["next_run_time"] = self._next_run_time(body["next_run_time"])
         with _apscheduler_errors(job_id, body.get("func")):

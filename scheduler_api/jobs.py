@@ -3,7 +3,7 @@
 Everything a client sends is validated here before APScheduler sees it, so that bad input is
 a :class:`InvalidField` (a 400 naming the field) and never a half-applied change::
 
-    trigger = trigger_from_json({"trigger": "cron", "hour": "3"}, default_timezone=utc)
+    trigger, first = schedule_from_json({"trigger": "cron", "hour": "3"}, default_timezone=utc)
     trigger_to_json(trigger)  # {"trigger": "cron", "hour": "3", "timezone": "UTC", ...}
 
 What :func:`job_to_json` returns can be posted back to create an identical job, for every
@@ -229,22 +229,24 @@ def _trigger_date(body: JSON, field: str, tz: tzinfo, named_tz: bool) -> datetim
     return value.astimezone(tz) if named_tz else value
 
 
-def trigger_from_json(body: JSON, default_timezone: tzinfo) -> BaseTrigger:
+def schedule_from_json(body: JSON, default_timezone: tzinfo
+                       ) -> tuple[BaseTrigger, datetime | None]:
     """Build a trigger from ``body["trigger"]`` and its fields; no trigger means run once now.
 
-    A trigger whose next two fire times cannot be computed is refused: past the year 9999
-    (a calendarinterval of 9000 years, say) datetime overflows, and in APScheduler's
-    scheduling thread that error kills the thread right after the first run.
+    Returns the trigger and its first fire time from now (None: it never fires). A trigger
+    whose next two fire times cannot be computed is refused: past the year 9999 (a
+    calendarinterval of 9000 years, say) datetime overflows, and in APScheduler's scheduling
+    thread that error kills the thread right after the first run.
     """
     trigger = _trigger(body, default_timezone, depth=0)
-    kind = body.get("trigger", "date")
     try:
         first = trigger.get_next_fire_time(None, datetime.now(default_timezone))
         if first is not None:
             trigger.get_next_fire_time(first, first)
     except (OverflowError, ValueError) as exc:
+        kind = body.get("trigger", "date")
         raise InvalidField(kind, f"its fire times cannot be computed: {exc}") from None
-    return trigger
+    return trigger, first
 
 
 def _trigger(body: JSON, default_timezone: tzinfo, depth: int) -> BaseTrigger:

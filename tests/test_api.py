@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import io
 import json
 import os
@@ -17,7 +18,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
 from scheduler_api.api import MAX_BODY_BYTES
 
 from . import tasks
-from .api_helpers import AUTH, running_api
+from .api_helpers import AUTH, APIClient, make_scheduler, running_api
 from .conftest import call
 
 INTERVAL_JOB = {"id": "every-minute", "func": "tests.tasks:record", "trigger": "interval",
@@ -579,6 +580,56 @@ def test_bodies_a_listing_could_not_show_are_refused(api, body):
     assert response.status_code == 400
     assert response.json["error_message"].startswith("the body is not valid JSON")
     assert client.get("/jobs").json == []
+
+
+def test_a_job_posted_before_the_scheduler_starts_is_scheduled_from_the_start(tmp_path):
+    scheduler, app = make_scheduler(tmp_path / "jobs.sqlite")
+    client = APIClient(app)
+    response = client.post("/jobs", json={"id": "every-second", "func": "tests.tasks:record",
+                                          "trigger": "cron", "second": "*"})
+    assert response.status_code == 200
+    assert "next_run_time" not in response.json  # pending: APScheduler schedules it at start
+    time.sleep(1.1)  # a fire time computed at the POST would now be in the past
+    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    scheduler.start(paused=True)
+    try:
+        shown = client.get("/jobs/every-second").json["next_run_time"]
+        assert datetime.datetime.fromisoformat(shown) >= started
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_a_post_leaves_no_reference_cycles_behind(api):
+    """Every request a cycle (environ <-> Request, the router's closure) meant collections."""
+    scheduler, client = api
+    scheduler.pause()
+
+    def post(job_id: str) -> int:
+        body = json.dumps({**INTERVAL_JOB, "id": job_id}).encode()
+        return call(client.client.application, "/scheduler/jobs", "POST", AUTH["Authorization"],
+                    CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)),
+                    **{"wsgi.input": io.BytesIO(body)}).status
+
+    assert post("first") == 200  # imports and first-use memos settle
+    gc.collect()
+    gc.disable()
+    try:
+        assert post("second") == 200
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert [job["id"] for job in client.get("/jobs").json] == ["first", "second"]
+
+
+def test_only_routes_without_a_job_id_are_remembered(api):
+    scheduler, client = api
+    for index in range(50):
+        client.get(f"/jobs/job-{index}")
+        client.post(f"/jobs/job-{index}/pause")
+        client.get("/jobs")
+    routes = scheduler.middleware.app.mounts["/scheduler"]._static_routes
+    assert routes == {("/jobs", "GET"): "get_jobs"}
+    assert client.delete("/jobs").status_code == 405  # a remembered path, another method
 
 
 def test_concurrent_posts_each_land_once(api):
