@@ -57,10 +57,13 @@ class JobListing:
         if self.scheduler.state != STATE_STOPPED and isinstance(store, SQLAlchemyJobStore):
             fragments, total = self._sql_page(store, limit, offset)
         elif self.scheduler.state != STATE_STOPPED and isinstance(store, MemoryJobStore):
-            jobs = store.get_all_jobs()
             end = None if limit is None else offset + limit
-            fragments, total = self._memory_fragments(jobs[offset:end], end is None
-                                                      and not offset), len(jobs)
+            # The store's own sorted (job, next run timestamp) list, sliced under the lock
+            # APScheduler changes it under: get_all_jobs() would copy all N jobs for a page.
+            with self.scheduler._jobstores_lock:
+                entries, total = store._jobs[offset:end], len(store._jobs)
+            fragments = self._memory_fragments([job for job, _ in entries],
+                                               end is None and not offset)
         else:  # pending jobs (a stopped scheduler), several or custom stores: no shortcut
             jobs = self.scheduler.get_jobs()
             end = None if limit is None else offset + limit
