@@ -4,6 +4,9 @@ Both run on an APScheduler MemoryJobStore with a paused scheduler and no authent
 are driven through the same werkzeug test Client. scheduler_api on its default SQLite store
 (a temp file) is measured in the same rounds, report only.
 
+POST is also timed in process, without the test client: prebuilt environs handed straight to
+each WSGI app, as the middleware benchmark does (report only; the target uses the client).
+
 GET is timed twice: the first listing after the stores were (re)filled ("cold": every job
 serialised, as scheduler_api's listing cache has not seen them) and repeated listings of the
 unchanged jobs ("warm": scheduler_api reuses each job's JSON). The target is judged on the
@@ -15,6 +18,7 @@ repeated listings; the cold ones are reported next to them.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import logging
 import pickle
@@ -32,7 +36,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.util import datetime_to_utc_timestamp
-from werkzeug.test import Client
+from werkzeug.test import Client, EnvironBuilder
 
 from benchmarks.harness import (
     Report,
@@ -87,6 +91,16 @@ def add_job_floor() -> Variant:
                    lambda: scheduler.shutdown(wait=False))
 
 
+def post_environs(count: int) -> list[dict[str, Any]]:
+    """One WSGI environ per job of ``job_body(0..count-1)``, as the test client builds them."""
+    base = EnvironBuilder(path="/scheduler/jobs", method="POST", json=job_body(0)).get_environ()
+    environs = []
+    for index in range(count):
+        body = json.dumps(job_body(index)).encode()
+        environs.append({**base, "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)})
+    return environs
+
+
 def post_floor(client: Client, count: int) -> None:
     for index in range(count):
         client.post("/scheduler/jobs", json=job_body(index))
@@ -105,6 +119,19 @@ class Variant:
             if response.status_code != 200:
                 raise SystemExit(f"{self.label}: POST gave {response.status_code}: "
                                  f"{response.get_data(as_text=True)[:200]}")
+
+    def post_in_process(self, environs: list[dict[str, Any]]) -> None:
+        """Hand each environ to the WSGI app itself: the app's time, without the client's."""
+        app = self.client.application
+        statuses: list[str] = []
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+            statuses.append(status)
+
+        for environ in environs:
+            b"".join(app(environ, start_response))
+        if set(statuses) != {"200 OK"}:
+            raise SystemExit(f"{self.label}: in-process POSTs gave {sorted(set(statuses))}")
 
     def list_jobs(self, times: int = 1) -> bytes:
         """GET the whole list ``times`` times; return the last body."""
@@ -192,23 +219,38 @@ def check_listing(variants: dict[str, Variant], count: int) -> None:
 
 
 def bench_post(variants: dict[str, Variant], sizes: tuple[int, ...], rounds: int,
-               floor: Client, add_job_floor: Variant) -> dict[int, dict[str, list[float]]]:
-    """N -> variant -> ns per job, per round (the store emptied before each run)."""
+               floor: Client, add_job_floor: Variant
+               ) -> tuple[dict[int, dict[str, list[float]]], dict[int, dict[str, list[float]]]]:
+    """Through the client and in process: N -> variant -> ns per job, per round.
+
+    The store is emptied before each run of N POSTs.
+    """
     times: dict[int, dict[str, list[float]]] = {}
+    in_process: dict[int, dict[str, list[float]]] = {}
     posting = {**variants, "add_job_floor": add_job_floor}
     for size in sizes:
         names = list(posting)
         times[size] = {name: [] for name in [*names, "client_floor"]}
+        in_process[size] = {name: [] for name in names}
         for round_index in range(rounds):
             for name in rotated(names, round_index):
                 variant = posting[name]
                 variant.scheduler.remove_all_jobs()
                 times[size][name].append(timed_ns(partial(variant.post_jobs, size)) / size)
-                if len(variant.scheduler.get_jobs()) != size:
-                    raise SystemExit(f"{variant.label}: {size} POSTs did not make {size} jobs")
+                check_count(variant, size)
+                environs = post_environs(size)
+                variant.scheduler.remove_all_jobs()
+                in_process[size][name].append(
+                    timed_ns(partial(variant.post_in_process, environs)) / size)
+                check_count(variant, size)
             times[size]["client_floor"].append(timed_ns(partial(post_floor, floor, size)) / size)
             print(f"  POST N={size} round {round_index + 1}/{rounds}", file=sys.stderr)
-    return times
+    return times, in_process
+
+
+def check_count(variant: Variant, size: int) -> None:
+    if len(variant.scheduler.get_jobs()) != size:
+        raise SystemExit(f"{variant.label}: {size} POSTs did not make {size} jobs")
 
 
 def cold_samples(size: int) -> int:
@@ -289,7 +331,8 @@ def main() -> None:
         variants = build_variants(Path(tmp) / "jobs.sqlite")
         bound = add_job_floor()
         try:
-            post = bench_post(variants, post_sizes, rounds, Client(floor_app), bound)
+            post, post_in_process = bench_post(variants, post_sizes, rounds, Client(floor_app),
+                                               bound)
             listings = bench_get(variants, get_sizes, rounds, listed)
             get_cold, get_second, get = (listings["cold"], listings["second"],
                                          listings["warm"])
@@ -297,6 +340,7 @@ def main() -> None:
             for variant in [*variants.values(), bound]:
                 variant.shutdown()
     report.raw("post_ns_per_job", post)
+    report.raw("post_in_process_ns_per_job", post_in_process)
     report.raw("get_warm_ns_per_listing", get)
     report.raw("get_cold_ns_per_listing", get_cold)
     report.raw("get_second_ns_per_listing", get_second)
@@ -324,6 +368,23 @@ def main() -> None:
         "validation, allow-list, routing or job JSON. Its ratio to Flask-APScheduler is the "
         "lowest any job API over APScheduler can reach through this client.",
         "SQLite: the default store on a temp file (on disk, not tmpfs): one commit per POST.",
+    ])
+    in_process_rows = []
+    for size, t in post_in_process.items():
+        in_process_rows.append([size, us(t["ours"]), us(t["theirs"]), us(t["ours_sqlite"]),
+                                us(t["add_job_floor"]), ratio_cells(t, "ours"),
+                                ratio_cells(t, "add_job_floor"), ratio_cells(t, "ours_sqlite"),
+                                " ".join(fmt(r, 3)
+                                         for r in paired_ratios(t["ours"], t["theirs"]))])
+    report.table(f"POST /scheduler/jobs in process, without the test client (time per job, "
+                 f"median of {rounds} rounds; report only)", [
+        "N", "scheduler_api memory (us/job)", "Flask-APScheduler (us/job)",
+        "scheduler_api SQLite (us/job)", "add_job floor (us/job)", "ratio ours/theirs",
+        "ratio add_job floor/theirs", "ratio SQLite/theirs", "ratio per round"],
+        in_process_rows, [
+        "The same POSTs, each a prebuilt WSGI environ handed to the app itself (as the test "
+        "client builds them, built before the clock starts): each app's own time per job, "
+        "without the ~100-200 us the test client adds to both sides.",
     ])
     get_rows = []
     for size, t in get.items():
