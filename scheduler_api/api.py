@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
-from apscheduler.schedulers.base import STATE_STOPPED
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -389,13 +388,11 @@ class SchedulerAPI:
         func = self.scheduler.func_policy.check(body["func"])
         options = job_options_from_json(body)
         options.setdefault("name", job_id)
-        scheduler = self.scheduler.scheduler
-        trigger, first_fire_time = schedule_from_json(trigger_part(body), scheduler.timezone)
+        # The first fire time is APScheduler's to compute, as it stores the job (or, while
+        # the scheduler is stopped, as it starts): one computed here could be stale by then.
+        trigger, _ = schedule_from_json(trigger_part(body), self.scheduler.scheduler.timezone)
         if "next_run_time" in body:
             options["next_run_time"] = self._next_run_time(body["next_run_time"])
-        elif scheduler.state != STATE_STOPPED:
-            # APScheduler would compute it again; while stopped it computes it at start.
-            options["next_run_time"] = first_fire_time
         if not isinstance(body.get("replace_existing", False), bool):
             raise InvalidField("replace_existing", "must be true or false")
         self._check_alias(body, "jobstore", self.scheduler.scheduler._jobstores)

@@ -58,12 +58,16 @@ class JobListing:
             fragments, total = self._sql_page(store, limit, offset)
         elif self.scheduler.state != STATE_STOPPED and isinstance(store, MemoryJobStore):
             end = None if limit is None else offset + limit
-            # The store's own sorted (job, next run timestamp) list, sliced under the lock
-            # APScheduler changes it under: get_all_jobs() would copy all N jobs for a page.
-            with self.scheduler._jobstores_lock:
-                entries, total = store._jobs[offset:end], len(store._jobs)
-            fragments = self._memory_fragments([job for job, _ in entries],
-                                               end is None and not offset)
+            if type(store) is MemoryJobStore:
+                # Its sorted (job, next run timestamp) list, sliced under the lock APScheduler
+                # changes it under: get_all_jobs() would copy all N jobs for one page.
+                with self.scheduler._jobstores_lock:
+                    jobs = [job for job, _ in store._jobs[offset:end]]
+                    total = len(store._jobs)
+            else:  # a subclass may keep its jobs elsewhere
+                every_job = store.get_all_jobs()
+                jobs, total = every_job[offset:end], len(every_job)
+            fragments = self._memory_fragments(jobs, end is None and not offset)
         else:  # pending jobs (a stopped scheduler), several or custom stores: no shortcut
             jobs = self.scheduler.get_jobs()
             end = None if limit is None else offset + limit

@@ -8,7 +8,11 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from .api_helpers import running_api
 from .conftest import POSTGRES_URL
 
-STORES = ["sqlite", "memory", "postgres"]
+STORES = ["sqlite", "memory", "memory-subclass", "postgres"]
+
+
+class CustomMemoryJobStore(MemoryJobStore):
+    """A store built on the memory store: listed through its public methods only."""
 
 
 @pytest.fixture(params=STORES)
@@ -16,6 +20,8 @@ def client(request, tmp_path):
     config: dict = {}
     if request.param == "memory":
         config = {"SCHEDULER_JOBSTORES": {"default": MemoryJobStore()}}
+    elif request.param == "memory-subclass":
+        config = {"SCHEDULER_JOBSTORES": {"default": CustomMemoryJobStore()}}
     elif request.param == "postgres":
         if not POSTGRES_URL:
             pytest.skip("set SCHEDULER_TEST_POSTGRES_URL to list from PostgreSQL too")
