@@ -104,10 +104,11 @@ class HTTPBasicAuth(HTTPAuth):
         credentials = _recent_credentials.get(value) if isinstance(value, str) else None
         if credentials is None:
             credentials = _exact_basic_credentials(value)
-            if credentials is not None:
+            if isinstance(value, str) and credentials is not None and (
+                    len(value) <= _RECENT_CREDENTIALS_MAX_LENGTH):
                 if len(_recent_credentials) >= _RECENT_CREDENTIALS_SIZE:
                     _recent_credentials.clear()
-                _recent_credentials[value] = credentials  # type: ignore[index]
+                _recent_credentials[value] = credentials
         if credentials is None:  # not the one-space canonical form: the general parser
             header = get_authorization_header()
             if header is None or header[0] != "basic":
@@ -223,6 +224,8 @@ class MultiAuth(HTTPAuth):
 #: holds nothing the header strings themselves do not, and the verdict is never remembered.
 _recent_credentials: dict[str, tuple[str, str]] = {}
 _RECENT_CREDENTIALS_SIZE = 256
+#: Longer headers are decoded each time: 256 of them at most 128 KiB, not 256 times 8 KiB.
+_RECENT_CREDENTIALS_MAX_LENGTH = 512
 
 
 def _exact_basic_credentials(value: object) -> tuple[str, str] | None:

@@ -51,15 +51,20 @@ class CredentialCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def check(self, fields: tuple[str, ...], verify: Callable[[], Any]) -> Any:
-        """Return the cached verdict for ``fields``, or ``verify()``'s, cached if truthy."""
+    def check(self, fields: tuple[str, ...], verify: Callable[[], Any], *,
+              remember: bool = True) -> Any:
+        """Return the cached verdict for ``fields``, or ``verify()``'s, cached if truthy.
+
+        ``remember=False`` does the same work (digest, look-up, ``verify()``) and caches
+        nothing: for a check that must take as long as a real one, never be a hit.
+        """
         if self.ttl <= 0 or self.maxsize <= 0:
             return verify()
         digest = self._digest(fields)
         verdict = self._get(digest)
         if verdict is None:
             verdict = verify()
-            if verdict:
+            if verdict and remember:
                 self._put(digest, verdict)
         return verdict
 
@@ -202,7 +207,8 @@ class HtpasswdFile:
     never is.
 
     An unknown user's password is verified against one of the file's hashes, of its most
-    common scheme and cost, so that it takes as long as a wrong password.
+    common scheme and cost, through the same cache look-up, so that it takes as long as a
+    wrong password, whatever the password (long, with a NUL, past bcrypt's 72 bytes).
 
     :param cache: a :class:`CredentialCache` (it may be shared), True for a new one,
         False for none.
@@ -228,14 +234,17 @@ class HtpasswdFile:
         """True if ``username`` is in the file and ``password`` matches its hash."""
         snapshot = self._current()
         stored = snapshot.users.get(username)
-        if stored is None:
-            if snapshot.dummy is not None:
-                snapshot.dummy.verify(password)  # as slow as a wrong password
-            return False
+        # An unknown user does the same work as a known one, against the dummy hash.
+        checked = stored if stored is not None else snapshot.dummy
+        if checked is None:
+            return False  # an empty file: there is no known user to tell apart
         if self.cache is None:
-            return stored.verify(password)
-        return bool(self.cache.check((self._namespace, username, password, stored.text),
-                                     lambda: stored.verify(password)))
+            verdict = checked.verify(password)
+        else:
+            verdict = self.cache.check((self._namespace, username, password, checked.text),
+                                       lambda: checked.verify(password),
+                                       remember=stored is not None)
+        return stored is not None and bool(verdict)
 
     def _current(self) -> _Snapshot:
         now = time.monotonic()

@@ -4,7 +4,10 @@ It answers ``401`` with a ``WWW-Authenticate`` challenge *before* the wrapped ap
 the app never sees a request without valid credentials. It protects against:
 
 - path tricks that make the app route a request somewhere the middleware did not check
-  (``//scheduler``, ``/%2Fscheduler``, ``/x/../scheduler``, ``/Scheduler``, ``;params``...);
+  (``//scheduler``, ``/%2Fscheduler``, ``/x/../scheduler``, ``/Scheduler``, ``;params``...):
+  a request must satisfy the rule of every reading of its path, and a path whose readings
+  fall under rules with different handlers, or that has too many readings, is a 400;
+- method spellings (``delete``) that the app upper-cases after the roles were looked up;
 - malformed or hostile Authorization headers (parsed strictly, never raising);
 - a raising or missing callback, or a broken handler: the request is refused, never let through;
 - a forged inbound ``REMOTE_USER``: it is removed on protected paths;
@@ -20,13 +23,15 @@ from __future__ import annotations
 
 import inspect
 import logging
-import traceback
+import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from .auth import Authorization, HTTPAuth, quote_header_value
 from .context import current_environ_var
-from .paths import PrefixMatcher
+from .paths import PrefixMatcher, fold_case, readings
+from .redaction import describe_error, request_secrets
 from .rules import AuthenticateCallback, Rule
 from .throttle import Throttle
 
@@ -41,6 +46,7 @@ DenyPolicy = Callable[["WSGIEnvironment", "StartResponse", str, list[tuple[str, 
                       Iterable[bytes]]
 
 _BODIES = {
+    "400 Bad Request": b"Bad Request",
     "401 Unauthorized": b"Access Denied",
     "403 Forbidden": b"Forbidden",
     "429 Too Many Requests": b"Too Many Requests",
@@ -49,6 +55,12 @@ _BODIES = {
 #: Headers that make a method-override middleware turn an OPTIONS into something else.
 _UNSEEN: Any = object()
 _METHOD_OVERRIDES = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
+#: Query parameters that method-override middleware reads (Rails, Laravel, Symfony...).
+_METHOD_OVERRIDE_PARAMETERS = ("_method", "x-http-method-override", "x-http-method",
+                               "x-method-override")
+#: Percent-decodings of a query string looked through before giving up (fail closed).
+_MAX_QUERY_DECODINGS = 8
+_TAB_OR_NEWLINE_RE = re.compile(r"[\t\r\n]")
 
 
 def plain_denial(environ: WSGIEnvironment, start_response: StartResponse, status: str,
@@ -60,18 +72,34 @@ def plain_denial(environ: WSGIEnvironment, start_response: StartResponse, status
     return [body]
 
 
-def _traceback_without_values(exc: BaseException) -> str:
-    """The frames and exception types of ``exc``: no messages, no source lines.
+def request_method(environ: WSGIEnvironment) -> str:
+    """The method as werkzeug, Flask, Django and WebOb read it: upper-cased."""
+    return str(environ.get("REQUEST_METHOD", "GET")).upper()
 
-    A message or a source line may hold a password (``KeyError: 'pw'``, a hard-coded
-    secret); redacting known strings misses short, escaped and transformed ones, so neither
-    is logged.
+
+def query_overrides_method(query: str) -> bool:
+    """Could a method-override middleware read a method from this query string?
+
+    Every percent-decoding is looked at (``%5Fmethod``, ``%255Fmethod``), case-folded, with
+    and without tabs and newlines (which URL parsers drop); True past the decoding bound.
     """
-    lines = ["Traceback (most recent call last):\n"]
-    for frame in traceback.extract_tb(exc.__traceback__):
-        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n')
-    lines.append(f"{type(exc).__module__}.{type(exc).__qualname__} (message not logged)")
-    return "".join(lines)
+    for _ in range(_MAX_QUERY_DECODINGS):
+        folded = fold_case(query)
+        for text in (folded, _TAB_OR_NEWLINE_RE.sub("", folded)):
+            if any(name in text for name in _METHOD_OVERRIDE_PARAMETERS):
+                return True
+        decoded = unquote_plus(query, errors="replace")
+        if decoded == query:
+            return False
+        query = decoded
+    return True
+
+
+def _check_public_path(path: object) -> str:
+    if not isinstance(path, str) or not path.startswith("/") or readings(path) != {path}:
+        raise ValueError(f"public path {path!r} must be a str starting with '/' that has no "
+                         "other reading (no % \\ ; ? # //, dot segments or control characters)")
+    return path
 
 
 def check_callback(callback: object) -> None:
@@ -113,9 +141,10 @@ class AuthMiddleware:
     :param authenticate: the callback that validates an :class:`~authmw.Authorization`;
         it can also be registered with ``@middleware.authenticate``.
     :param rules: :class:`~authmw.Rule` objects for prefixes with their own handler,
-        callback or roles (the longest matching prefix wins).
+        callback or roles (each reading of a path selects its longest matching prefix, and
+        the request must satisfy the rule of every reading).
     :param public: paths served without authentication, matched exactly as sent (no other
-        spelling of them is public).
+        spelling of them is public); each must be plain, without another reading.
     :param cors_preflight: let CORS preflights (``OPTIONS`` with ``Origin`` and
         ``Access-Control-Request-Method``, no method override, no body) through unchecked.
     :param throttle: a :class:`~authmw.Throttle` for failed attempts (429 past it).
@@ -151,7 +180,7 @@ class AuthMiddleware:
         self.rules.update((rule.prefix, rule) for rule in rules)
         self.matcher = PrefixMatcher(self.rules)
         self._memo = self.matcher.memo
-        self.public = frozenset(public)
+        self.public = frozenset(map(_check_public_path, public))
         self.cors_preflight = cors_preflight
         self.throttle = throttle
         self.on_deny = on_deny
@@ -186,38 +215,57 @@ class AuthMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        prefix = self._memo.get(path, _UNSEEN)  # the matcher's memo, read without a call
-        if prefix is _UNSEEN:
-            prefix = self.matcher.match(path)
-        if prefix is None or path in self.public or (self.cors_preflight
-                                                     and self._is_preflight(environ)):
+        selected = self._memo.get(path, _UNSEEN)  # the matcher's memo, read without a call
+        if selected is _UNSEEN:
+            selected = self.matcher.select(path)
+        if not selected:
+            if selected is not None:  # no reading is protected
+                return self.app(environ, start_response)
+            return self._refuse(environ, start_response, _Refusal(
+                "400 Bad Request", "ambiguous path (too many readings)", []))
+        rule = self.rules[selected[0]]
+        auth = rule.auth or self._auth
+        callback = rule.authenticate or self.authenticate_callback
+        rules = [rule]
+        for prefix in selected[1:]:  # readings under other rules: one verdict must hold all
+            other = self.rules[prefix]
+            if ((other.auth or self._auth) is not auth
+                    or (other.authenticate or self.authenticate_callback) is not callback):
+                return self._refuse(environ, start_response, _Refusal(
+                    "400 Bad Request", "ambiguous path (readings under different handlers)", []))
+            rules.append(other)
+        if path in self.public or (self.cors_preflight and self._is_preflight(environ)):
             return self.app(environ, start_response)
         environ.pop("REMOTE_USER", None)  # only this middleware may say who the user is
-        rule = self.rules[prefix]
-        auth = rule.auth or self._auth
         if auth is not None:
             token = current_environ_var.set(environ)
             try:
-                refusal = self._authenticate(rule, auth, environ)
+                refusal = self._authenticate(rules, auth, callback, environ)
             finally:
                 current_environ_var.reset(token)
             if refusal is not None:
-                self._audit(environ, refusal)
-                return self.on_deny(environ, start_response, refusal.status, refusal.headers)
+                return self._refuse(environ, start_response, refusal)
         return self.app(environ, start_response)
+
+    def _refuse(self, environ: WSGIEnvironment, start_response: StartResponse,
+                refusal: _Refusal) -> Iterable[bytes]:
+        self._audit(environ, refusal)
+        return self.on_deny(environ, start_response, refusal.status, refusal.headers)
 
     @staticmethod
     def _is_preflight(environ: WSGIEnvironment) -> bool:
-        return (environ.get("REQUEST_METHOD") == "OPTIONS" and "HTTP_ORIGIN" in environ
+        return (request_method(environ) == "OPTIONS" and "HTTP_ORIGIN" in environ
                 and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
                 and not any(header in environ for header in _METHOD_OVERRIDES)
-                and "_method" not in environ.get("QUERY_STRING", "")
+                and not query_overrides_method(environ.get("QUERY_STRING", ""))
                 and environ.get("CONTENT_LENGTH", "") in ("", "0")
                 and "HTTP_TRANSFER_ENCODING" not in environ)
 
-    def _authenticate(self, rule: Rule, auth: HTTPAuth,
+    def _authenticate(self, rules: list[Rule], auth: HTTPAuth,
+                      callback: AuthenticateCallback | None,
                       environ: WSGIEnvironment) -> _Refusal | None:
         """Publish the result in ``environ`` and return None, or return the refusal."""
+        authorization = None
         try:
             authorization = auth.get_authorization()
             username = authorization.get("username") if authorization is not None else None
@@ -228,7 +276,7 @@ class AuthMiddleware:
                 if wait:
                     return _Refusal("429 Too Many Requests", "throttled",
                                     [("Retry-After", str(wait))], username)
-            verdict = self._verdict(rule, authorization)
+            verdict = self._verdict(callback, authorization)
             if not verdict:
                 if self.throttle is not None and authorization is not None:
                     self.throttle.failed(throttle_keys)  # a guess: credentials were sent
@@ -236,13 +284,14 @@ class AuthMiddleware:
                           and "HTTP_AUTHORIZATION" not in environ else "credentials refused")
                 return _Refusal("401 Unauthorized", reason, self._challenges(auth), username)
             if self.throttle is not None:
-                self.throttle.succeeded(username)
-            if rule.roles and not rule.allows(environ.get("REQUEST_METHOD", "GET"), verdict):
+                self.throttle.succeeded(environ.get("REMOTE_ADDR"), username)
+            method = request_method(environ)
+            if any(rule.roles and not rule.allows(method, verdict) for rule in rules):
                 return _Refusal("403 Forbidden", "role not allowed", [], username)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a plug-in raises
             logger.error("authentication failed with an error; request %s %r refused with 500"
                          "\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
-                         _traceback_without_values(exc))
+                         describe_error(exc, request_secrets(environ, authorization)))
             return _Refusal("500 Internal Server Error", "error", [])
         environ["authmw.authorization"] = authorization
         if isinstance(username, str):
@@ -263,10 +312,10 @@ class AuthMiddleware:
                     self._sendable_challenges.add(value)
         return [("WWW-Authenticate", value) for value in values]
 
-    def _verdict(self, rule: Rule, authorization: Authorization | None) -> Any:
+    def _verdict(self, callback: AuthenticateCallback | None,
+                 authorization: Authorization | None) -> Any:
         if authorization is None:
             return False
-        callback = rule.authenticate or self.authenticate_callback
         if callback is None:
             if not self._warned_no_callback:
                 self._warned_no_callback = True

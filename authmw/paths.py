@@ -5,14 +5,18 @@ werkzeug merges slashes, some routers resolve ``..``, Tomcat-style ones drop ``;
 others decode percent-escapes once more (strictly or leniently), fold case, read ``\\`` as
 ``/``, stop at a NUL, ``?`` or ``#``, or drop tabs and newlines. A path is protected when
 *any* combination of those readings falls under a protected prefix, on a segment boundary
-(``/scheduler`` covers ``/scheduler/jobs``, not ``/scheduler-admin``)::
+(``/scheduler`` covers ``/scheduler/jobs``, not ``/scheduler-admin``). Each reading selects
+its own prefix, the longest it falls under, and the matcher answers with all of them, so that
+the caller can hold the request to every rule an app might apply::
 
-    matcher = PrefixMatcher(["/scheduler"])
-    matcher.match("//Scheduler;x=1/jobs")  # -> "/scheduler"
+    matcher = PrefixMatcher(["/scheduler", "/api"])
+    matcher.select("//Scheduler;x=1/jobs")  # -> ("/scheduler",)
+    matcher.select("/scheduler/../api/x")   # -> ("/scheduler", "/api")
 
 Ordinary paths (no ``%``, ``\\``, ``;``, ``?``, ``#``, ``//``, ``/.``, control or non-ASCII
 characters) can only be read one way up to case, and take a fast path. The readings of a
-hostile path are bounded in number and in work: past either bound it counts as protected.
+hostile path are bounded in number and in work: past either bound the answer is None, and the
+caller must refuse the request (which rule would apply cannot be known).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ _TAB_OR_NEWLINE_RE = re.compile(r"[\t\r\n]")
 #: letters but ``str.casefold()`` does not map to them.
 _ASCII_LOOKALIKES = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
-#: Beyond this many distinct readings a path is treated as protected (fail closed).
+#: Beyond this many distinct readings a path cannot be matched (the caller refuses it).
 MAX_READINGS = 256
 #: Beyond this many characters of readings produced, likewise (bounds the CPU per request).
 MAX_READING_CHARACTERS = 1 << 17
@@ -145,15 +149,21 @@ def readings(path: str) -> set[str] | None:
     return seen
 
 
+def is_plain(path: str) -> bool:
+    """True when ``path`` has no reading but itself (up to case)."""
+    return _AMBIGUOUS_RE.search(path) is None
+
+
 def fold_case(path: str) -> str:
     """Case-fold as generously as any case-insensitive router would."""
     return path.translate(_ASCII_LOOKALIKES).casefold()
 
 
 class PrefixMatcher:
-    """Answers which configured prefix, if any, a ``PATH_INFO`` falls under.
+    """Answers which configured prefixes the readings of a ``PATH_INFO`` fall under.
 
-    The longest matching prefix over all readings wins, so that per-prefix rules can nest.
+    Each reading selects the longest prefix it falls under, so that per-prefix rules can nest;
+    :meth:`select` returns every prefix some reading selects.
     """
 
     def __init__(self, prefixes: Iterable[str]) -> None:
@@ -163,8 +173,11 @@ class PrefixMatcher:
         #: Longest first, as (casefolded prefix, configured prefix).
         self.prefixes: tuple[str, ...] = tuple(sorted(normalized, key=len, reverse=True))
         self._folded = tuple((prefix.casefold(), prefix) for prefix in self.prefixes)
+        #: The answers for a path with one reading: shared tuples, nothing built per request.
+        self._single: dict[str | None, tuple[str, ...]] = {None: ()}
+        self._single.update((prefix, (prefix,)) for prefix in self.prefixes)
         #: path -> answer; a pure function of the path, so remembering it changes nothing.
-        self.memo: dict[str, str | None] = {}
+        self.memo: dict[str, tuple[str, ...] | None] = {}
 
     def _match_one(self, path: str) -> str | None:
         folded = fold_case(path)
@@ -176,24 +189,31 @@ class PrefixMatcher:
                 return prefix
         return None
 
-    def match(self, path: str) -> str | None:
-        """Return the longest configured prefix that some reading of ``path`` falls under."""
+    def select(self, path: str) -> tuple[str, ...] | None:
+        """The prefixes that the readings of ``path`` select, longest first.
+
+        Each reading selects the longest prefix it falls under; readings under none add
+        nothing. ``()``: no reading is protected. None: ``path`` has too many readings to
+        know (see :func:`readings`).
+        """
         try:
             return self.memo[path]
         except KeyError:
             pass
-        answer = self._match(path)
+        answer = self._select(path)
         if len(path) <= MEMO_MAX_PATH:
             if len(self.memo) >= MEMO_SIZE:
                 self.memo.clear()  # bounded; clearing is cheaper than tracking recency
             self.memo[path] = answer
         return answer
 
-    def _match(self, path: str) -> str | None:
+    def _select(self, path: str) -> tuple[str, ...] | None:
         if _AMBIGUOUS_RE.search(path) is None:
-            return self._match_one(path)
+            return self._single[self._match_one(path)]
         all_readings = readings(path)
         if all_readings is None:
-            return self.prefixes[0]
-        matches = [prefix for prefix in map(self._match_one, all_readings) if prefix]
-        return max(matches, key=len) if matches else None
+            return None
+        selected = {prefix for prefix in map(self._match_one, all_readings) if prefix}
+        if len(selected) <= 1:
+            return self._single[selected.pop() if selected else None]
+        return tuple(sorted(selected, key=len, reverse=True))

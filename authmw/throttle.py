@@ -7,12 +7,17 @@ ends, decided *before* the callback runs, so a guessing client costs no password
     throttle = Throttle(max_failures=10, window=60)
     app = AuthMiddleware(app, auth=HTTPBasicAuth(), authenticate=check, throttle=throttle)
 
-The counts live in a :class:`ThrottleStore`: in process by default (per worker), or in Redis
-(:class:`RedisThrottleStore`) so that several workers and hosts share them.
+A stranger guessing a username from many addresses must not lock its owner out: an address
+that has logged in as a user before (within ``trusted_for``) is held only by its own address
+count, not by that username's. The counts live in a :class:`ThrottleStore`, keyed by a
+fixed-size digest (a 6 KB username costs what a short one does): in process by default (per
+worker, bounded in bytes), or in Redis (:class:`RedisThrottleStore`) so that several workers
+and hosts share them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -21,30 +26,63 @@ from typing import Any, Protocol
 
 
 class ThrottleStore(Protocol):
-    """Fixed windows of failure counts, keyed by str."""
+    """Fixed windows of failure counts, and remembered keys, keyed by short str."""
 
     def add_failure(self, key: str, window: float) -> None: ...
     def blocked_for(self, key: str, max_failures: int) -> float: ...
     def reset(self, key: str) -> None: ...
+    def remember(self, key: str, ttl: float) -> None: ...
+    def remembers(self, key: str) -> bool: ...
+
+
+_STORE_METHODS = ("add_failure", "blocked_for", "reset", "remember", "remembers")
+
+
+def throttle_key(kind: str, *parts: str) -> str:
+    """``kind`` and a 128-bit digest of ``parts``: 34 characters whatever the parts' size."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "big"))  # ("ab", "c") and ("a", "bc") differ
+        digest.update(data)
+    return f"{kind}:{digest.hexdigest()}"
 
 
 class MemoryThrottleStore:
-    """Counts in this process, at most ``max_keys`` of them (the oldest windows go first)."""
+    """Counts in this process: at most ``max_bytes`` of failure windows (the oldest go first)
+    and ``max_remembered`` remembered keys.
 
-    def __init__(self, max_keys: int = 100_000, clock: Any = time.monotonic) -> None:
-        self.max_keys = max_keys
+    Keys are fixed-size digests, so an entry costs at most :data:`ENTRY_BYTES` whatever the
+    username, and ``max_bytes`` bounds the store's memory. Remembered keys (addresses that
+    logged in) are kept apart, so that a flood of failures cannot push them out.
+    """
+
+    #: An entry's cost in memory, an upper bound (tracemalloc measures ~250 bytes).
+    ENTRY_BYTES = 320
+
+    def __init__(self, max_bytes: int = 16 * 2**20, max_remembered: int = 10_000,
+                 clock: Any = time.monotonic) -> None:
+        if max_bytes < self.ENTRY_BYTES or max_remembered < 0:
+            raise ValueError(f"max_bytes must be at least {self.ENTRY_BYTES}")
+        self.max_bytes = max_bytes
+        self.max_remembered = max_remembered
         self.clock = clock
         self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._remembered: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._windows) + len(self._remembered)
 
     def add_failure(self, key: str, window: float) -> None:
         now = self.clock()
+        max_keys = self.max_bytes // self.ENTRY_BYTES
         with self._lock:
             ends, count = self._windows.pop(key, (0.0, 0))
             if ends <= now:
                 ends, count = now + window, 0
             self._windows[key] = (ends, count + 1)
-            while len(self._windows) > self.max_keys:
+            while len(self._windows) > max_keys:
                 self._windows.popitem(last=False)
 
     def blocked_for(self, key: str, max_failures: int) -> float:
@@ -55,6 +93,16 @@ class MemoryThrottleStore:
     def reset(self, key: str) -> None:
         with self._lock:
             self._windows.pop(key, None)
+
+    def remember(self, key: str, ttl: float) -> None:
+        with self._lock:
+            self._remembered.pop(key, None)
+            self._remembered[key] = self.clock() + ttl
+            while len(self._remembered) > self.max_remembered:
+                self._remembered.popitem(last=False)
+
+    def remembers(self, key: str) -> bool:
+        return bool(self._remembered.get(key, 0.0) > self.clock())
 
 
 class RedisThrottleStore:
@@ -87,27 +135,46 @@ class RedisThrottleStore:
     def reset(self, key: str) -> None:
         self.client.delete(self.namespace + key)
 
+    def remember(self, key: str, ttl: float) -> None:
+        self.client.set(self.namespace + key, b"1", px=max(1, math.ceil(ttl * 1000)))
+
+    def remembers(self, key: str) -> bool:
+        return bool(self.client.exists(self.namespace + key))
+
 
 class Throttle:
-    """The policy: how many failures in how long, counted per address and per username."""
+    """The policy: how many failures in how long, counted per address and per username.
+
+    :param trusted_for: seconds during which an address that logged in as a user is not held
+        by that username's count (its own address count still holds it); 0 turns it off.
+    """
 
     def __init__(self, max_failures: int = 10, window: float = 60.0,
                  store: ThrottleStore | None = None, per_address: bool = True,
-                 per_username: bool = True) -> None:
-        if max_failures < 1 or window <= 0:
-            raise ValueError("max_failures must be >= 1 and window > 0")
+                 per_username: bool = True, trusted_for: float = 30 * 86400) -> None:
+        if max_failures < 1 or window <= 0 or trusted_for < 0:
+            raise ValueError("max_failures must be >= 1, window > 0 and trusted_for >= 0")
         self.max_failures = max_failures
         self.window = window
         self.store: ThrottleStore = store if store is not None else MemoryThrottleStore()
+        missing = [name for name in _STORE_METHODS
+                   if not callable(getattr(self.store, name, None))]
+        if missing:
+            raise TypeError(f"throttle store {type(self.store).__name__} lacks "
+                            f"{', '.join(missing)}()")
         self.per_address = per_address
         self.per_username = per_username
+        self.trusted_for = trusted_for
 
     def keys(self, address: str | None, username: str | None) -> list[str]:
+        """The counts that hold a request from ``address`` as ``username``."""
         keys = []
         if self.per_address and address:
-            keys.append("a:" + address)
-        if self.per_username and username is not None:
-            keys.append("u:" + username)
+            keys.append(throttle_key("a", address))
+        if self.per_username and username is not None and not (
+                self.trusted_for and address
+                and self.store.remembers(throttle_key("t", username, address))):
+            keys.append(throttle_key("u", username))
         return keys
 
     def retry_after(self, keys: list[str]) -> int:
@@ -119,7 +186,11 @@ class Throttle:
         for key in keys:
             self.store.add_failure(key, self.window)
 
-    def succeeded(self, username: str | None) -> None:
-        """A good login clears its username's count (not its address's)."""
-        if self.per_username and username is not None:
-            self.store.reset("u:" + username)
+    def succeeded(self, address: str | None, username: str | None) -> None:
+        """Trust ``address`` for ``username`` from now on.
+
+        The username's count is not cleared: an owner who logs in often would otherwise
+        give a guesser spread over many addresses a fresh allowance each time.
+        """
+        if self.per_username and self.trusted_for and address and username is not None:
+            self.store.remember(throttle_key("t", username, address), self.trusted_for)

@@ -95,8 +95,8 @@ def authmw_steps(iterations: int) -> list[list[Any]]:
         steps: list[tuple[str, Callable[[], object]]] = [
             ("whole request through AuthMiddleware", caller(middleware, environ)),
             ("bare app, same calling code (subtract)", caller(bare_app, environ)),
-            ("PrefixMatcher.match('/scheduler/jobs')",
-             lambda: middleware.matcher.match("/scheduler/jobs")),
+            ("PrefixMatcher.select('/scheduler/jobs')",
+             lambda: middleware.matcher.select("/scheduler/jobs")),
             ("ContextVar set + reset", lambda: current_environ_var.reset(
                 current_environ_var.set(environ))),
             ("HTTPBasicAuth.get_authorization() (all below)", auth.get_authorization),

@@ -1,16 +1,17 @@
-"""Fuzz target: ``PrefixMatcher.match`` never raises, stays bounded, and agrees with an oracle.
+"""Fuzz target: ``PrefixMatcher.select`` never raises, stays bounded, and agrees with an oracle.
 
 For every input path (a ``PATH_INFO``, see :func:`path_from`):
 
-- ``PrefixMatcher(["/scheduler"]).match(path)`` does not raise, returns None or
-  "/scheduler", and returns within :data:`TIME_BOUND` seconds;
-- a matcher that also holds "/" never answers None, and nested prefixes agree;
+- ``PrefixMatcher(["/scheduler"]).select(path)`` does not raise, returns None, () or
+  ("/scheduler",), and returns within :data:`TIME_BOUND` seconds;
+- a matcher that also holds "/" never answers (), and nested prefixes agree;
 - the oracle: if any of a handful of independent readings puts the path under /scheduler,
-  ``match()`` is not None. The readings (:func:`oracle_readings`) are werkzeug's own URL
-  routing against a ``Map`` with the ``/scheduler`` rules of ``tests/bypass_apps.py`` (with
-  and without merged slashes, following one redirect), and normalisations built from the
-  standard library (``urllib.parse``, ``posixpath.normpath``) the way a proxy, a Tomcat-style
-  router or a case-insensitive one would read the path.
+  ``select()`` is not ``()`` (None, too many readings, is refused by the middleware). The
+  readings (:func:`oracle_readings`) are werkzeug's own URL routing against a ``Map`` with the
+  ``/scheduler`` rules of ``tests/bypass_apps.py`` (with and without merged slashes, following
+  one redirect), and normalisations built from the standard library (``urllib.parse``,
+  ``posixpath.normpath``) the way a proxy, a Tomcat-style router or a case-insensitive one
+  would read the path.
 
 Run through ``fuzz/run.py`` (atheris), or directly: ``python fuzz/fuzz_paths.py -help=1``.
 """
@@ -41,7 +42,7 @@ else:
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, RequestRedirect, Rule
 
-#: Seconds one match() may take, under coverage instrumentation (uninstrumented it is
+#: Seconds one select() may take, under coverage instrumentation (uninstrumented it is
 #: milliseconds at most: the readings are bounded in number and in characters).
 TIME_BOUND = 1.0
 MAX_PATH = 4096  # gunicorn refuses a request line over 4094 bytes
@@ -145,23 +146,25 @@ def path_from(data: bytes) -> str:
 
 def check(path: str) -> None:
     started = time.perf_counter()
-    matched = MATCHER.match(path)
+    selected = MATCHER.select(path)
     elapsed = time.perf_counter() - started
-    assert elapsed < TIME_BOUND, f"match() took {elapsed:.3f} s on a {len(path)}-char path"
-    assert matched in (None, "/scheduler"), matched
+    assert elapsed < TIME_BOUND, f"select() took {elapsed:.3f} s on a {len(path)}-char path"
+    assert selected in (None, (), ("/scheduler",)), selected
 
-    nested = NESTED.match(path)
-    assert nested is not None, "a matcher holding '/' answered None"
-    if matched is not None:
-        assert nested in ("/scheduler", "/scheduler/jobs"), (matched, nested)
-
-    if matched is None:
+    nested = NESTED.select(path)
+    assert nested != (), "a matcher holding '/' found no reading under any prefix"
+    if selected is None:
+        assert nested is None, (selected, nested)  # the same readings overflow
+    elif selected:
+        assert nested and not set(nested) - {"/scheduler", "/scheduler/jobs", "/"}, nested
+        assert set(nested) & {"/scheduler", "/scheduler/jobs"}, (selected, nested)
+    else:
         for url_map in MAPS:
             assert not werkzeug_routes_to_protected(url_map, path), (
-                f"werkzeug routes {path!r} to the protected view; match() said None")
+                f"werkzeug routes {path!r} to the protected view; select() said ()")
         for reading in oracle_readings(path):
             assert not under_scheduler(reading), (
-                f"{path!r} reads as {reading!r}, under /scheduler; match() said None")
+                f"{path!r} reads as {reading!r}, under /scheduler; select() said ()")
 
 
 def TestOneInput(data: bytes) -> None:  # the name atheris and libFuzzer expect

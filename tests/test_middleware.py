@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
+from urllib.parse import quote, quote_plus
 
 import pytest
 
-from authmw import AuthMiddleware, Authorization, HTTPAuth, HTTPBasicAuth, request
+from authmw import (
+    APIKeyAuth,
+    AuthMiddleware,
+    Authorization,
+    HTTPAuth,
+    HTTPBasicAuth,
+    HTTPTokenAuth,
+    request,
+)
 
 from .conftest import basic, call
 
@@ -329,3 +340,70 @@ def test_no_form_of_the_password_reaches_the_log(recording_app, caplog, password
     assert "KeyError" in caplog.text
     assert "Zq" not in caplog.text
     assert basic("admin", password).split()[1] not in caplog.text
+
+
+def _forms_of(secret):
+    raw = secret.encode()
+    return {
+        "plain": secret, "percent-encoded": quote(secret, safe=""), "plus-encoded":
+        quote_plus(secret), "base64": base64.b64encode(raw).decode(), "urlsafe-base64":
+        base64.urlsafe_b64encode(raw).decode().rstrip("="), "bytes-repr": repr(raw),
+        "json": json.dumps(secret), "repr": repr(secret),
+    }
+
+
+@pytest.mark.parametrize("form", list(_forms_of("x")), ids=list(_forms_of("x")))
+@pytest.mark.parametrize(
+    ("handler", "credentials", "secret"),
+    [(HTTPBasicAuth(), {"authorization": basic("admin", "pä ss/wörd+1")}, "pä ss/wörd+1"),
+     (HTTPTokenAuth(), {"authorization": "Bearer tok.en-9_Zq~"}, "tok.en-9_Zq~"),
+     (APIKeyAuth(), {"HTTP_X_API_KEY": "key-7/Zq+9"}, "key-7/Zq+9")],
+    ids=["basic-password", "bearer-token", "api-key"],
+)
+def test_a_raising_callback_logs_its_message_with_every_credential_redacted(
+        recording_app, caplog, handler, credentials, secret, form):
+    shown = _forms_of(secret)[form]
+
+    def authenticate(auth):
+        raise RuntimeError(f"user database unreachable (query for {shown})")
+
+    middleware = AuthMiddleware(recording_app, auth=handler, authenticate=authenticate)
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        assert call(middleware, "/", **credentials).status == 500
+    assert "builtins.RuntimeError: user database unreachable (query for " in caplog.text
+    assert "[redacted]" in caplog.text
+    for text in (*_forms_of(secret).values(), *credentials.values()):
+        assert text not in caplog.text
+    assert secret[2:-2] not in caplog.text
+
+
+def test_the_raw_authorization_header_and_its_causes_are_redacted(recording_app, caplog):
+    header = basic("admin", "s3cret-Zq")
+
+    def authenticate(auth):
+        try:
+            raise ConnectionError(f"pool exhausted while sending {header}")
+        except ConnectionError as exc:
+            raise LookupError("users backend failed") from exc
+
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=authenticate)
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        assert call(middleware, "/", authorization=header).status == 500
+    assert "builtins.LookupError: users backend failed" in caplog.text
+    assert "caused by builtins.ConnectionError: pool exhausted while sending [redacted]" \
+        in caplog.text
+    assert header.split()[1] not in caplog.text and "s3cret-Zq" not in caplog.text
+
+
+def test_an_exception_whose_message_cannot_be_read_is_still_logged(recording_app, caplog):
+    class Unprintable(Exception):
+        def __str__(self):
+            raise ValueError("no")
+
+    def authenticate(auth):
+        raise Unprintable
+
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=authenticate)
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        assert call(middleware, "/", authorization=basic("a", "b")).status == 500
+    assert "Unprintable: (the message could not be read)" in caplog.text

@@ -712,6 +712,62 @@ def test_unknown_users_take_as_long_as_wrong_passwords(tmp_path):
     assert 0.75 <= ratio <= 1.33
 
 
+HOSTILE_SHAPES = {"normal": "wrong password", "73-bytes": "p" * 73, "5000-bytes": "p" * 5000,
+                  "nul": "wrong\x00password"}
+
+
+@pytest.mark.parametrize("password", HOSTILE_SHAPES.values(), ids=HOSTILE_SHAPES.keys())
+def test_known_and_unknown_users_do_the_same_work_whatever_the_password(tmp_path, monkeypatch,
+                                                                        password):
+    need("bcrypt")
+    path = tmp_path / "htpasswd"
+    write(path, "".join(f"{name}:{hash_password(name, 'bcrypt', cost=4)}\n"
+                        for name in ("alice", "bob")))
+    users = HtpasswdFile(path)
+    work: list[str] = []
+
+    def recording(name, original):
+        def wrapper(self, *args):
+            work.append(name if name != "verify" else f"verify {self.scheme} {self.cost}")
+            return original(self, *args)
+        return wrapper
+
+    for name in ("_digest", "_get", "_put"):
+        monkeypatch.setattr(CredentialCache, name, recording(name, getattr(CredentialCache, name)))
+    monkeypatch.setattr(PasswordHash, "verify", recording("verify", PasswordHash.verify))
+
+    def work_for(username):
+        work.clear()
+        assert users.check_password(username, password) is False
+        return list(work)
+
+    assert work_for("alice") == work_for("nobody") == ["_digest", "_get", "verify bcrypt (4,)"]
+
+
+@pytest.mark.parametrize("password", HOSTILE_SHAPES.values(), ids=HOSTILE_SHAPES.keys())
+def test_known_and_unknown_users_take_as_long_whatever_the_password(tmp_path, password):
+    need("bcrypt")
+    path = tmp_path / "htpasswd"
+    write(path, "".join(f"{name}:{hash_password(name, 'bcrypt', cost=4)}\n"
+                        for name in ("alice", "bob")))
+    users = HtpasswdFile(path)
+    samples = 30 if password == "wrong password" else 3000  # bcrypt-4: ~1 ms; others: µs
+
+    def seconds(username):
+        started = time.perf_counter()
+        users.check_password(username, password)
+        return time.perf_counter() - started
+
+    known, unknown = [], []
+    for _ in range(samples):  # alternated, so that a slow moment hits both
+        known.append(seconds("alice"))
+        unknown.append(seconds("nobody"))
+    ratio = statistics.median(known) / statistics.median(unknown)
+    print(f"median known/unknown time ratio: {ratio:.3f} "
+          f"({statistics.median(known) * 1e6:.1f} µs a check)")
+    assert 0.9 <= ratio <= 1.1
+
+
 def test_the_dummy_hash_has_the_files_most_common_scheme_and_cost(tmp_path, verified):
     need("apr1")
     path = tmp_path / "htpasswd"

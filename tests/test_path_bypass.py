@@ -179,18 +179,27 @@ def test_no_prefix_at_all_is_refused():
         PrefixMatcher([])
 
 
-def test_longest_prefix_wins():
-    matcher = PrefixMatcher(["/scheduler", "/scheduler/jobs", "/"])
-    assert matcher.match("/scheduler/jobs/x") == "/scheduler/jobs"
-    assert matcher.match("//scheduler/x/../jobs") == "/scheduler/jobs"
-    assert matcher.match("/scheduler/other") == "/scheduler"
-    assert matcher.match("/elsewhere") == "/"
+@pytest.mark.parametrize(
+    ("path", "selected"),
+    [("/scheduler/jobs/x", ("/scheduler/jobs",)),
+     ("/scheduler/other", ("/scheduler",)),
+     ("/elsewhere", ("/",)),
+     ("/scheduler/x/../jobs", ("/scheduler/jobs", "/scheduler")),
+     ("//scheduler/jobs", ("/scheduler/jobs", "/")),
+     ("/scheduler/jobs/../../x", ("/scheduler/jobs", "/")),
+     ("/Scheduler;x", ("/scheduler", "/")),
+     ("/Scheduler/Jobs/%41", ("/scheduler/jobs",))],
+    ids=["nested", "outer", "root", "reading-per-rule", "unmerged-slashes-under-root",
+         "traversal-to-root", "params-read-both-ways", "one-rule-only"],
+)
+def test_each_reading_selects_its_longest_prefix(path, selected):
+    assert PrefixMatcher(["/scheduler", "/scheduler/jobs", "/"]).select(path) == selected
 
 
-def test_a_path_with_too_many_readings_is_treated_as_protected():
+def test_a_path_with_too_many_readings_selects_nothing_known():
     matcher = PrefixMatcher(["/scheduler", "/admin"])
     nested_escapes = "/%" + "25" * 300 + "2e"  # each decoding peels one level: 300 readings
-    assert matcher.match(nested_escapes) == "/scheduler"
+    assert matcher.select(nested_escapes) is None
 
 
 @pytest.mark.parametrize(
@@ -199,7 +208,7 @@ def test_a_path_with_too_many_readings_is_treated_as_protected():
     ids=["dotless-i", "dotted-capital-i", "upper-case-dotted-capital-i", "encoded-dotless-i"],
 )
 def test_letters_that_case_insensitive_routers_take_for_ascii_are_folded(path):
-    assert PrefixMatcher(["/admin"]).match(path) == "/admin"
+    assert PrefixMatcher(["/admin"]).select(path) == ("/admin",)
 
 
 @pytest.mark.parametrize(
@@ -212,11 +221,11 @@ def test_readings_never_grow_longer_than_the_path(path):
     found = readings(path)
     assert found is not None and len(found) < 10
     assert max(map(len, found)) <= len(path) + 1
-    assert PrefixMatcher(["/scheduler"]).match(path) is None
+    assert PrefixMatcher(["/scheduler"]).select(path) == ()
 
 
-def test_a_path_that_costs_too_much_to_read_is_treated_as_protected():
+def test_a_path_that_costs_too_much_to_read_selects_nothing_known():
     unit = "%2F./%5c%2F%z;//\\\\%%253b2/./e%25%5//.%25\\2%5ex;%e%5C%e/\\%2//%25%e"
     hostile = ("/" + unit * 200)[:4094]
     assert readings(hostile) is None
-    assert PrefixMatcher(["/scheduler"]).match(hostile) == "/scheduler"
+    assert PrefixMatcher(["/scheduler"]).select(hostile) is None
