@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .auth import (
     APIKeyAuth,
+    AuthenticateCallback,
     Authorization,
     HTTPAuth,
     HTTPBasicAuth,
@@ -23,15 +24,18 @@ from .auth import (
     get_authorization_header,
 )
 from .context import request
-from .htpasswd import CredentialCache, HtpasswdFile, cached
+from .credential_cache import CredentialCache, cached
+from .htpasswd import HtpasswdFile
 from .middleware import AuthMiddleware, plain_denial
 from .passwords import hash_password, verify_password
+from .paths import normalize_prefix
 from .rules import Rule
 from .throttle import MemoryThrottleStore, RedisThrottleStore, Throttle
 
 __all__ = [
     "APIKeyAuth",
     "AuthMiddleware",
+    "AuthenticateCallback",
     "Authorization",
     "CredentialCache",
     "HTTPAuth",
@@ -47,6 +51,7 @@ __all__ = [
     "compare_secrets",
     "get_authorization_header",
     "hash_password",
+    "normalize_prefix",
     "plain_denial",
     "request",
     "verify_password",

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import binascii
 import hmac
+import inspect
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .context import current_environ
@@ -69,6 +71,23 @@ class HTTPAuth:
         raise NotImplementedError(
             f"{type(self).__name__} must implement get_authenticate_header()"
         )
+
+    def get_authenticate_headers(self) -> list[str]:
+        """The WWW-Authenticate values of a 401, one header each (one challenge by default)."""
+        return [self.get_authenticate_header()]
+
+
+#: ``authenticate(authorization)``: truthy (True, or the user) when the credentials are valid.
+AuthenticateCallback = Callable[[Authorization], Any]
+
+
+def check_callback(callback: object) -> None:
+    """TypeError unless ``callback`` can be an ``authenticate`` callback."""
+    if not callable(callback):
+        raise TypeError("the authenticate callback must be callable")
+    if inspect.iscoroutinefunction(callback) or inspect.isasyncgenfunction(callback):
+        raise TypeError("the authenticate callback must be a plain function, not async: "
+                        "WSGI cannot await it, and an un-awaited coroutine is truthy")
 
 
 def quote_header_value(value: str, what: str = "value") -> str:

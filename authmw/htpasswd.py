@@ -1,10 +1,9 @@
-"""Apache htpasswd files, and a cache of verified credentials for any callback.
+"""Apache htpasswd files as an ``authenticate`` callback.
 
-Basic auth re-sends the password on every request, so a slow hash (bcrypt cost 12: 240 ms)
-would be paid every time; :class:`CredentialCache` remembers successes briefly, keyed so that
-another password never hits (Kinto's bug). :class:`HtpasswdFile` reads files exactly as
-Apache's ``htpasswd`` writes them, reloads them when they change, and makes unknown users
-cost as much as wrong passwords::
+:class:`HtpasswdFile` reads files exactly as Apache's ``htpasswd`` writes them, reloads them
+when they change, caches verified credentials (:mod:`authmw.credential_cache`: bcrypt is
+slow, and Basic re-sends the password on every request), and makes unknown users cost as much
+as wrong passwords::
 
     users = HtpasswdFile("/etc/scheduler/htpasswd")
     app = AuthMiddleware(app, auth=HTTPBasicAuth(), authenticate=users.authenticate)
@@ -12,131 +11,18 @@ cost as much as wrong passwords::
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import threading
 import time
-from collections import Counter, OrderedDict
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections import Counter
+from typing import NamedTuple
 
 from .auth import Authorization
-from .middleware import check_callback
+from .credential_cache import CredentialCache, make_cache
 from .passwords import PasswordHash
 
 logger = logging.getLogger("authmw")
-
-
-class CredentialCache:
-    """Successful verifications, remembered ``ttl`` seconds so Basic auth is not re-hashed.
-
-    Basic auth sends the password with every request: at 240 ms a verification, one core
-    serves 4 requests a second. An entry is keyed by HMAC-SHA256, under a random key made
-    for this cache, of everything the verdict depends on (the store, the username, the
-    password, the stored hash), so another password never hits, and the cache holds neither
-    a password nor anything to crack one from offline. Failures are never cached. At most
-    ``maxsize`` entries are kept, least recently used first out. ``ttl=0`` or ``maxsize=0``
-    turns it off. Thread-safe.
-    """
-
-    def __init__(self, ttl: float = 60.0, maxsize: int = 1024) -> None:
-        self.ttl = ttl
-        self.maxsize = maxsize
-        self._key = os.urandom(32)
-        self._entries: OrderedDict[bytes, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def check(self, fields: tuple[str, ...], verify: Callable[[], Any], *,
-              remember: bool = True) -> Any:
-        """Return the cached verdict for ``fields``, or ``verify()``'s, cached if truthy.
-
-        ``remember=False`` does the same work (digest, look-up, ``verify()``) and caches
-        nothing: for a check that must take as long as a real one, never be a hit.
-        """
-        if self.ttl <= 0 or self.maxsize <= 0:
-            return verify()
-        digest = self._digest(fields)
-        verdict = self._get(digest)
-        if verdict is None:
-            verdict = verify()
-            if verdict and remember:
-                self._put(digest, verdict)
-        return verdict
-
-    def clear(self) -> None:
-        """Forget every entry (the store changed)."""
-        with self._lock:
-            self._entries.clear()
-
-    def _digest(self, fields: tuple[str, ...]) -> bytes:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for value in fields:
-            data = value.encode("utf-8", "surrogatepass")
-            mac.update(len(data).to_bytes(8, "big"))  # ("ab", "c") and ("a", "bc") differ
-            mac.update(data)
-        return mac.digest()
-
-    def _get(self, digest: bytes) -> Any:
-        with self._lock:
-            entry = self._entries.get(digest)
-            if entry is None:
-                return None
-            if time.monotonic() >= entry[0]:
-                del self._entries[digest]
-                return None
-            self._entries.move_to_end(digest)
-            return entry[1]
-
-    def _put(self, digest: bytes, verdict: Any) -> None:
-        with self._lock:
-            self._entries[digest] = (time.monotonic() + self.ttl, verdict)
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-
-
-def _make_cache(cache: CredentialCache | bool) -> CredentialCache | None:
-    if cache is True:
-        return CredentialCache()
-    return None if cache is False else cache  # not "cache or None": an empty cache is falsy
-
-
-class CachedCallback:
-    """An ``authenticate`` callback whose successes are cached; made by :func:`cached`."""
-
-    def __init__(self, callback: Callable[[Authorization], Any], cache: CredentialCache | None,
-                 namespace: str) -> None:
-        self.callback = callback
-        self.cache = cache
-        self.namespace = namespace
-
-    def __call__(self, authorization: Authorization) -> Any:
-        username, password = authorization.get("username"), authorization.get("password")
-        if self.cache is None or not isinstance(username, str) or not isinstance(password, str):
-            return self.callback(authorization)  # off, or nothing to key on
-        auth_type = str(getattr(authorization, "auth_type", ""))
-        return self.cache.check((self.namespace, auth_type, username, password),
-                                lambda: self.callback(authorization))
-
-
-def cached(callback: Callable[[Authorization], Any], *, cache: CredentialCache | bool = True,
-           namespace: str | None = None) -> CachedCallback:
-    """Wrap an ``authenticate`` callback so that its successes are cached.
-
-    The cache cannot see ``callback``'s user store: call ``.cache.clear()`` when it
-    changes, or entries (a removed user, an old password) live on until ``ttl``.
-    ``namespace`` tells apart callbacks that share a cache; by default each wrapper has its
-    own (not the callback's ``id()``: a later callback may get it, and the old verdicts).
-    ``cache=False`` passes every call through.
-    """
-    check_callback(callback)
-    namespace = namespace or "callback:" + os.urandom(16).hex()
-    return CachedCallback(callback, _make_cache(cache), namespace)
 
 
 class _Snapshot(NamedTuple):
@@ -217,7 +103,7 @@ class HtpasswdFile:
     def __init__(self, path: str | os.PathLike[str], *, cache: CredentialCache | bool = True,
                  check_interval: float = 1.0) -> None:
         self.path = os.path.abspath(path)  # the same file even if the process changes directory
-        self.cache = _make_cache(cache)
+        self.cache = make_cache(cache)
         self.check_interval = check_interval
         self._namespace = "htpasswd:" + self.path
         self._snapshot = _load_htpasswd(self.path)

@@ -28,11 +28,17 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from .auth import Authorization, HTTPAuth, quote_header_value
+from .auth import (
+    AuthenticateCallback,
+    Authorization,
+    HTTPAuth,
+    check_callback,
+    quote_header_value,
+)
 from .context import current_environ_var
 from .paths import PrefixMatcher, fold_case, readings
 from .redaction import describe_error, request_secrets
-from .rules import AuthenticateCallback, Rule
+from .rules import Rule
 from .throttle import Throttle
 
 if TYPE_CHECKING:
@@ -100,14 +106,6 @@ def _check_public_path(path: object) -> str:
         raise ValueError(f"public path {path!r} must be a str starting with '/' that has no "
                          "other reading (no % \\ ; ? # //, dot segments or control characters)")
     return path
-
-
-def check_callback(callback: object) -> None:
-    if not callable(callback):
-        raise TypeError("the authenticate callback must be callable")
-    if inspect.iscoroutinefunction(callback) or inspect.isasyncgenfunction(callback):
-        raise TypeError("the authenticate callback must be a plain function, not async: "
-                        "WSGI cannot await it, and an un-awaited coroutine is truthy")
 
 
 def _check_handler(auth: object) -> None:
@@ -301,8 +299,7 @@ class AuthMiddleware:
         return None
 
     def _challenges(self, auth: HTTPAuth) -> list[tuple[str, str]]:
-        many = getattr(auth, "get_authenticate_headers", None)
-        values = many() if many is not None else [auth.get_authenticate_header()]
+        values = auth.get_authenticate_headers()
         for value in values:
             if value not in self._sendable_challenges:
                 if not isinstance(value, str) or not value:

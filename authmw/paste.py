@@ -15,16 +15,33 @@ the two is required, so that a pipeline can never come up unauthenticated by omi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from apscheduler.util import ref_to_obj
 
 from .auth import HTTPBasicAuth
 from .middleware import AuthMiddleware
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
+
+
+def resolve(reference: str) -> Any:
+    """The object ``package.module:name.attr`` names; ValueError naming what is missing."""
+    module_name, colon, attributes = reference.partition(":")
+    if not colon or not module_name or not attributes:
+        raise ValueError(f"authenticate = {reference!r}: expected package.module:callable")
+    try:
+        found: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"authenticate = {reference!r}: cannot import {module_name}: "
+                         f"{exc}") from None
+    for attribute in attributes.split("."):
+        try:
+            found = getattr(found, attribute)
+        except AttributeError:
+            raise ValueError(f"authenticate = {reference!r}: no {attribute!r} there") from None
+    return found
 
 
 def filter_factory(global_conf: dict[str, Any], **settings: str) -> Callable[
@@ -41,7 +58,7 @@ def filter_factory(global_conf: dict[str, Any], **settings: str) -> Callable[
 
         authenticate = HtpasswdFile(settings["htpasswd"]).authenticate
     else:
-        authenticate = ref_to_obj(settings["authenticate"])
+        authenticate = resolve(settings["authenticate"])
     prefixes = settings.get("prefixes", "/").split()
     realm = settings.get("realm", HTTPBasicAuth.www_authenticate_realm)
     public = settings.get("public", "").split()

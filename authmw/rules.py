@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .paths import normalize_prefix
 
 if TYPE_CHECKING:
-    from .auth import Authorization, HTTPAuth
-
-AuthenticateCallback = Callable[["Authorization"], Any]
+    from .auth import AuthenticateCallback, HTTPAuth
 
 
 def roles_of(user: object) -> frozenset[str]:

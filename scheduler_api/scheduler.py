@@ -48,9 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-from authmw import AuthMiddleware, HTTPAuth, Throttle
-from authmw.paths import normalize_prefix
-from authmw.rules import AuthenticateCallback
+from authmw import AuthenticateCallback, AuthMiddleware, HTTPAuth, Throttle, normalize_prefix
 
 from .coordination import Coordinator, lock_for
 from .executors import StoreFirstThreadPoolExecutor

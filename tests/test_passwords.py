@@ -20,8 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from authmw import AuthMiddleware, Authorization, HTTPBasicAuth
-from authmw.htpasswd import CredentialCache, HtpasswdFile, cached
+from authmw import (
+    AuthMiddleware,
+    Authorization,
+    CredentialCache,
+    HtpasswdFile,
+    HTTPBasicAuth,
+    cached,
+)
 from authmw.passwords import (
     BCRYPT_MAX_PASSWORD_BYTES,
     MAX_PASSWORD_BYTES,

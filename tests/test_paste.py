@@ -50,8 +50,12 @@ def test_an_ini_pipeline_with_an_htpasswd_file(tmp_path):
     ("auth_line", "message"),
     [("", "exactly one"), ("authenticate = tests.paste_app:authenticate\nhtpasswd = /x",
                            "exactly one"),
-     ("authenticate = tests.paste_app:authenticate\nrealms = typo", "unknown")],
-    ids=["neither-callback-nor-htpasswd", "both", "misspelt-setting"],
+     ("authenticate = tests.paste_app:authenticate\nrealms = typo", "unknown"),
+     ("authenticate = tests.paste_app", "expected package.module:callable"),
+     ("authenticate = tests.no_such_module:check", "cannot import tests.no_such_module"),
+     ("authenticate = tests.paste_app:no_such_callback", "no 'no_such_callback' there")],
+    ids=["neither-callback-nor-htpasswd", "both", "misspelt-setting", "no-colon",
+         "missing-module", "missing-callback"],
 )
 def test_a_misconfigured_filter_refuses_to_load(tmp_path, auth_line, message):
     with pytest.raises(ValueError, match=message):
