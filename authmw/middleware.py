@@ -224,21 +224,21 @@ class AuthMiddleware:
         rule = self.rules[selected[0]]
         auth = rule.auth or self._auth
         callback = rule.authenticate or self.authenticate_callback
-        rules = [rule]
-        for prefix in selected[1:]:  # readings under other rules: one verdict must hold all
-            other = self.rules[prefix]
-            if ((other.auth or self._auth) is not auth
-                    or (other.authenticate or self.authenticate_callback) is not callback):
+        others: tuple[Rule, ...] = ()
+        if len(selected) > 1:  # readings under other rules: one verdict must hold for all
+            others = tuple(self.rules[prefix] for prefix in selected[1:])
+            if any((other.auth or self._auth) is not auth
+                   or (other.authenticate or self.authenticate_callback) is not callback
+                   for other in others):
                 return self._refuse(environ, start_response, _Refusal(
                     "400 Bad Request", "ambiguous path (readings under different handlers)", []))
-            rules.append(other)
         if path in self.public or (self.cors_preflight and self._is_preflight(environ)):
             return self.app(environ, start_response)
         environ.pop("REMOTE_USER", None)  # only this middleware may say who the user is
         if auth is not None:
             token = current_environ_var.set(environ)
             try:
-                refusal = self._authenticate(rules, auth, callback, environ)
+                refusal = self._authenticate(rule, others, auth, callback, environ)
             finally:
                 current_environ_var.reset(token)
             if refusal is not None:
@@ -259,10 +259,13 @@ class AuthMiddleware:
                 and environ.get("CONTENT_LENGTH", "") in ("", "0")
                 and "HTTP_TRANSFER_ENCODING" not in environ)
 
-    def _authenticate(self, rules: list[Rule], auth: HTTPAuth,
+    def _authenticate(self, rule: Rule, others: tuple[Rule, ...], auth: HTTPAuth,
                       callback: AuthenticateCallback | None,
                       environ: WSGIEnvironment) -> _Refusal | None:
-        """Publish the result in ``environ`` and return None, or return the refusal."""
+        """Publish the result in ``environ`` and return None, or return the refusal.
+
+        ``rule`` and ``others`` are the rules the path's readings select: each must allow it.
+        """
         authorization = None
         try:
             authorization = auth.get_authorization()
@@ -283,9 +286,11 @@ class AuthMiddleware:
                 return _Refusal("401 Unauthorized", reason, self._challenges(auth), username)
             if self.throttle is not None:
                 self.throttle.succeeded(environ.get("REMOTE_ADDR"), username)
-            method = request_method(environ)
-            if any(rule.roles and not rule.allows(method, verdict) for rule in rules):
-                return _Refusal("403 Forbidden", "role not allowed", [], username)
+            if rule.roles or others:
+                method = request_method(environ)
+                for selected in (rule, *others):
+                    if selected.roles and not selected.allows(method, verdict):
+                        return _Refusal("403 Forbidden", "role not allowed", [], username)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a plug-in raises
             logger.error("authentication failed with an error; request %s %r refused with 500"
                          "\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
