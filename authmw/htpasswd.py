@@ -11,6 +11,7 @@ as wrong passwords::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -27,8 +28,25 @@ logger = logging.getLogger("authmw")
 
 class _Snapshot(NamedTuple):
     users: dict[str, PasswordHash]
-    dummy: PasswordHash | None
+    #: The file's hashes in username order, and a key made from the file: see dummy_for().
+    pool: list[PasswordHash]
+    key: bytes
     signature: tuple[int, ...] | None
+
+    def dummy_for(self, username: str) -> PasswordHash | None:
+        """The hash an unknown user's password is verified against (the result discarded).
+
+        One of the file's own hashes, picked by a keyed digest of the username: the same
+        name always gets the same one, in every process that read the same file, and each
+        scheme and cost is picked as often as the file holds it. So a known user takes as
+        long as some unknown ones whatever their scheme and cost, and timing one name again
+        and again tells nothing new.
+        """
+        if not self.pool:
+            return None
+        digest = hashlib.blake2b(username.encode("utf-8", "surrogatepass"), key=self.key,
+                                 digest_size=8).digest()
+        return self.pool[int.from_bytes(digest, "big") % len(self.pool)]
 
 
 def _signature(stat: os.stat_result) -> tuple[int, ...]:
@@ -58,25 +76,21 @@ def _parse_htpasswd(content: bytes, path: str) -> dict[str, PasswordHash]:
     return users
 
 
-def _dummy_hash(users: dict[str, PasswordHash]) -> PasswordHash | None:
-    """The hash an unknown user's password is verified against, the result discarded.
-
-    One of the file's own hashes, of its most common scheme and cost: the same algorithm,
-    parameters and sizes take the same time, and there is nothing to generate.
-    """
-    counts = Counter((stored.scheme, stored.cost) for stored in users.values())
-    if not counts:
-        return None
-    common = counts.most_common(1)[0][0]
-    return next(h for h in users.values() if (h.scheme, h.cost) == common)
-
-
 def _load_htpasswd(path: str) -> _Snapshot:
     with open(path, "rb") as file:
         stat = os.fstat(file.fileno())  # of the file read, even if it is replaced meanwhile
         content = file.read()
     users = _parse_htpasswd(content, path)
-    return _Snapshot(users, _dummy_hash(users), _signature(stat))
+    classes = Counter(f"{stored.scheme} {stored.cost}" for stored in users.values())
+    if len(classes) > 1:
+        logger.warning("htpasswd file %s mixes hash schemes or costs (%s): a user whose hash "
+                       "costs more or less than most can be told apart by timing; rehash "
+                       "every password with one scheme and cost", path,
+                       ", ".join(f"{count} x {name}" for name, count in classes.items()))
+    pool = [users[name] for name in sorted(users)]
+    # Secret to a client (the file's salts and hashes), the same in every worker.
+    key = hashlib.blake2b(content, person=b"authmw dummy").digest()[:32]
+    return _Snapshot(users, pool, key, _signature(stat))
 
 
 class HtpasswdFile:
@@ -92,9 +106,11 @@ class HtpasswdFile:
     (``htpasswd`` rewrites in place) until the next check; a new file renamed into place
     never is.
 
-    An unknown user's password is verified against one of the file's hashes, of its most
-    common scheme and cost, through the same cache look-up, so that it takes as long as a
-    wrong password, whatever the password (long, with a NUL, past bcrypt's 72 bytes).
+    An unknown user's password is verified against one of the file's hashes, picked by the
+    name (each scheme and cost as often as the file holds it), through the same cache
+    look-up, so that it takes as long as a wrong password whatever the password (long, with
+    a NUL, past bcrypt's 72 bytes). A file that mixes schemes or costs is logged as a
+    warning: its rarer users still stand out more than the others.
 
     :param cache: a :class:`CredentialCache` (it may be shared), True for a new one,
         False for none.
@@ -120,8 +136,10 @@ class HtpasswdFile:
         """True if ``username`` is in the file and ``password`` matches its hash."""
         snapshot = self._current()
         stored = snapshot.users.get(username)
-        # An unknown user does the same work as a known one, against the dummy hash.
-        checked = stored if stored is not None else snapshot.dummy
+        # An unknown user does the same work as a known one, against a dummy hash (picked
+        # for known users too, so that picking it costs both the same).
+        dummy = snapshot.dummy_for(username)
+        checked = stored if stored is not None else dummy
         if checked is None:
             return False  # an empty file: there is no known user to tell apart
         if self.cache is None:
@@ -155,7 +173,7 @@ class HtpasswdFile:
         except (OSError, ValueError, ImportError) as exc:
             logger.error("htpasswd file %s could not be reloaded, every login is refused "
                          "until it is fixed: %s", self.path, exc)
-            snapshot = _Snapshot({}, None, signature)
+            snapshot = _Snapshot({}, [], b"", signature)
         self._snapshot = snapshot
         if self.cache is not None:
             self.cache.clear()

@@ -64,8 +64,10 @@ _METHOD_OVERRIDES = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_
 #: Query parameters that method-override middleware reads (Rails, Laravel, Symfony...).
 _METHOD_OVERRIDE_PARAMETERS = ("_method", "x-http-method-override", "x-http-method",
                                "x-method-override")
-#: Percent-decodings of a query string looked through before giving up (fail closed).
+#: Percent-decodings of a query string looked through before giving up (fail closed), and
+#: the longest query string looked through at all (a preflight's is short).
 _MAX_QUERY_DECODINGS = 8
+_MAX_PREFLIGHT_QUERY = 8192
 _TAB_OR_NEWLINE_RE = re.compile(r"[\t\r\n]")
 
 
@@ -87,8 +89,11 @@ def query_overrides_method(query: str) -> bool:
     """Could a method-override middleware read a method from this query string?
 
     Every percent-decoding is looked at (``%5Fmethod``, ``%255Fmethod``), case-folded, with
-    and without tabs and newlines (which URL parsers drop); True past the decoding bound.
+    and without tabs and newlines (which URL parsers drop); True past the decoding bound or
+    past :data:`_MAX_PREFLIGHT_QUERY` characters.
     """
+    if len(query) > _MAX_PREFLIGHT_QUERY:
+        return True
     for _ in range(_MAX_QUERY_DECODINGS):
         folded = fold_case(query)
         for text in (folded, _TAB_OR_NEWLINE_RE.sub("", folded)):
@@ -175,8 +180,21 @@ class AuthMiddleware:
             if rule.authenticate is not None:
                 check_callback(rule.authenticate)
         self.rules = {rule.prefix: rule for rule in [Rule(prefix) for prefix in prefixes]}
-        self.rules.update((rule.prefix, rule) for rule in rules)
+        explicit: set[str] = set()
+        for rule in rules:
+            if rule.prefix in explicit:
+                raise ValueError(f"two rules for the prefix {rule.prefix!r}")
+            explicit.add(rule.prefix)
+            self.rules[rule.prefix] = rule
         self.matcher = PrefixMatcher(self.rules)
+        #: prefix -> the rule of the longest shorter prefix enclosing it (roles inherit).
+        self.enclosing = {prefix: self._enclosing_rule(prefix) for prefix in self.rules}
+        #: id(callback) -> the throttle's scope for its usernames: the shortest prefix of the
+        #: rules that have it as their own callback (the same in every process of one config).
+        self._throttle_scopes: dict[int, str] = {}
+        for rule in sorted(self.rules.values(), key=lambda rule: len(rule.prefix)):
+            if rule.authenticate is not None and rule.authenticate is not authenticate:
+                self._throttle_scopes.setdefault(id(rule.authenticate), "rule:" + rule.prefix)
         self._memo = self.matcher.memo
         self.public = frozenset(map(_check_public_path, public))
         self.cors_preflight = cors_preflight
@@ -188,6 +206,25 @@ class AuthMiddleware:
         if auth is None and unguarded:
             logger.warning("AuthMiddleware built with auth=None: %s is served WITHOUT "
                            "authentication", ", ".join(sorted(unguarded)))
+
+    def _enclosing_rule(self, prefix: str) -> Rule | None:
+        for other in self.matcher.prefixes:  # longest first
+            if other != prefix and (other == "/" or prefix.startswith(other + "/")):
+                return self.rules[other]
+        return None
+
+    def allows(self, rule: Rule, method: str, user: object) -> bool:
+        """Does ``rule`` let ``user`` use ``method``? Unlisted methods go up to the enclosing
+        rule; where no rule lists the method, it is refused."""
+        checked: Rule | None = rule
+        while checked is not None:
+            if checked.roles is None:
+                return True  # authentication is all this rule asks
+            required = checked.required_roles(method)
+            if required is not None:
+                return not required.isdisjoint(checked.get_roles(user))
+            checked = self.enclosing[checked.prefix]
+        return False
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -232,7 +269,8 @@ class AuthMiddleware:
                    for other in others):
                 return self._refuse(environ, start_response, _Refusal(
                     "400 Bad Request", "ambiguous path (readings under different handlers)", []))
-        if path in self.public or (self.cors_preflight and self._is_preflight(environ)):
+        if path in self.public or (self.cors_preflight and not others
+                                   and self._is_preflight(environ)):
             return self.app(environ, start_response)
         environ.pop("REMOTE_USER", None)  # only this middleware may say who the user is
         if auth is not None:
@@ -271,8 +309,9 @@ class AuthMiddleware:
             authorization = auth.get_authorization()
             username = authorization.get("username") if authorization is not None else None
             throttle_keys: list[str] = []
+            scope = self._throttle_scopes.get(id(callback), "")
             if self.throttle is not None:
-                throttle_keys = self.throttle.keys(environ.get("REMOTE_ADDR"), username)
+                throttle_keys = self.throttle.keys(environ.get("REMOTE_ADDR"), username, scope)
                 wait = self.throttle.retry_after(throttle_keys)
                 if wait:
                     return _Refusal("429 Too Many Requests", "throttled",
@@ -285,16 +324,16 @@ class AuthMiddleware:
                           and "HTTP_AUTHORIZATION" not in environ else "credentials refused")
                 return _Refusal("401 Unauthorized", reason, self._challenges(auth), username)
             if self.throttle is not None:
-                self.throttle.succeeded(environ.get("REMOTE_ADDR"), username)
-            if rule.roles or others:
+                self.throttle.succeeded(environ.get("REMOTE_ADDR"), username, scope)
+            if rule.roles is not None or others:
                 method = request_method(environ)
                 for selected in (rule, *others):
-                    if selected.roles and not selected.allows(method, verdict):
+                    if not self.allows(selected, method, verdict):
                         return _Refusal("403 Forbidden", "role not allowed", [], username)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a plug-in raises
             logger.error("authentication failed with an error; request %s %r refused with 500"
                          "\n%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
-                         describe_error(exc, request_secrets(environ, authorization)))
+                         describe_error(exc, lambda: request_secrets(environ, authorization)))
             return _Refusal("500 Internal Server Error", "error", [])
         environ["authmw.authorization"] = authorization
         if isinstance(username, str):

@@ -162,14 +162,21 @@ def fold_case(path: str) -> str:
 class PrefixMatcher:
     """Answers which configured prefixes the readings of a ``PATH_INFO`` fall under.
 
-    Each reading selects the longest prefix it falls under, so that per-prefix rules can nest;
-    :meth:`select` returns every prefix some reading selects.
+    Each reading selects the longest prefix it falls under, once as written (for routers that
+    match case exactly) and once case-folded (for those that do not), so that per-prefix
+    rules can nest; :meth:`select` returns every prefix some reading selects.
     """
 
     def __init__(self, prefixes: Iterable[str]) -> None:
         normalized = {normalize_prefix(prefix) for prefix in prefixes}
         if not normalized:
             raise ValueError("at least one protected prefix is needed")
+        by_folded: dict[str, str] = {}
+        for prefix in sorted(normalized):
+            other = by_folded.setdefault(fold_case(prefix), prefix)
+            if other != prefix:
+                raise ValueError(f"prefixes {other!r} and {prefix!r} differ only in case: "
+                                 "which one a request falls under would depend on the router")
         #: Longest first, as (casefolded prefix, configured prefix).
         self.prefixes: tuple[str, ...] = tuple(sorted(normalized, key=len, reverse=True))
         self._folded = tuple((prefix.casefold(), prefix) for prefix in self.prefixes)
@@ -179,15 +186,21 @@ class PrefixMatcher:
         #: path -> answer; a pure function of the path, so remembering it changes nothing.
         self.memo: dict[str, tuple[str, ...] | None] = {}
 
-    def _match_one(self, path: str) -> str | None:
-        folded = fold_case(path)
+    def _longest(self, path: str, folded: bool) -> str | None:
         for candidate, prefix in self._folded:
+            candidate = candidate if folded else prefix
             if candidate == "/" or (
-                folded.startswith(candidate)
-                and (len(folded) == len(candidate) or folded[len(candidate)] == "/")
+                path.startswith(candidate)
+                and (len(path) == len(candidate) or path[len(candidate)] == "/")
             ):
                 return prefix
         return None
+
+    def _match_one(self, path: str) -> tuple[str | None, str | None]:
+        """The longest prefix ``path`` falls under as written, and case-folded."""
+        folded = fold_case(path)
+        exact = self._longest(path, folded=False)
+        return exact, exact if folded == path else self._longest(folded, folded=True)
 
     def select(self, path: str) -> tuple[str, ...] | None:
         """The prefixes that the readings of ``path`` select, longest first.
@@ -209,11 +222,17 @@ class PrefixMatcher:
 
     def _select(self, path: str) -> tuple[str, ...] | None:
         if _AMBIGUOUS_RE.search(path) is None:
-            return self._single[self._match_one(path)]
+            exact, folded = self._match_one(path)
+            if exact == folded or exact is None:
+                return self._single[folded]
+            if folded is None:
+                return self._single[exact]
+            return tuple(sorted({exact, folded}, key=len, reverse=True))
         all_readings = readings(path)
         if all_readings is None:
             return None
-        selected = {prefix for prefix in map(self._match_one, all_readings) if prefix}
+        selected = {prefix for reading in all_readings for prefix in self._match_one(reading)
+                    if prefix}
         if len(selected) <= 1:
             return self._single[selected.pop() if selected else None]
         return tuple(sorted(selected, key=len, reverse=True))

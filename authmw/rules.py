@@ -1,8 +1,10 @@
 """Per-prefix rules: which handler and callback guard a prefix, and which roles each method
 needs there.
 
-The longest matching prefix decides; a rule's ``auth`` and ``authenticate`` default to the
-middleware's own. A user authenticated but without a required role gets a 403, not a 401::
+Each reading of a path selects the rule of its longest matching prefix; a rule's ``auth`` and
+``authenticate`` default to the middleware's own. A method a rule's ``roles`` do not list
+(and no ``"*"``) needs what the enclosing rule asks for it, and is refused where no rule
+lists it. A user authenticated but without a required role gets a 403, not a 401::
 
     Rule("/scheduler", roles={"GET": {"reader", "admin"}, "*": "admin"})
     Rule("/api", auth=HTTPTokenAuth(), authenticate=check_token)
@@ -36,7 +38,9 @@ class Rule:
     :param auth: the handler for this prefix; None: the middleware's.
     :param authenticate: the callback for this prefix; None: the middleware's.
     :param roles: method (or ``"*"`` for any other) to the roles allowed to use it; a user
-        needs one of them. None: any authenticated user.
+        needs one of them. A method not listed needs what the enclosing rule (the longest
+        shorter prefix) asks, and is refused (403) when no enclosing rule lists it either.
+        None: any authenticated user.
     :param get_roles: how to read the roles of the callback's result (default
         :func:`roles_of`).
     """
@@ -59,11 +63,6 @@ class Rule:
             self._required[method.upper()] = allowed_set
 
     def required_roles(self, method: str) -> frozenset[str] | None:
-        """The roles (any one suffices) that ``method`` needs here; None: no role needed."""
-        if not self._required:
-            return None
+        """The roles (any one suffices) this rule lists for ``method``; None: it lists none
+        (no role is needed when ``roles`` is None, else the enclosing rule decides)."""
         return self._required.get(method, self._required.get("*"))
-
-    def allows(self, method: str, user: object) -> bool:
-        required = self.required_roles(method)
-        return required is None or not required.isdisjoint(self.get_roles(user))

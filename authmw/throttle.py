@@ -9,10 +9,11 @@ ends, decided *before* the callback runs, so a guessing client costs no password
 
 A stranger guessing a username from many addresses must not lock its owner out: an address
 that has logged in as a user before (within ``trusted_for``) is held only by its own address
-count, not by that username's. The counts live in a :class:`ThrottleStore`, keyed by a
-fixed-size digest (a 6 KB username costs what a short one does): in process by default (per
-worker, bounded in bytes), or in Redis (:class:`RedisThrottleStore`) so that several workers
-and hosts share them.
+count, not by that username's. Usernames and trust are counted per ``scope`` (the callback
+that checks them: ``admin`` of one user store is not ``admin`` of another). The counts live
+in a :class:`ThrottleStore`, keyed by a fixed-size digest (a 6 KB username costs what a short
+one does): in process by default (per worker, bounded in bytes), or in Redis
+(:class:`RedisThrottleStore`) so that several workers and hosts share them.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ def throttle_key(kind: str, *parts: str) -> str:
 
 
 class MemoryThrottleStore:
-    """Counts in this process: at most ``max_bytes`` of failure windows (the oldest go first)
-    and ``max_remembered`` remembered keys.
+    """Counts in this process: at most ``max_bytes`` of failure windows and
+    ``max_remembered`` remembered keys.
 
     Keys are fixed-size digests, so an entry costs at most :data:`ENTRY_BYTES` whatever the
-    username, and ``max_bytes`` bounds the store's memory. Remembered keys (addresses that
-    logged in) are kept apart, so that a flood of failures cannot push them out.
+    username, and ``max_bytes`` bounds the store's memory. When it is full, the window
+    failed or looked at longest ago goes first: a blocked key that is still being tried stays.
+    Remembered keys (addresses that logged in) are kept apart, so that a flood of failures
+    cannot push them out, and are never pushed out by new ones either: a full set takes no
+    more until some expire.
     """
 
     #: An entry's cost in memory, an upper bound (tracemalloc measures ~250 bytes).
@@ -87,19 +91,27 @@ class MemoryThrottleStore:
 
     def blocked_for(self, key: str, max_failures: int) -> float:
         ends, count = self._windows.get(key, (0.0, 0))
-        remaining = ends - self.clock()
-        return remaining if count >= max_failures and remaining > 0 else 0.0
+        remaining = float(ends - self.clock())
+        if count < max_failures or remaining <= 0:
+            return 0.0
+        with self._lock:
+            if key in self._windows:
+                self._windows.move_to_end(key)  # still tried: not the first to go when full
+        return remaining
 
     def reset(self, key: str) -> None:
         with self._lock:
             self._windows.pop(key, None)
 
     def remember(self, key: str, ttl: float) -> None:
+        now = self.clock()
         with self._lock:
-            self._remembered.pop(key, None)
-            self._remembered[key] = self.clock() + ttl
-            while len(self._remembered) > self.max_remembered:
-                self._remembered.popitem(last=False)
+            if key not in self._remembered and len(self._remembered) >= self.max_remembered:
+                for expired in [name for name, ends in self._remembered.items() if ends <= now]:
+                    del self._remembered[expired]
+                if len(self._remembered) >= self.max_remembered:
+                    return  # full of live trust: keep it rather than let newcomers push it out
+            self._remembered[key] = now + ttl
 
     def remembers(self, key: str) -> bool:
         return bool(self._remembered.get(key, 0.0) > self.clock())
@@ -166,15 +178,15 @@ class Throttle:
         self.per_username = per_username
         self.trusted_for = trusted_for
 
-    def keys(self, address: str | None, username: str | None) -> list[str]:
-        """The counts that hold a request from ``address`` as ``username``."""
+    def keys(self, address: str | None, username: str | None, scope: str = "") -> list[str]:
+        """The counts that hold a request from ``address`` as ``username`` of ``scope``."""
         keys = []
         if self.per_address and address:
             keys.append(throttle_key("a", address))
         if self.per_username and username is not None and not (
                 self.trusted_for and address
-                and self.store.remembers(throttle_key("t", username, address))):
-            keys.append(throttle_key("u", username))
+                and self.store.remembers(throttle_key("t", scope, username, address))):
+            keys.append(throttle_key("u", scope, username))
         return keys
 
     def retry_after(self, keys: list[str]) -> int:
@@ -186,11 +198,11 @@ class Throttle:
         for key in keys:
             self.store.add_failure(key, self.window)
 
-    def succeeded(self, address: str | None, username: str | None) -> None:
-        """Trust ``address`` for ``username`` from now on.
+    def succeeded(self, address: str | None, username: str | None, scope: str = "") -> None:
+        """Trust ``address`` for ``username`` of ``scope`` from now on.
 
         The username's count is not cleared: an owner who logs in often would otherwise
         give a guesser spread over many addresses a fresh allowance each time.
         """
         if self.per_username and self.trusted_for and address and username is not None:
-            self.store.remember(throttle_key("t", username, address), self.trusted_for)
+            self.store.remember(throttle_key("t", scope, username, address), self.trusted_for)

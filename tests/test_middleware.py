@@ -390,7 +390,7 @@ def test_the_raw_authorization_header_and_its_causes_are_redacted(recording_app,
     with caplog.at_level(logging.ERROR, logger="authmw"):
         assert call(middleware, "/", authorization=header).status == 500
     assert "builtins.LookupError: users backend failed" in caplog.text
-    assert "caused by builtins.ConnectionError: pool exhausted while sending [redacted]" \
+    assert "caused by builtins.ConnectionError: pool exhausted while sending Basic [redacted]" \
         in caplog.text
     assert header.split()[1] not in caplog.text and "s3cret-Zq" not in caplog.text
 
@@ -406,4 +406,107 @@ def test_an_exception_whose_message_cannot_be_read_is_still_logged(recording_app
     middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=authenticate)
     with caplog.at_level(logging.ERROR, logger="authmw"):
         assert call(middleware, "/", authorization=basic("a", "b")).status == 500
-    assert "Unprintable: (the message could not be read)" in caplog.text
+    assert "Unprintable: (message withheld: it could not be read)" in caplog.text
+
+
+LONG_PASSWORD = "Tr0ub4dor&3!x y#z" + "".join(chr(0x41 + index % 26) for index in range(263))
+
+MANGLINGS = {
+    "cut-short-by-int": lambda pw: int(pw),
+    "half-percent-encoded-url": lambda pw: _raise(f"url: /check?p={quote(pw, safe='&!#')}"),
+    "hex": lambda pw: _raise(pw.encode().hex()),
+    "upper-case": lambda pw: _raise(pw.upper()),
+    "json-not-ascii": lambda pw: _raise(json.dumps(pw, ensure_ascii=False)),
+    "latin-1-bytes": lambda pw: _raise(repr(pw.encode("latin-1"))),
+    "in-the-middle-of-a-word": lambda pw: _raise("prefix" + pw[3:40] + "suffix"),
+}
+
+
+def _raise(message):
+    raise RuntimeError(message)
+
+
+@pytest.mark.parametrize("mangle", MANGLINGS.values(), ids=MANGLINGS.keys())
+def test_a_credential_mangled_by_the_callback_is_still_kept_out_of_the_log(
+        recording_app, caplog, mangle):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(),
+                                authenticate=lambda auth: mangle(auth["password"]))
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        assert call(middleware, "/", authorization=basic("admin", LONG_PASSWORD)).status == 500
+    logged = caplog.text.lower()
+    for start in range(len(LONG_PASSWORD) - 6):
+        assert LONG_PASSWORD[start:start + 7].lower() not in logged, start
+    assert "builtins." in caplog.text
+
+
+def test_a_custom_header_the_handler_read_is_kept_out_of_the_log(recording_app, caplog):
+    class SignatureAuth(HTTPAuth):
+        def get_authorization(self):
+            return Authorization("signature", value=int(request.headers["X-Signature"], 16))
+
+        def get_authenticate_header(self):
+            return "Signature"
+
+    middleware = AuthMiddleware(recording_app, auth=SignatureAuth(), authenticate=bool)
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        assert call(middleware, "/", HTTP_X_SIGNATURE="deadbeefZZ9f00d5eed").status == 500
+    assert "deadbeef" not in caplog.text and "ZZ9f00d5eed" not in caplog.text
+    assert "builtins.ValueError: invalid literal for int() with base 16: '[redacted]'" \
+        in caplog.text
+
+
+def test_a_request_with_more_credentials_than_can_be_looked_for_has_its_message_withheld(
+        recording_app, caplog):
+    def authenticate(auth):
+        raise KeyError(auth["username"])
+
+    headers = {f"HTTP_X_KEY_{index}": " ".join(f"{index}-{word}" for word in range(1600))
+               for index in range(90)}
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=authenticate)
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        assert call(middleware, "/", authorization=basic("nobody", "pw"), **headers).status == 500
+    assert "builtins.KeyError: (message withheld: too many credentials to look for)" \
+        in caplog.text
+
+
+class _RaisingBool(Exception):
+    def __bool__(self):
+        raise RuntimeError("no truth")
+
+
+class _HostileStr(str):
+    def __len__(self):
+        raise RuntimeError("no length")
+
+
+class _HostileMessage(Exception):
+    def __str__(self):
+        return _HostileStr("db down")
+
+
+def _raise_with_hostile_cause(auth):
+    raise LookupError("lookup failed") from _RaisingBool()
+
+
+@pytest.mark.parametrize(
+    ("callback", "extra", "logged"),
+    [(_raise_with_hostile_cause, {}, "caused by tests.test_middleware._RaisingBool"),
+     (lambda auth: _raise_hostile(), {}, "tests.test_middleware._HostileMessage: db down"),
+     (lambda auth: _raise("db down"), {1: "not a str key"}, "builtins.RuntimeError: db down")],
+    ids=["cause-whose-truth-raises", "message-whose-length-raises", "environ-key-not-a-str"],
+)
+def test_hostile_exceptions_are_still_a_bare_500_with_a_log_record(recording_app, caplog,
+                                                                    callback, extra, logged):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=callback)
+
+    def server(environ, start_response):  # a server may add keys of any kind
+        return middleware({**environ, **extra}, start_response)
+
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        answer = call(server, "/", authorization=basic("a", "s3cret-pw"))
+    assert (answer.status, answer.body) == (500, b"Internal Server Error")
+    assert logged in caplog.text
+
+
+def _raise_hostile():
+    raise _HostileMessage

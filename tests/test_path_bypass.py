@@ -188,9 +188,10 @@ def test_no_prefix_at_all_is_refused():
      ("//scheduler/jobs", ("/scheduler/jobs", "/")),
      ("/scheduler/jobs/../../x", ("/scheduler/jobs", "/")),
      ("/Scheduler;x", ("/scheduler", "/")),
-     ("/Scheduler/Jobs/%41", ("/scheduler/jobs",))],
+     ("/Scheduler/Jobs", ("/scheduler/jobs", "/")),
+     ("/scheduler/jobs/%41", ("/scheduler/jobs",))],
     ids=["nested", "outer", "root", "reading-per-rule", "unmerged-slashes-under-root",
-         "traversal-to-root", "params-read-both-ways", "one-rule-only"],
+         "traversal-to-root", "params-read-both-ways", "case-read-both-ways", "one-rule-only"],
 )
 def test_each_reading_selects_its_longest_prefix(path, selected):
     assert PrefixMatcher(["/scheduler", "/scheduler/jobs", "/"]).select(path) == selected

@@ -13,6 +13,7 @@ from authmw import (
     HTTPBasicAuth,
     MemoryThrottleStore,
     RedisThrottleStore,
+    Rule,
     Throttle,
 )
 from authmw.throttle import throttle_key
@@ -153,7 +154,7 @@ def test_trust_is_shared_through_redis(recording_app):
         assert operator_logs_in(second, "192.0.2.200") == 429
         assert all(len(key) <= len(store.namespace) + 34
                    for key in client.keys(store.namespace + "*"))
-        ttl = client.pttl(store.namespace + throttle_key("t", "admin", OPERATOR_HOME))
+        ttl = client.pttl(store.namespace + throttle_key("t", "", "admin", OPERATOR_HOME))
         assert 29 * 86400 * 1000 < ttl <= 30 * 86400 * 1000
     finally:
         client.delete(*client.keys(store.namespace + "*"))
@@ -161,3 +162,52 @@ def test_trust_is_shared_through_redis(recording_app):
 
 def test_the_default_trust_lasts_thirty_days():
     assert Throttle().trusted_for == 30 * 86400
+
+
+def test_trust_and_counts_belong_to_the_callback_that_checked_them(recording_app):
+    """An attacker who owns 'admin' in a partner store gains no trust for the operator's."""
+    partners = {"admin": "mine"}
+    store = MemoryThrottleStore(clock=FakeClock())
+    middleware = AuthMiddleware(
+        recording_app, auth=HTTPBasicAuth(), authenticate=check_basic,
+        throttle=Throttle(max_failures=3, store=store),
+        rules=[Rule("/partners", authenticate=lambda auth: partners.get(auth["username"])
+                    == auth["password"])])
+    attacker_calls = []
+    for index in range(5):
+        address = f"2001:db8::{index}"
+        assert call(middleware, "/partners/x", authorization=basic("admin", "mine"),
+                    REMOTE_ADDR=address).status == 200
+        attacker_calls += [call(middleware, "/scheduler", authorization=basic("admin", "guess"),
+                                REMOTE_ADDR=address).status for _ in range(2)]
+    assert attacker_calls.count(401) == 3 and attacker_calls.count(429) == 7
+    assert call(middleware, "/scheduler", authorization=basic("admin", "pw"),
+                REMOTE_ADDR="192.0.2.200").status == 429
+
+
+def test_a_full_trust_set_keeps_the_trust_it_has():
+    clock = FakeClock()
+    store = MemoryThrottleStore(max_remembered=3, clock=clock)
+    throttle = Throttle(max_failures=1, store=store, trusted_for=100)
+    throttle.succeeded(OPERATOR_HOME, "admin")
+    for index in range(10):  # a callback that accepts anyone: an attacker logs in as many
+        throttle.succeeded("203.0.113.9", f"user{index}")
+    assert store.remembers(throttle_key("t", "", "admin", OPERATOR_HOME))
+    assert not store.remembers(throttle_key("t", "", "user9", "203.0.113.9"))
+    clock.now += 101  # expired trust makes room
+    throttle.succeeded("203.0.113.9", "user9")
+    assert store.remembers(throttle_key("t", "", "user9", "203.0.113.9"))
+
+
+def test_a_blocked_username_still_being_tried_survives_a_flood_of_other_failures():
+    store = MemoryThrottleStore(max_bytes=100 * MemoryThrottleStore.ENTRY_BYTES,
+                                clock=FakeClock())
+    throttle = Throttle(max_failures=3, store=store, per_address=False)
+    admin = throttle.keys(None, "admin")
+    throttle.failed(admin * 3)
+    for index in range(1000):
+        throttle.failed(throttle.keys(None, f"junk{index}"))
+        if index % 50 == 0:
+            assert throttle.retry_after(admin) > 0  # the attacker keeps trying admin
+    assert throttle.retry_after(admin) > 0
+    assert len(store) == 100

@@ -54,6 +54,15 @@ CASES = {
     "overflow-reader-delete": ("DELETE", OVERFLOW_TARGET, READER, 400),
     "overflow-partner": ("GET", "/api/x" + PADDING + "/../admin/users", PARTNER, 400),
     "overflow-admin-too": ("GET", OVERFLOW_TARGET, ADMIN, 400),
+    # A case-sensitive router reads /FILES/a as no /files path at all: the / rule holds too.
+    "upper-case-is-also-read-as-written": ("GET", "/FILES/a.csv", READER, 403),
+    "upper-case-admin": ("GET", "/FILES/a.csv", ADMIN, 200),
+    "dotless-i-is-also-read-as-written": ("GET", "/f%C4%B1les/a.csv", READER, 403),
+    # A method a rule does not list needs what the enclosing rule asks.
+    "unlisted-method-inherits-the-enclosing-rule": ("DELETE", "/reports", READER, 403),
+    "unlisted-method-for-admin": ("DELETE", "/reports", ADMIN, 200),
+    "reader-cannot-post-files": ("POST", "/files/a.csv", READER, 403),
+    "rule-without-roles-needs-authentication-only": ("DELETE", "/api/x", PARTNER, 200),
 }
 
 
@@ -143,15 +152,15 @@ def generated_paths(draw: st.DrawFn) -> str:
     return "/" + "/".join(parts)
 
 
-def required_roles(reading: str, method: str) -> set[str] | str | None:
-    """The roles ``tests/rules_apps.py`` asks for a plain reading: an independent oracle."""
-    folded = reading.casefold()
-    for prefix, roles in (("/reports", {"GET": {"reader", "admin"}}),
+def required_roles(reading: str, method: str) -> set[str] | str:
+    """The roles ``tests/rules_apps.py`` asks for a plain reading, as written: an independent
+    oracle (methods a rule does not list need what ``/`` asks: admin)."""
+    for prefix, roles in (("/reports", {"GET": {"reader", "admin"}, "HEAD": {"reader", "admin"}}),
                           ("/files", {"GET": {"reader", "admin"}, "DELETE": {"admin"}}),
                           ("/scheduler", {"GET": {"reader", "admin"}, "*": {"admin"}}),
                           ("/api", "partner")):
-        if folded == prefix or folded.startswith(prefix + "/"):
-            return roles if isinstance(roles, str) else roles.get(method, roles.get("*"))
+        if reading == prefix or reading.startswith(prefix + "/"):
+            return roles if isinstance(roles, str) else roles.get(method, {"admin"})
     return {"admin"}
 
 
@@ -167,13 +176,32 @@ def test_generated_paths_pass_only_when_the_rule_of_every_reading_allows_them(pa
     found = readings(path)
     assert found is not None
     roles = {"reader": {"reader"}, "admin": {"reader", "admin"}, "partner": {"partner"}}[who]
-    for reading in {*found, generous_reading(path)}:
+    for reading in {*found, *(text.lower() for text in found), generous_reading(path)}:
         required = required_roles(reading, method.upper())
         if required == "partner":
             assert who == "partner", reading
         else:
             assert who != "partner", reading
-            assert required is None or roles & required, (reading, method)
+            assert roles & required, (reading, method)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [[Rule("/admin"), Rule("/Admin", roles={"*": "admin"})],
+     [Rule("/admin", roles={"GET": "reader"}), Rule("/admin/", roles={"*": "admin"})]],
+    ids=["prefixes-differing-only-in-case", "the-same-prefix-twice"],
+)
+def test_rules_that_a_router_could_confuse_are_refused_when_built(recording_app, rules):
+    with pytest.raises(ValueError, match=r"differ only in case|two rules"):
+        AuthMiddleware(recording_app, auth=HTTPBasicAuth(), rules=rules)
+
+
+def test_a_rule_listing_methods_refuses_the_others_where_no_enclosing_rule_lists_them(
+        recording_app):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=check_basic,
+                                prefixes=[], rules=[Rule("/reports", roles={"GET": "reader"})])
+    assert call(middleware, "/reports", **READER).status == 200
+    assert call(middleware, "/reports", method="DELETE", **ADMIN).status == 403
 
 
 @pytest.mark.parametrize("method", ["delete", "Delete", "dELETE"])
