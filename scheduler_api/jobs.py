@@ -264,14 +264,21 @@ def check_trigger(trigger: BaseTrigger, default_timezone: tzinfo,
     9000 years, say) datetime overflows, and in APScheduler's scheduling thread that error
     kills the thread right after the first run.
     """
-    leaves, depth = _tree_size(trigger)
-    if leaves > MAX_TRIGGER_LEAVES or depth > _MAX_NESTING:
-        raise InvalidField("triggers", f"at most {MAX_TRIGGER_LEAVES} triggers in all, "
-                           f"nested {_MAX_NESTING} deep")
+    cheap = type(trigger) in _CHEAP_TRIGGERS  # computed in constant time; the common case
+    if not cheap:
+        leaves, depth = _tree_size(trigger)
+        if leaves > MAX_TRIGGER_LEAVES or depth > _MAX_NESTING:
+            raise InvalidField("triggers", f"at most {MAX_TRIGGER_LEAVES} triggers in all, "
+                               f"nested {_MAX_NESTING} deep")
     _check_intervals(trigger, min_interval)
-    budget = engine.Budget()
     try:
         now = datetime.now(default_timezone)
+        if cheap:
+            first = trigger.get_next_fire_time(None, now)
+            if first is not None:
+                trigger.get_next_fire_time(first, first)
+            return first  # type: ignore[no-any-return]
+        budget = engine.Budget()
         first = engine.next_fire_time(trigger, None, now, budget)
         if first is not None:
             engine.next_fire_time(trigger, first, first, budget)
@@ -281,6 +288,9 @@ def check_trigger(trigger: BaseTrigger, default_timezone: tzinfo,
         raise InvalidField(trigger_kind(trigger),
                            f"its fire times cannot be computed: {exc}") from None
     return first
+
+
+_CHEAP_TRIGGERS = frozenset({IntervalTrigger, DateTrigger, CalendarIntervalTrigger})
 
 
 def trigger_kind(trigger: BaseTrigger) -> str:
