@@ -36,6 +36,7 @@ from .jobs import (
     JSON,
     InvalidField,
     check_known_fields,
+    check_next_run_time,
     job_options_from_json,
     job_to_json,
     parse_datetime,
@@ -315,9 +316,9 @@ class SchedulerAPI:
             raise APIError(409, "the scheduler is not running")
 
     def _next_run_time(self, value: object) -> datetime | None:
-        return None if value is None else parse_datetime(
-            value, "next_run_time", self.scheduler.scheduler.timezone
-        )
+        timezone = self.scheduler.scheduler.timezone
+        return None if value is None else check_next_run_time(
+            parse_datetime(value, "next_run_time", timezone), datetime.now(timezone))
 
     def _check_alias(self, body: JSON, field: str, known: Iterable[str]) -> None:
         if field in body and (not isinstance(body[field], str) or body[field] not in set(known)):
@@ -390,7 +391,8 @@ class SchedulerAPI:
         options.setdefault("name", job_id)
         # The first fire time is APScheduler's to compute, as it stores the job (or, while
         # the scheduler is stopped, as it starts): one computed here could be stale by then.
-        trigger, _ = schedule_from_json(trigger_part(body), self.scheduler.scheduler.timezone)
+        trigger, _ = schedule_from_json(trigger_part(body), self.scheduler.scheduler.timezone,
+                                        self.scheduler.min_interval)
         if "next_run_time" in body:
             options["next_run_time"] = self._next_run_time(body["next_run_time"])
         if not isinstance(body.get("replace_existing", False), bool):
@@ -430,7 +432,8 @@ class SchedulerAPI:
             spec = trigger_fields if "trigger" in body else {
                 **trigger_to_json(job.trigger), **trigger_fields
             }
-            trigger, first_fire_time = schedule_from_json(spec, self.scheduler.scheduler.timezone)
+            trigger, first_fire_time = schedule_from_json(spec, self.scheduler.scheduler.timezone,
+                                                          self.scheduler.min_interval)
             changes["trigger"] = trigger
             if not job.pending and job.next_run_time is not None:  # paused stays paused
                 changes["next_run_time"] = first_fire_time

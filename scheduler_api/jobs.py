@@ -26,6 +26,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import convert_to_datetime
 
+from . import engine
+
 JSON = dict[str, Any]
 
 
@@ -88,6 +90,13 @@ JOB_FIELDS = frozenset({"id", "name", "func", "args", "kwargs", "misfire_grace_t
 #: timedelta while it schedules and runs the job, which overflows past ~2.7 million years.
 MAX_SECONDS = 10**9
 _MAX_NESTED_TRIGGERS = 16
+_MAX_NESTING = 3
+#: Leaf triggers in one trigger, counted across every nested 'and' and 'or'.
+MAX_TRIGGER_LEAVES = 32
+#: The shortest interval a trigger may have (seconds), unless SCHEDULER_MIN_INTERVAL says.
+DEFAULT_MIN_INTERVAL = 1.0
+#: How far in the past a next_run_time may be (seconds): older runs could only be missed.
+MAX_PAST_RUN_TIME = 86_400
 _MAX_ID_LENGTH = 191  # the SQLAlchemy job store's id column
 _ID_RE = re.compile(r"[^/\x00-\x1f\x7f]+")
 _OFFSET_RE = re.compile(r"([+-])(\d\d):(\d\d)")
@@ -229,24 +238,105 @@ def _trigger_date(body: JSON, field: str, tz: tzinfo, named_tz: bool) -> datetim
     return value.astimezone(tz) if named_tz else value
 
 
-def schedule_from_json(body: JSON, default_timezone: tzinfo
+def schedule_from_json(body: JSON, default_timezone: tzinfo,
+                       min_interval: float = DEFAULT_MIN_INTERVAL
                        ) -> tuple[BaseTrigger, datetime | None]:
     """Build a trigger from ``body["trigger"]`` and its fields; no trigger means run once now.
 
-    Returns the trigger and its first fire time from now (None: it never fires). A trigger
-    whose next two fire times cannot be computed is refused: past the year 9999 (a
-    calendarinterval of 9000 years, say) datetime overflows, and in APScheduler's scheduling
-    thread that error kills the thread right after the first run.
+    Returns the trigger and its first fire time from now (None: it never fires). See
+    :func:`check_trigger` for what is refused besides bad fields.
     """
+    if _count_leaves(body, depth=0) > MAX_TRIGGER_LEAVES:
+        raise InvalidField("triggers", f"at most {MAX_TRIGGER_LEAVES} triggers in all, "
+                           "counted across every nested 'and' and 'or'")
     trigger = _trigger(body, default_timezone, depth=0)
+    return trigger, check_trigger(trigger, default_timezone, min_interval)
+
+
+def check_trigger(trigger: BaseTrigger, default_timezone: tzinfo,
+                  min_interval: float = DEFAULT_MIN_INTERVAL) -> datetime | None:
+    """Refuse a trigger that would make the scheduler do unbounded work; its first fire time.
+
+    Refused: more than :data:`MAX_TRIGGER_LEAVES` leaves or 'and'/'or' nested deeper than 3;
+    an interval shorter than ``min_interval``; a trigger whose next two fire times cannot be
+    computed within :class:`engine.Budget` (a cron that does not fire within 400 years, or
+    a tree taking more than 0.25 s), or at all: past the year 9999 (a calendarinterval of
+    9000 years, say) datetime overflows, and in APScheduler's scheduling thread that error
+    kills the thread right after the first run.
+    """
+    cheap = type(trigger) in _CHEAP_TRIGGERS  # computed in constant time; the common case
+    if not cheap:
+        leaves, depth = _tree_size(trigger)
+        if leaves > MAX_TRIGGER_LEAVES or depth > _MAX_NESTING:
+            raise InvalidField("triggers", f"at most {MAX_TRIGGER_LEAVES} triggers in all, "
+                               f"nested {_MAX_NESTING} deep")
+    _check_intervals(trigger, min_interval)
     try:
-        first = trigger.get_next_fire_time(None, datetime.now(default_timezone))
+        now = datetime.now(default_timezone)
+        if cheap:
+            first = trigger.get_next_fire_time(None, now)
+            if first is not None:
+                trigger.get_next_fire_time(first, first)
+            return first  # type: ignore[no-any-return]
+        budget = engine.Budget()
+        first = engine.next_fire_time(trigger, None, now, budget)
         if first is not None:
-            trigger.get_next_fire_time(first, first)
+            engine.next_fire_time(trigger, first, first, budget)
+    except engine.Unschedulable as exc:
+        raise InvalidField(exc.field or trigger_kind(exc.trigger), exc.problem) from None
     except (OverflowError, ValueError) as exc:
-        kind = body.get("trigger", "date")
-        raise InvalidField(kind, f"its fire times cannot be computed: {exc}") from None
-    return trigger, first
+        raise InvalidField(trigger_kind(trigger),
+                           f"its fire times cannot be computed: {exc}") from None
+    return first
+
+
+_CHEAP_TRIGGERS = frozenset({IntervalTrigger, DateTrigger, CalendarIntervalTrigger})
+
+
+def trigger_kind(trigger: BaseTrigger) -> str:
+    """The name of a trigger's type, as in the JSON's ``trigger`` field."""
+    for kind, cls in (("date", DateTrigger), ("interval", IntervalTrigger), ("cron", CronTrigger),
+                      ("calendarinterval", CalendarIntervalTrigger), ("and", AndTrigger),
+                      ("or", OrTrigger)):
+        if isinstance(trigger, cls):
+            return kind
+    return type(trigger).__name__
+
+
+def _count_leaves(body: object, depth: int) -> int:
+    """Leaves of a trigger body, before anything is built (deeper than allowed counts 1)."""
+    if (not isinstance(body, dict) or body.get("trigger") not in ("and", "or")
+            or not isinstance(body.get("triggers"), list) or depth > _MAX_NESTING):
+        return 1
+    return sum(_count_leaves(item, depth + 1) for item in body["triggers"])
+
+
+def _tree_size(trigger: BaseTrigger) -> tuple[int, int]:
+    """(leaves, depth of 'and'/'or' nesting) of a trigger."""
+    if not isinstance(trigger, (AndTrigger, OrTrigger)):
+        return 1, 0
+    sizes = [_tree_size(child) for child in trigger.triggers]
+    return sum(leaves for leaves, _ in sizes), 1 + max((depth for _, depth in sizes), default=0)
+
+
+def _check_intervals(trigger: BaseTrigger, min_interval: float) -> None:
+    if isinstance(trigger, (AndTrigger, OrTrigger)):
+        for child in trigger.triggers:
+            _check_intervals(child, min_interval)
+    elif isinstance(trigger, IntervalTrigger) and trigger.interval_length < min_interval:
+        raise InvalidField("interval", f"must be at least {min_interval:g} s "
+                           f"(SCHEDULER_MIN_INTERVAL), not {trigger.interval_length:g} s")
+
+
+def check_next_run_time(value: datetime | None, now: datetime) -> datetime | None:
+    """Refuse a next_run_time more than MAX_PAST_RUN_TIME seconds ago.
+
+    APScheduler would list every fire time from then until now in one scheduling step.
+    """
+    if value is not None and value < now - timedelta(seconds=MAX_PAST_RUN_TIME):
+        raise InvalidField("next_run_time", f"{value.isoformat()} is more than "
+                           f"{MAX_PAST_RUN_TIME} s (a day) in the past")
+    return value
 
 
 def _trigger(body: JSON, default_timezone: tzinfo, depth: int) -> BaseTrigger:
@@ -310,15 +400,14 @@ def _combined_from_json(kind: str, body: JSON, default_timezone: tzinfo,
         isinstance(item, dict) for item in triggers
     ):
         raise InvalidField("triggers", "must be a non-empty list of trigger objects")
-    if depth >= 3 or len(triggers) > _MAX_NESTED_TRIGGERS:
-        raise InvalidField("triggers", f"at most {_MAX_NESTED_TRIGGERS} triggers, nested 3 deep")
+    if depth >= _MAX_NESTING or len(triggers) > _MAX_NESTED_TRIGGERS:
+        raise InvalidField("triggers", f"at most {_MAX_NESTED_TRIGGERS} triggers, nested "
+                           f"{_MAX_NESTING} deep")
     children = [_trigger(item, default_timezone, depth + 1) for item in triggers]
     if kind == "or":
         return OrTrigger(children, jitter=_optional_jitter(body))
-    trigger = BoundedAndTrigger(children, jitter=_optional_jitter(body))
-    if trigger.get_next_fire_time(None, datetime.now(default_timezone)) is None:
-        raise InvalidField("triggers", "the triggers of an 'and' never fire at the same time")
-    return trigger
+    # Whether its triggers ever fire together is checked with the fire times, in budget.
+    return BoundedAndTrigger(children, jitter=_optional_jitter(body))
 
 
 def parse_job_id(value: object) -> str:

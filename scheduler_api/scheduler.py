@@ -42,7 +42,8 @@ from apscheduler.schedulers.base import (
     STATE_STOPPED,
     BaseScheduler,
 )
-from apscheduler.util import obj_to_ref
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.util import convert_to_datetime, obj_to_ref
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -50,9 +51,11 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthenticateCallback, AuthMiddleware, HTTPAuth, Throttle, normalize_prefix
 
+from . import engine
 from .coordination import Coordinator, lock_for
 from .executors import StoreFirstThreadPoolExecutor
 from .funcs import FuncPolicy
+from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
 
 logger = logging.getLogger("scheduler_api")
 
@@ -61,6 +64,10 @@ DEFAULT_JOBSTORE_TABLE = "apscheduler_jobs"
 STATE_NAMES = {STATE_RUNNING: "running", STATE_PAUSED: "paused", STATE_STOPPED: "stopped"}
 STATE_CODES = {name: code for code, name in STATE_NAMES.items()}
 _CHANGE_EVENTS = EVENT_JOB_ADDED | EVENT_JOB_MODIFIED | EVENT_JOB_REMOVED | EVENT_ALL_JOBS_REMOVED
+#: The keyword arguments of APScheduler's add_job that are not trigger fields.
+_ADD_JOB_OPTIONS = frozenset({"id", "func", "trigger", "args", "kwargs", "name",
+                              "misfire_grace_time", "coalesce", "max_instances",
+                              "next_run_time", "jobstore", "executor", "replace_existing"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,6 +140,8 @@ class APScheduler:
 
     def __init__(self, scheduler: BaseScheduler | None = None, app: Any = None) -> None:
         self._scheduler = scheduler or BackgroundScheduler()
+        engine.bound_catch_up(self._scheduler)  # no scheduling step lists run times unbounded
+        self.min_interval = DEFAULT_MIN_INTERVAL
         self.host_name = socket.gethostname().lower()
         self.allowed_hosts: list[str] = ["*"]
         self.api_enabled = False
@@ -220,6 +229,11 @@ class APScheduler:
         if self.api_prefix == "/":
             raise ValueError("SCHEDULER_API_PREFIX cannot be '/': the API needs its own prefix")
         self.allowed_hosts = list(read("SCHEDULER_ALLOWED_HOSTS", self.allowed_hosts))
+        min_interval = read("SCHEDULER_MIN_INTERVAL", self.min_interval)
+        if isinstance(min_interval, bool) or not isinstance(min_interval, (int, float)) or not (
+                0 <= min_interval <= 10**9):
+            raise ValueError("SCHEDULER_MIN_INTERVAL must be a number of seconds from 0 to 1e9")
+        self.min_interval = float(min_interval)
         for rule in read("SCHEDULER_API_ALLOWED_FUNCS", ()):
             self.func_policy.allow(rule)
         if read("SCHEDULER_API_ALLOW_ANY_FUNC", False):
@@ -229,8 +243,29 @@ class APScheduler:
         for job in read("SCHEDULER_JOBS", None) or read("JOBS", None) or ():
             job = dict(job)
             job.setdefault("replace_existing", True)  # a persistent store keeps them across runs
-            self.add_job(**job)
+            self.add_job(**self._checked_config_job(job))
             self._allow(job["func"])
+
+    def _checked_config_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A job of SCHEDULER_JOBS with its trigger built and held to the API's bounds.
+
+        Raises ValueError naming the job when its trigger or next_run_time is refused.
+        """
+        options = {key: value for key, value in job.items() if key in _ADD_JOB_OPTIONS}
+        trigger_args = {key: value for key, value in job.items() if key not in _ADD_JOB_OPTIONS}
+        timezone = self._scheduler.timezone
+        try:
+            trigger = options.get("trigger")
+            if not isinstance(trigger, BaseTrigger):
+                trigger = engine.build_trigger(self._scheduler, trigger, trigger_args)
+            check_trigger(trigger, timezone, self.min_interval)
+            if options.get("next_run_time") is not None:
+                check_next_run_time(convert_to_datetime(options["next_run_time"], timezone,
+                                                        "next_run_time"), datetime.now(timezone))
+        except (TypeError, ValueError, LookupError) as exc:
+            raise ValueError(f"SCHEDULER_JOBS: job {job.get('id')!r}: {exc}") from None
+        options["trigger"] = trigger
+        return options
 
     def _allow(self, func: object) -> None:
         try:

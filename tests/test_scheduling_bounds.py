@@ -1,0 +1,297 @@
+"""No input makes one scheduling step, or one request, do unbounded work.
+
+Hostile bodies (a next run time in the year 1, a microsecond interval, crons that never fire,
+wide and deep 'and'/'or' trees) are refused fast, without the scheduler's lock; a store that
+already holds a job far behind is caught up with in bounded steps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.calendarinterval import CalendarIntervalTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from scheduler_api import engine
+from scheduler_api.jobs import MAX_TRIGGER_LEAVES
+
+from . import tasks
+from .api_helpers import make_scheduler, running_api
+
+UTC = datetime.timezone.utc
+NEVER = {"trigger": "cron", "week": "1", "month": "6"}  # week 1 is never in June
+JOB = {"id": "evil", "func": "tests.tasks:record"}
+
+
+def nested_or(levels: int, width: int) -> dict[str, Any]:
+    if not levels:
+        return NEVER
+    return {"trigger": "or", "triggers": [nested_or(levels - 1, width)] * width}
+
+
+HOSTILE_POSTS = {
+    "next-run-time-in-the-year-1": (
+        {"trigger": "interval", "seconds": 1, "next_run_time": "0001-01-01T00:00:00Z"},
+        "next_run_time"),
+    "next-run-time-two-days-ago": (
+        {"trigger": "interval", "hours": 1, "next_run_time": "1970-01-01T00:00:00Z"},
+        "next_run_time"),
+    "interval-of-a-microsecond": ({"trigger": "interval", "seconds": 0.000001}, "interval"),
+    "interval-of-a-microsecond-inside-an-or": (
+        {"trigger": "or", "triggers": [{"trigger": "cron", "hour": "3"},
+                                       {"trigger": "interval", "seconds": 0.000001}]},
+        "interval"),
+    "cron-that-never-fires": (NEVER, "cron"),
+    "or-of-8-crons-that-never-fire": ({"trigger": "or", "triggers": [NEVER] * 8}, "cron"),
+    "and-with-a-cron-that-never-fires": (
+        {"trigger": "and", "triggers": [NEVER, {"trigger": "interval", "hours": 1}]}, "cron"),
+    "or-with-one-cron-that-never-fires": (
+        {"trigger": "or", "triggers": [{"trigger": "cron", "hour": "3"}, NEVER]}, "cron"),
+    "three-levels-of-16": (nested_or(3, 16), "triggers"),
+    "two-levels-of-6-is-36-leaves": (nested_or(2, 6), "triggers"),
+    "and-that-never-agrees": (
+        {"trigger": "and", "triggers": [{"trigger": "cron", "minute": "0"},
+                                        {"trigger": "cron", "minute": "30"}]}, "triggers"),
+}
+
+
+@pytest.mark.parametrize(("body", "field"), HOSTILE_POSTS.values(), ids=HOSTILE_POSTS.keys())
+def test_a_hostile_post_is_refused_within_a_second(api, body, field):
+    _, client = api
+    started = time.monotonic()
+    response = client.post("/jobs", json={**JOB, **body})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 400, response.json
+    assert response.json["error_message"].startswith(f"{field}: ")
+    assert elapsed < 2  # before: 3.5 s for one such cron, 30 s for 8, hours for 16^3
+    assert client.get("/jobs").json == []
+
+
+def test_the_message_names_the_cron_that_never_fires(api):
+    _, client = api
+    message = client.post("/jobs", json={**JOB, **NEVER}).json["error_message"]
+    assert message == "cron: cron[month='6', week='1'] does not fire within 400 years"
+
+
+HOSTILE_PATCHES = {
+    "next-run-time-1970-on-an-every-second-cron": (
+        {"trigger": "cron", "second": "*"}, {"next_run_time": "1970-01-01T00:00:00Z"},
+        "next_run_time"),
+    "interval-merged-down-to-a-microsecond": (
+        {"trigger": "interval", "hours": 1}, {"hours": 0, "seconds": 0.000001}, "interval"),
+    "trigger-replaced-by-a-cron-that-never-fires": (
+        {"trigger": "interval", "hours": 1}, NEVER, "cron"),
+    "cron-fields-merged-into-one-that-never-fires": (
+        {"trigger": "cron", "month": "6"}, {"week": "1"}, "cron"),
+}
+
+
+@pytest.mark.parametrize(("job", "patch", "field"), HOSTILE_PATCHES.values(),
+                         ids=HOSTILE_PATCHES.keys())
+def test_a_hostile_patch_is_refused_and_changes_nothing(api, job, patch, field):
+    scheduler, client = api
+    scheduler.pause()  # the every-second job would otherwise move on while we look
+    before = client.post("/jobs", json={**JOB, **job}).json
+    started = time.monotonic()
+    response = client.patch("/jobs/evil", json=patch)
+    assert time.monotonic() - started < 2
+    assert response.status_code == 400, response.json
+    assert response.json["error_message"].startswith(f"{field}: ")
+    assert client.get("/jobs/evil").json == before
+
+
+def test_a_refused_trigger_never_waits_for_the_schedulers_lock(api):
+    scheduler, client = api
+    lock = scheduler.scheduler._jobstores_lock
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:  # as a scheduling step that takes long would
+        with lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        held.wait(5)
+        bodies = [nested_or(1, 8), nested_or(3, 16), NEVER,
+                  {"trigger": "interval", "seconds": 0.000001}]
+        for body in bodies:
+            assert client.post("/jobs", json={**JOB, **body}).status_code == 400
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_the_work_budget_covers_the_whole_trigger(api, monkeypatch):
+    _, client = api
+    monkeypatch.setattr(engine, "VALIDATION_SECONDS", 0.0)
+    response = client.post("/jobs", json={**JOB, "trigger": "or", "triggers": [
+        {"trigger": "cron", "hour": "3"}, {"trigger": "interval", "hours": 1}]})
+    assert response.status_code == 400
+    assert response.json["error_message"].startswith("or: its fire times take more than 0 s")
+
+
+def test_a_trigger_within_the_bounds_is_accepted(api):
+    _, client = api
+    crons = [{"trigger": "cron", "month": str(month), "day": "last"}
+             for month in range(1, 13)] * 2
+    intervals = [{"trigger": "interval", "seconds": 1}] * 8
+    body = {"trigger": "or", "triggers": [
+        {"trigger": "or", "triggers": intervals + crons[:8]},
+        {"trigger": "or", "triggers": [*crons[8:22], {"trigger": "and", "triggers": [
+            {"trigger": "cron", "minute": "0"}, {"trigger": "cron", "hour": "*/2"}]}]}]}
+    assert len(intervals) + 22 + 2 == MAX_TRIGGER_LEAVES
+    response = client.post("/jobs", json={**JOB, **body})
+    assert response.status_code == 200, response.json
+    rare = {"trigger": "cron", "month": "2", "day": "29", "day_of_week": "mon"}  # ~every 28 y
+    assert client.post("/jobs", json={**JOB, "id": "rare", **rare}).status_code == 200
+
+
+# -- the minimum interval --------------------------------------------------------------------
+
+def test_the_minimum_interval_is_one_second_by_default(api):
+    _, client = api
+    response = client.post("/jobs", json={**JOB, "trigger": "interval", "seconds": 0.5})
+    assert response.status_code == 400
+    assert response.json == {"error_message": "interval: must be at least 1 s "
+                                              "(SCHEDULER_MIN_INTERVAL), not 0.5 s"}
+    assert client.post("/jobs", json={**JOB, "trigger": "interval", "seconds": 1}
+                       ).status_code == 200
+
+
+@pytest.mark.parametrize(("min_interval", "seconds", "status"),
+                         [(0.1, 0.25, 200), (0.1, 0.05, 400), (60, 30, 400), (60, 60, 200),
+                          (0, 0.000001, 200)],
+                         ids=["lowered-accepts", "lowered-still-bounds", "raised-refuses",
+                              "raised-accepts", "zero-turns-it-off"])
+def test_the_minimum_interval_is_configurable(tmp_path, min_interval, seconds, status):
+    with running_api(tmp_path / "jobs.sqlite", paused=True,
+                     SCHEDULER_MIN_INTERVAL=min_interval) as (_, client):
+        inside_an_or = {"trigger": "or", "triggers": [
+            {"trigger": "cron", "hour": "3"}, {"trigger": "interval", "seconds": seconds}]}
+        assert client.post("/jobs", json={**JOB, **inside_an_or}).status_code == status
+
+
+@pytest.mark.parametrize("value", [-1, "1", True, None, float("nan")],
+                         ids=["negative", "string", "boolean", "none", "nan"])
+def test_a_bad_minimum_interval_setting_is_refused(tmp_path, value):
+    with pytest.raises(ValueError, match="SCHEDULER_MIN_INTERVAL"):
+        make_scheduler(tmp_path / "jobs.sqlite", SCHEDULER_MIN_INTERVAL=value)
+
+
+@pytest.mark.parametrize(("job", "problem"), [
+    ({"trigger": "interval", "seconds": 0.000001}, "interval: must be at least 1 s"),
+    (NEVER, "cron: cron[month='6', week='1'] does not fire within 400 years"),
+    ({"trigger": "interval", "seconds": 1,
+      "next_run_time": datetime.datetime(1, 1, 1, tzinfo=UTC)}, "next_run_time: "),
+], ids=["interval-of-a-microsecond", "cron-that-never-fires", "next-run-time-in-the-year-1"])
+def test_config_jobs_are_held_to_the_same_bounds(tmp_path, job, problem):
+    with pytest.raises(ValueError, match=r"SCHEDULER_JOBS: job 'evil': ") as raised:
+        make_scheduler(tmp_path / "jobs.sqlite", SCHEDULER_JOBS=[{**JOB, **job}])
+    assert problem in str(raised.value)
+
+
+# -- a store written earlier -----------------------------------------------------------------
+
+YEAR_1 = datetime.datetime(1, 1, 1, tzinfo=UTC)
+STORED = {
+    "interval-of-a-second-due-in-the-year-1": (IntervalTrigger(seconds=1, timezone=UTC), YEAR_1),
+    "interval-of-a-microsecond-due-in-1970": (
+        IntervalTrigger(seconds=0.000001, timezone=UTC),
+        datetime.datetime(1970, 1, 1, tzinfo=UTC)),
+    "every-second-cron-due-in-1970": (
+        CronTrigger(second="*", timezone=UTC), datetime.datetime(1970, 1, 1, tzinfo=UTC)),
+    "daily-calendarinterval-from-the-year-1": (
+        CalendarIntervalTrigger(days=1, start_date=datetime.date(1, 1, 1), timezone=UTC),
+        datetime.datetime(1, 1, 1, tzinfo=UTC)),
+}
+
+
+def write_directly(store: Path, trigger: Any, next_run_time: datetime.datetime) -> None:
+    """Write a job into a SQLite store with APScheduler alone, bypassing every check (and
+    without a scheduler that would process it)."""
+    owner = BackgroundScheduler(timezone=UTC)
+    jobstore = SQLAlchemyJobStore(url=f"sqlite:///{store}")
+    jobstore.start(owner, "default")
+    try:
+        jobstore.add_job(Job(owner, id="behind", func=tasks.record, args=["behind"], kwargs={},
+                             trigger=trigger, executor="default", name="behind",
+                             misfire_grace_time=1, coalesce=True, max_instances=1,
+                             next_run_time=next_run_time))
+    finally:
+        jobstore.shutdown()
+
+
+@pytest.mark.parametrize(("trigger", "next_run_time"), STORED.values(), ids=STORED.keys())
+def test_a_stored_job_far_behind_is_caught_up_in_bounded_steps(tmp_path, trigger,
+                                                                next_run_time):
+    store = tmp_path / "jobs.sqlite"
+    write_directly(store, trigger, next_run_time)
+    started = datetime.datetime.now(UTC)
+    with running_api(store) as (_, client):
+        deadline = time.monotonic() + 10
+        while True:
+            info = client.get()
+            assert info.status_code == 200  # the API keeps answering all along
+            shown = client.get("/jobs/behind").json["next_run_time"]
+            if datetime.datetime.fromisoformat(shown) >= started - datetime.timedelta(days=2):
+                break
+            assert time.monotonic() < deadline, f"still due at {shown}"
+            time.sleep(0.05)
+        started_get = time.monotonic()
+        assert client.get("/jobs").status_code == 200
+        assert time.monotonic() - started_get < 1
+
+
+def test_a_memory_store_is_caught_up_too():
+    scheduler = BackgroundScheduler(timezone=UTC, jobstores={"default": MemoryJobStore()})
+    engine.bound_catch_up(scheduler)
+    engine.bound_catch_up(scheduler)  # idempotent
+    tasks.ran.clear()
+    scheduler.start()
+    try:
+        scheduler.add_job(tasks.record, IntervalTrigger(seconds=1, timezone=UTC), id="behind",
+                          args=["memory"], next_run_time=YEAR_1, misfire_grace_time=5)
+        assert tasks.ran.wait(5)  # a run within the grace window is kept
+        job = scheduler.get_job("behind")
+        assert job.next_run_time > datetime.datetime.now(UTC) - datetime.timedelta(seconds=5)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_a_stored_date_job_far_behind_is_left_to_apscheduler():
+    scheduler = BackgroundScheduler(timezone=UTC)
+    job = scheduler.add_job(tasks.record, "date", run_date=YEAR_1, id="once")
+    job._modify(next_run_time=YEAR_1)
+    assert engine._catch_up(job, datetime.datetime.now(UTC)) == "due"  # one run time only
+
+
+CALENDARS = {
+    "days": {"days": 3},
+    "weeks-and-days": {"weeks": 1, "days": 2},
+    "months-from-the-31st": {"months": 1},
+    "years-from-a-29th-of-february": {"years": 1},
+    "months-and-days": {"months": 1, "days": 1},
+}
+
+
+@pytest.mark.parametrize("units", CALENDARS.values(), ids=CALENDARS.keys())
+def test_a_calendarinterval_jumps_to_the_fire_time_stepping_would_reach(units):
+    start = (datetime.date(2000, 2, 29) if "years" in units else datetime.date(2000, 1, 31))
+    trigger = CalendarIntervalTrigger(**units, hour=4, start_date=start, timezone=UTC)
+    moment = datetime.datetime(2026, 5, 17, 12, tzinfo=UTC)
+    stepped = trigger.get_next_fire_time(None, moment)
+    while stepped < moment:
+        stepped = trigger.get_next_fire_time(stepped, moment)
+    assert engine.first_fire_time_from(trigger, moment) == stepped
