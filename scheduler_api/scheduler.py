@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from apscheduler.events import (
@@ -55,6 +56,7 @@ from authmw.rules import AuthenticateCallback
 from .coordination import Coordinator, lock_for
 from .executors import StoreFirstThreadPoolExecutor
 from .funcs import FuncPolicy
+from .listing import create_listing_index
 
 logger = logging.getLogger("scheduler_api")
 
@@ -311,15 +313,23 @@ class APScheduler:
         lock = lock_for(self._engine, self._tablename) if self._engine is not None else None
         if lock is None or self._engine is None:
             self._scheduler.start(paused=paused)
+            self._create_schema()
             return
         # The coordinator resumes the scheduler in the leader only.
         _retrying_while_busy(lambda: self._scheduler.start(paused=True))
+        self._create_schema()
         coordinator = Coordinator(self._scheduler, self._engine, lock,
                                   run_job=self._run_job_here, tablename=self._tablename)
         _retrying_while_busy(lambda: coordinator.start(
             initial_state="paused" if paused else "running"))
         self.coordinator = coordinator
         self._scheduler.add_listener(self._tell_leader, _CHANGE_EVENTS)
+
+    def _create_schema(self) -> None:
+        """Schema work beyond APScheduler's table, at start-up: never inside a request."""
+        for store in list(self._scheduler._jobstores.values()):
+            if isinstance(store, SQLAlchemyJobStore):
+                _retrying_while_busy(partial(create_listing_index, store))
 
     def _tell_leader(self, event: object) -> None:
         if self.coordinator is not None:
