@@ -54,6 +54,7 @@ from authmw.paths import normalize_prefix
 from authmw.rules import AuthenticateCallback
 
 from .coordination import Coordinator, lock_for
+from .deadlines import DeadlineLock, bound_store_waits, remaining
 from .executors import StoreFirstThreadPoolExecutor
 from .funcs import FuncPolicy
 from .listing import create_listing_index
@@ -119,8 +120,10 @@ def _retrying_while_busy(operation: Callable[[], object], attempts: int = 6) -> 
     Workers that start together all create tables and rows at once: on SQLite one of them
     may wait past the busy timeout; on PostgreSQL two concurrent ``CREATE TABLE IF NOT
     EXISTS`` can collide (a unique violation in the catalog). Failing its boot would take the
-    whole server down.
+    whole server down. Inside a request (``POST /start``) there is no time to try again.
     """
+    if remaining() is not None:
+        attempts = 1
     for attempt in range(attempts):
         try:
             operation()
@@ -137,6 +140,9 @@ class APScheduler:
 
     def __init__(self, scheduler: BaseScheduler | None = None, app: Any = None) -> None:
         self._scheduler = scheduler or BackgroundScheduler()
+        # A request waits for APScheduler's store lock no longer than its deadline allows.
+        if not isinstance(self._scheduler._jobstores_lock, DeadlineLock):
+            self._scheduler._jobstores_lock = DeadlineLock(self._scheduler._jobstores_lock)
         self.host_name = socket.gethostname().lower()
         self.allowed_hosts: list[str] = ["*"]
         self.api_enabled = False
@@ -202,6 +208,9 @@ class APScheduler:
                 tablename=read("SCHEDULER_JOBSTORE_TABLE", None) or DEFAULT_JOBSTORE_TABLE,
             )
         }
+        for store in jobstores.values():
+            if isinstance(store, SQLAlchemyJobStore):
+                bound_store_waits(store.engine)
         default_store = jobstores.get("default")
         if isinstance(default_store, SQLAlchemyJobStore):
             self._engine, self._tablename = default_store.engine, default_store.jobs_t.name
@@ -407,7 +416,19 @@ class APScheduler:
         self._scheduler.remove_all_jobs(jobstore)
 
     def get_job(self, id: str, jobstore: str | None = None) -> Job | None:
-        return self._scheduler.get_job(id, jobstore)
+        """The job, read from the stores without APScheduler's lock once started.
+
+        APScheduler reads under the lock its writers hold while they wait for the database:
+        a read would wait for every write queued before it.
+        """
+        if self._scheduler.state == STATE_STOPPED:
+            return self._scheduler.get_job(id, jobstore)  # pending jobs live under the lock
+        for alias, store in list(self._scheduler._jobstores.items()):
+            if jobstore in (None, alias):
+                job = store.lookup_job(id)
+                if job is not None:
+                    return job  # type: ignore[no-any-return]
+        return None
 
     def get_jobs(self, jobstore: str | None = None) -> list[Job]:
         return self._scheduler.get_jobs(jobstore)  # type: ignore[no-any-return]
@@ -428,7 +449,7 @@ class APScheduler:
         run; the call returns without waiting for the job to finish. In a process that is not
         the leader, the leader is asked to run it.
         """
-        job = self._scheduler.get_job(id, jobstore)
+        job = self.get_job(id, jobstore)
         if job is None:
             raise JobLookupError(id)
         if self.coordinator is not None and not self.coordinator.is_leader:
