@@ -31,6 +31,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
 from .codec import UnpairedSurrogate, decode_json, encode_json
+from .deadlines import STORE_WAIT_SECONDS, deadline
 from .funcs import ForbiddenFunc
 from .jobs import (
     JSON,
@@ -236,7 +237,8 @@ class SchedulerAPI:
         # No environ["werkzeug.request"]: that back-reference made every request a reference
         # cycle, left for the garbage collector to find.
         request = Request(environ, populate_request=False)
-        response = self.dispatch(request)
+        with deadline(STORE_WAIT_SECONDS):  # every wait of this request, from one budget
+            response = self.dispatch(request)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> JSONResponse:

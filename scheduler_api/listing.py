@@ -27,7 +27,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from sqlalchemy import Index, func, select
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.schema import CreateIndex
 
 from .codec import encode_json
 from .jobs import job_to_json
@@ -48,7 +48,6 @@ class JobListing:
         self._by_state: dict[bytes, bytes] = {}
         self._by_identity: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         self._lock = threading.Lock()
-        self._indexed: set[SQLAlchemyJobStore] = set()
 
     def page(self, limit: int | None = None, offset: int = 0) -> tuple[bytes, int]:
         """The jobs ``[offset, offset + limit)`` as a JSON array, and the number of jobs."""
@@ -101,7 +100,6 @@ class JobListing:
     def _sql_page(self, store: SQLAlchemyJobStore, limit: int | None,
                   offset: int) -> tuple[list[bytes], int]:
         table = store.jobs_t
-        self._ensure_index(store)
         # Scheduled jobs (by next run time, then id: the index below serves it), then paused
         # ones (by id): two queries, because databases disagree on where NULLs sort.
         scheduled = (select(table.c.job_state).where(table.c.next_run_time.is_not(None))
@@ -139,14 +137,14 @@ class JobListing:
             self._by_state = fresh  # exactly the jobs there are: no stale entries kept
         return fragments, total
 
-    def _ensure_index(self, store: SQLAlchemyJobStore) -> None:
-        """Index (next_run_time, id), so that a page never sorts the whole table."""
-        if store in self._indexed:
-            return
-        index = Index(f"ix_{store.jobs_t.name}_next_run_time_id", store.jobs_t.c.next_run_time,
-                      store.jobs_t.c.id)
-        try:
-            index.create(store.engine, checkfirst=True)
-        except (OperationalError, ProgrammingError):  # another process created it meanwhile
-            pass
-        self._indexed.add(store)
+
+def create_listing_index(store: SQLAlchemyJobStore) -> None:
+    """Index (next_run_time, id), so that a page never sorts the whole table.
+
+    Schema work, done when the scheduler starts (never inside a listing, where it would wait
+    for the database's write lock like any write).
+    """
+    index = Index(f"ix_{store.jobs_t.name}_next_run_time_id", store.jobs_t.c.next_run_time,
+                  store.jobs_t.c.id)
+    with store.engine.begin() as connection:
+        connection.execute(CreateIndex(index, if_not_exists=True))

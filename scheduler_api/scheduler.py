@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from apscheduler.events import (
@@ -53,9 +54,11 @@ from authmw import AuthenticateCallback, AuthMiddleware, HTTPAuth, Throttle, nor
 
 from . import engine
 from .coordination import Coordinator, lock_for
+from .deadlines import DeadlineLock, bound_store_waits, remaining
 from .executors import StoreFirstThreadPoolExecutor
 from .funcs import FuncPolicy
 from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
+from .listing import create_listing_index
 
 logger = logging.getLogger("scheduler_api")
 
@@ -122,8 +125,10 @@ def _retrying_while_busy(operation: Callable[[], object], attempts: int = 6) -> 
     Workers that start together all create tables and rows at once: on SQLite one of them
     may wait past the busy timeout; on PostgreSQL two concurrent ``CREATE TABLE IF NOT
     EXISTS`` can collide (a unique violation in the catalog). Failing its boot would take the
-    whole server down.
+    whole server down. Inside a request (``POST /start``) there is no time to try again.
     """
+    if remaining() is not None:
+        attempts = 1
     for attempt in range(attempts):
         try:
             operation()
@@ -142,6 +147,9 @@ class APScheduler:
         self._scheduler = scheduler or BackgroundScheduler()
         engine.bound_catch_up(self._scheduler)  # no scheduling step lists run times unbounded
         self.min_interval = DEFAULT_MIN_INTERVAL
+        # A request waits for APScheduler's store lock no longer than its deadline allows.
+        if not isinstance(self._scheduler._jobstores_lock, DeadlineLock):
+            self._scheduler._jobstores_lock = DeadlineLock(self._scheduler._jobstores_lock)
         self.host_name = socket.gethostname().lower()
         self.allowed_hosts: list[str] = ["*"]
         self.api_enabled = False
@@ -207,6 +215,9 @@ class APScheduler:
                 tablename=read("SCHEDULER_JOBSTORE_TABLE", None) or DEFAULT_JOBSTORE_TABLE,
             )
         }
+        for store in jobstores.values():
+            if isinstance(store, SQLAlchemyJobStore):
+                bound_store_waits(store.engine)
         default_store = jobstores.get("default")
         if isinstance(default_store, SQLAlchemyJobStore):
             self._engine, self._tablename = default_store.engine, default_store.jobs_t.name
@@ -344,15 +355,23 @@ class APScheduler:
         lock = lock_for(self._engine, self._tablename) if self._engine is not None else None
         if lock is None or self._engine is None:
             self._scheduler.start(paused=paused)
+            self._create_schema()
             return
         # The coordinator resumes the scheduler in the leader only.
         _retrying_while_busy(lambda: self._scheduler.start(paused=True))
+        self._create_schema()
         coordinator = Coordinator(self._scheduler, self._engine, lock,
                                   run_job=self._run_job_here, tablename=self._tablename)
         _retrying_while_busy(lambda: coordinator.start(
             initial_state="paused" if paused else "running"))
         self.coordinator = coordinator
         self._scheduler.add_listener(self._tell_leader, _CHANGE_EVENTS)
+
+    def _create_schema(self) -> None:
+        """Schema work beyond APScheduler's table, at start-up: never inside a request."""
+        for store in list(self._scheduler._jobstores.values()):
+            if isinstance(store, SQLAlchemyJobStore):
+                _retrying_while_busy(partial(create_listing_index, store))
 
     def _tell_leader(self, event: object) -> None:
         if self.coordinator is not None:
@@ -430,7 +449,19 @@ class APScheduler:
         self._scheduler.remove_all_jobs(jobstore)
 
     def get_job(self, id: str, jobstore: str | None = None) -> Job | None:
-        return self._scheduler.get_job(id, jobstore)
+        """The job, read from the stores without APScheduler's lock once started.
+
+        APScheduler reads under the lock its writers hold while they wait for the database:
+        a read would wait for every write queued before it.
+        """
+        if self._scheduler.state == STATE_STOPPED:
+            return self._scheduler.get_job(id, jobstore)  # pending jobs live under the lock
+        for alias, store in list(self._scheduler._jobstores.items()):
+            if jobstore in (None, alias):
+                job = store.lookup_job(id)
+                if job is not None:
+                    return job  # type: ignore[no-any-return]
+        return None
 
     def get_jobs(self, jobstore: str | None = None) -> list[Job]:
         return self._scheduler.get_jobs(jobstore)  # type: ignore[no-any-return]
@@ -451,7 +482,7 @@ class APScheduler:
         run; the call returns without waiting for the job to finish. In a process that is not
         the leader, the leader is asked to run it.
         """
-        job = self._scheduler.get_job(id, jobstore)
+        job = self.get_job(id, jobstore)
         if job is None:
             raise JobLookupError(id)
         if self.coordinator is not None and not self.coordinator.is_leader:

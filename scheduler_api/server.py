@@ -4,6 +4,7 @@
 ``python -m scheduler_api`` / ``scheduler-api`` serve it on 127.0.0.1::
 
     scheduler-api --port 5000 --username admin   # password from SCHEDULER_API_PASSWORD
+    scheduler-api --password-file /run/secrets/scheduler-api   # or from the file's first line
 """
 
 from __future__ import annotations
@@ -76,6 +77,22 @@ def create_app(config: Mapping[str, Any] | None = None,
     return app  # type: ignore[no-any-return]
 
 
+def read_password_file(path: str) -> str:
+    """The first line of ``path``, without its line end; ValueError saying what is wrong."""
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            line = file.readline()
+    except UnicodeDecodeError:
+        raise ValueError(f"the password file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the password file {path}: "
+                         f"{exc.strerror or exc}") from None
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise ValueError(f"the password file {path} is empty (its first line is the password)")
+    return password
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="scheduler-api", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -83,14 +100,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jobstore-url", default=os.environ.get("SCHEDULER_JOBSTORE_URL"),
                         help=f"database URL of the job store (default {DEFAULT_JOBSTORE_URL})")
     parser.add_argument("--username", default=os.environ.get("SCHEDULER_API_USERNAME", "admin"))
-    parser.add_argument("--password", default=os.environ.get("SCHEDULER_API_PASSWORD"),
-                        help="default: $SCHEDULER_API_PASSWORD, else generated and printed once")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--password-file", metavar="PATH",
+                        help="read the password from the first line of PATH (default: "
+                             "$SCHEDULER_API_PASSWORD, else generated and printed once)")
+    secret.add_argument("--password",
+                        help="discouraged: every local user sees it in ps; use "
+                             "--password-file or $SCHEDULER_API_PASSWORD")
     parser.add_argument("--allow-func", action="append", metavar="MODULE:NAME",
                         help=f"a callable the API may schedule (default {EXAMPLE_TASKS})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    password = args.password
+    if args.password_file is not None:
+        try:
+            password = read_password_file(args.password_file)
+        except ValueError as exc:
+            parser.error(str(exc))  # exits with status 2
+    elif args.password is not None:
+        print("warning: --password is visible to every local user (ps, /proc); use "
+              "--password-file PATH or SCHEDULER_API_PASSWORD instead", file=sys.stderr)
+        password = args.password
+    else:
+        password = os.environ.get("SCHEDULER_API_PASSWORD", "")
     if not password:
         password = secrets.token_urlsafe(18)
         print(f"Generated password for {args.username!r}: {password}", file=sys.stderr)

@@ -14,13 +14,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from . import tasks
-from .api_helpers import running_api
+from .api_helpers import APIClient, running_api
 from .conftest import POSTGRES_URL, gunicorn, needs_postgres
 from .test_cluster import cluster_env
 
@@ -258,3 +261,125 @@ def test_a_read_only_store_is_a_clear_error_and_stays_intact(tmp_path):
             for path in tmp_path.iterdir():
                 path.chmod(0o644)
     assert sqlite3.connect(store).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# -- every wait is bounded: one budget per request, reads never wait for a writer ----------
+
+BOUND = 5.0  # scheduler_api.deadlines.STORE_WAIT_SECONDS, as the README documents it
+SLACK = 2.0
+QUICK = 1.0  # a read behind waiting writers: well under the bound
+
+
+@contextmanager
+def held_sqlite_write_lock(store: Path) -> Iterator[None]:
+    """Another process holding SQLite's write lock (``BEGIN IMMEDIATE``) on ``store``."""
+    locker = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, time\n"
+         f"c = sqlite3.connect({str(store)!r}, isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        locker.kill()
+        locker.wait()
+
+
+@contextmanager
+def held_postgres_lock(statement: str) -> Iterator[None]:
+    """Another connection holding a lock (``statement``) in an open transaction."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    assert POSTGRES_URL is not None
+    conninfo = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    with psycopg.connect(conninfo) as connection:
+        connection.execute(statement)
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+def timed(client: APIClient, method: str, path: str, **kwargs: Any) -> tuple[int, float]:
+    started = time.monotonic()
+    response = client.request(method, path, **kwargs)
+    return response.status_code, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("store", "lock", "method", "path", "body"),
+    [
+        pytest.param("sqlite", "BEGIN IMMEDIATE", "POST", "/jobs", JOB,
+                     id="sqlite-another-process-writes-four-POSTs"),
+        pytest.param("postgres", 'LOCK TABLE "{table}" IN EXCLUSIVE MODE', "POST", "/jobs", JOB,
+                     id="postgres-table-locked-four-POSTs", marks=needs_postgres),
+        pytest.param("postgres", "SELECT 1 FROM \"{table}\" WHERE id = 'before' FOR UPDATE",
+                     "PATCH", "/jobs/before", {"name": "renamed"},
+                     id="postgres-row-locked-four-PATCHes", marks=needs_postgres),
+    ],
+)
+def test_behind_a_held_lock_every_request_answers_within_the_bound(request, tmp_path, store,
+                                                                   lock, method, path, body):
+    config = {}
+    if store == "postgres":
+        table = request.getfixturevalue("postgres_table")
+        config = {"SCHEDULER_JOBSTORE_URL": POSTGRES_URL, "SCHEDULER_JOBSTORE_TABLE": table}
+    sqlite_file = tmp_path / "jobs.sqlite"
+    with running_api(sqlite_file, **config) as (_, client):
+        assert client.post("/jobs", json={"id": "before", **JOB}).status_code == 200
+        held = (held_sqlite_write_lock(sqlite_file) if store == "sqlite"
+                else held_postgres_lock(lock.format(table=config["SCHEDULER_JOBSTORE_TABLE"])))
+        writes: dict[int, tuple[int, float]] = {}
+        reads: dict[str, tuple[int, float]] = {}
+        with held:
+            writers = [threading.Thread(target=lambda index=index: writes.__setitem__(
+                index, timed(APIClient(client.client.application), method, path,
+                             json={**body, "id": f"write-{index}"} if method == "POST"
+                             else body))) for index in range(4)]
+            for writer in writers:
+                writer.start()
+            time.sleep(0.5)  # the writers are waiting (for the database, or for each other)
+            for read in ("/jobs/before", "/jobs", "/jobs?limit=10", ""):
+                reads[read] = timed(client, "GET", read)
+            for writer in writers:
+                writer.join(timeout=30)
+        assert all(status == 200 and seconds < QUICK for status, seconds in reads.values()), \
+            reads
+        assert sorted(writes) == [0, 1, 2, 3]
+        assert all(status == 503 and seconds < BOUND + SLACK
+                   for status, seconds in writes.values()), writes
+        assert client.request(method, path, json={**body, "id": "after"} if method == "POST"
+                              else body).status_code == 200
+        assert [job["id"] for job in client.get("/jobs").json] == (
+            ["after", "before"] if method == "POST" else ["before"])
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=needs_postgres)])
+def test_schema_work_is_done_at_start_never_in_a_listing(request, tmp_path, store):
+    from sqlalchemy import event, inspect
+
+    config = {}
+    if store == "postgres":
+        config = {"SCHEDULER_JOBSTORE_URL": POSTGRES_URL,
+                  "SCHEDULER_JOBSTORE_TABLE": request.getfixturevalue("postgres_table")}
+    with running_api(tmp_path / "jobs.sqlite", **config) as (scheduler, client):
+        engine, table = scheduler._engine, scheduler._tablename
+        assert f"ix_{table}_next_run_time_id" in {
+            index["name"] for index in inspect(engine).get_indexes(table)}
+        statements: list[str] = []
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def record(connection, cursor, statement, *_):  # type: ignore[no-untyped-def]
+            statements.append(statement)
+
+        try:
+            assert client.get("/jobs").json == []
+            assert client.get("/jobs?limit=5").json["total"] == 0
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    assert statements
+    assert all(statement.lstrip().upper().startswith("SELECT") for statement in statements), \
+        statements

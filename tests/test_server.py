@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
 from requests.auth import HTTPBasicAuth
 
-from .conftest import gunicorn
+from .conftest import ROOT, free_port, gunicorn
 
 
 @pytest.fixture
@@ -143,3 +148,111 @@ def test_a_body_shorter_than_its_content_length_is_400_and_stores_nothing(server
     assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
         "error_message": "the body ended before its Content-Length"}
     assert listed == []
+
+
+# -- the demo command's password: environment, file, or (warned) command line --------------
+
+@contextmanager
+def demo_command(tmp_path, *args: str, env: dict[str, str] | None = None
+                 ) -> Iterator[tuple[str, list[str]]]:
+    """``python -m scheduler_api`` on a free port; yields its URL and, once it has
+    stopped, its stderr (as the list's one item)."""
+    port = free_port()
+    clean = {name: value for name, value in os.environ.items()
+             if not name.startswith("SCHEDULER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scheduler_api", "--port", str(port),
+         "--jobstore-url", f"sqlite:///{tmp_path / 'demo.sqlite'}", *args],
+        cwd=ROOT, env={**clean, **(env or {})}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    stderr: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "the demo server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/scheduler", stderr
+    finally:
+        process.terminate()
+        try:
+            stderr.append(process.communicate(timeout=10)[1])
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stderr.append(process.communicate()[1])
+
+
+def answers(url: str, password: str) -> tuple[int, int]:
+    """(status with the right password, status with another one)."""
+    return (requests.get(url, auth=HTTPBasicAuth("admin", password), timeout=10).status_code,
+            requests.get(url, auth=HTTPBasicAuth("admin", "not it"), timeout=10).status_code)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["from file\n", "from file", "from file\r\n", "from file\nsecond line ignored\n"],
+    ids=["line-with-newline", "no-newline", "crlf", "only-the-first-line"],
+)
+def test_the_demo_command_reads_its_password_from_a_file(tmp_path, content):
+    secret = tmp_path / "password"
+    secret.write_bytes(content.encode())
+    with demo_command(tmp_path, "--password-file", str(secret),
+                      env={"SCHEDULER_API_PASSWORD": "from the environment"}) as (url, stderr):
+        assert answers(url, "from file") == (200, 401)
+        assert answers(url, "from the environment")[0] == 401
+    assert "from file" not in stderr[0]  # neither printed nor warned about
+    assert "--password is visible" not in stderr[0]
+
+
+def test_the_demo_command_takes_its_password_from_the_environment(tmp_path):
+    with demo_command(tmp_path, env={"SCHEDULER_API_PASSWORD": "from env"}) as (url, stderr):
+        assert answers(url, "from env") == (200, 401)
+    assert "from env" not in stderr[0]
+    assert "--password is visible" not in stderr[0]
+    assert "Generated password" not in stderr[0]
+
+
+def test_a_password_on_the_command_line_works_with_a_warning(tmp_path):
+    with demo_command(tmp_path, "--password", "in ps") as (url, stderr):
+        assert answers(url, "in ps") == (200, 401)
+    assert "warning: --password is visible to every local user (ps, /proc); use " \
+           "--password-file PATH or SCHEDULER_API_PASSWORD instead" in stderr[0]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: None, "cannot read the password file {path}: No such file or directory"),
+        (lambda path: path.write_text(""), "the password file {path} is empty"),
+        (lambda path: path.write_text("\nsecond line\n"), "the password file {path} is empty"),
+        (lambda path: path.mkdir(), "cannot read the password file {path}: Is a directory"),
+        (lambda path: path.write_bytes(b"\xff\xfe\n"),
+         "the password file {path} is not UTF-8 text"),
+    ],
+    ids=["missing", "empty", "empty-first-line", "a-directory", "not-utf-8"],
+)
+def test_a_password_file_that_cannot_be_used_is_a_clear_error_exit(tmp_path, make, message):
+    path = tmp_path / "password"
+    make(path)
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler_api", "--port", str(free_port()),
+         "--jobstore-url", f"sqlite:///{tmp_path / 'demo.sqlite'}", "--password-file",
+         str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "SCHEDULER_API_PASSWORD": "from the environment"})
+    assert done.returncode == 2
+    assert f"scheduler-api: error: {message.format(path=path)}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "demo.sqlite").exists()  # it stopped before anything else
+
+
+def test_password_and_password_file_together_are_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler_api", "--password", "x", "--password-file",
+         str(tmp_path / "password")], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "not allowed with argument" in done.stderr
+    assert "Traceback" not in done.stderr
