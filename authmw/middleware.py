@@ -106,6 +106,15 @@ def query_overrides_method(query: str) -> bool:
     return True
 
 
+def same_callable(first: object, second: object) -> bool:
+    """The same callable: one object, or ``obj.method`` read twice (a new bound method each
+    time), compared without calling anyone's ``__eq__``."""
+    if first is second:
+        return True
+    return (inspect.ismethod(first) and inspect.ismethod(second)
+            and first.__self__ is second.__self__ and first.__func__ is second.__func__)
+
+
 def _check_public_path(path: object) -> str:
     if not isinstance(path, str) or not path.startswith("/") or readings(path) != {path}:
         raise ValueError(f"public path {path!r} must be a str starting with '/' that has no "
@@ -189,12 +198,15 @@ class AuthMiddleware:
         self.matcher = PrefixMatcher(self.rules)
         #: prefix -> the rule of the longest shorter prefix enclosing it (roles inherit).
         self.enclosing = {prefix: self._enclosing_rule(prefix) for prefix in self.rules}
-        #: id(callback) -> the throttle's scope for its usernames: the shortest prefix of the
-        #: rules that have it as their own callback (the same in every process of one config).
-        self._throttle_scopes: dict[int, str] = {}
+        self._roles_anywhere = any(rule.roles is not None for rule in self.rules.values())
+        #: (callback, the throttle's scope for its usernames): the shortest prefix of the rules
+        #: that have it as their own callback (the same in every process of one config).
+        self._throttle_scopes: list[tuple[AuthenticateCallback, str]] = []
         for rule in sorted(self.rules.values(), key=lambda rule: len(rule.prefix)):
-            if rule.authenticate is not None and rule.authenticate is not authenticate:
-                self._throttle_scopes.setdefault(id(rule.authenticate), "rule:" + rule.prefix)
+            if (rule.authenticate is not None and not same_callable(rule.authenticate,
+                                                                    authenticate)
+                    and self._throttle_scope(rule.authenticate) == ""):
+                self._throttle_scopes.append((rule.authenticate, "rule:" + rule.prefix))
         self._memo = self.matcher.memo
         self.public = frozenset(map(_check_public_path, public))
         self.cors_preflight = cors_preflight
@@ -213,18 +225,33 @@ class AuthMiddleware:
                 return self.rules[other]
         return None
 
+    def _throttle_scope(self, callback: AuthenticateCallback | None) -> str:
+        for known, scope in self._throttle_scopes:
+            if same_callable(known, callback):
+                return scope
+        return ""
+
     def allows(self, rule: Rule, method: str, user: object) -> bool:
-        """Does ``rule`` let ``user`` use ``method``? Unlisted methods go up to the enclosing
-        rule; where no rule lists the method, it is refused."""
+        """Does ``rule`` let ``user`` use ``method``?
+
+        A method the rule does not list goes up to the enclosing rules that check the same
+        users (the same callback); where one of them has ``roles`` but none lists the
+        method, it is refused; where none has ``roles``, authentication is enough.
+        """
+        callback = self._callback_of(rule)
         checked: Rule | None = rule
-        while checked is not None:
-            if checked.roles is None:
-                return True  # authentication is all this rule asks
-            required = checked.required_roles(method)
-            if required is not None:
-                return not required.isdisjoint(checked.get_roles(user))
+        has_roles = False
+        while checked is not None and same_callable(self._callback_of(checked), callback):
+            if checked.roles is not None:
+                has_roles = True
+                required = checked.required_roles(method)
+                if required is not None:
+                    return not required.isdisjoint(checked.get_roles(user))
             checked = self.enclosing[checked.prefix]
-        return False
+        return not has_roles
+
+    def _callback_of(self, rule: Rule) -> AuthenticateCallback | None:
+        return rule.authenticate or self.authenticate_callback
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -260,12 +287,12 @@ class AuthMiddleware:
                 "400 Bad Request", "ambiguous path (too many readings)", []))
         rule = self.rules[selected[0]]
         auth = rule.auth or self._auth
-        callback = rule.authenticate or self.authenticate_callback
+        callback = self._callback_of(rule)
         others: tuple[Rule, ...] = ()
         if len(selected) > 1:  # readings under other rules: one verdict must hold for all
             others = tuple(self.rules[prefix] for prefix in selected[1:])
             if any((other.auth or self._auth) is not auth
-                   or (other.authenticate or self.authenticate_callback) is not callback
+                   or not same_callable(self._callback_of(other), callback)
                    for other in others):
                 return self._refuse(environ, start_response, _Refusal(
                     "400 Bad Request", "ambiguous path (readings under different handlers)", []))
@@ -309,7 +336,7 @@ class AuthMiddleware:
             authorization = auth.get_authorization()
             username = authorization.get("username") if authorization is not None else None
             throttle_keys: list[str] = []
-            scope = self._throttle_scopes.get(id(callback), "")
+            scope = self._throttle_scope(callback) if self.throttle is not None else ""
             if self.throttle is not None:
                 throttle_keys = self.throttle.keys(environ.get("REMOTE_ADDR"), username, scope)
                 wait = self.throttle.retry_after(throttle_keys)
@@ -325,7 +352,7 @@ class AuthMiddleware:
                 return _Refusal("401 Unauthorized", reason, self._challenges(auth), username)
             if self.throttle is not None:
                 self.throttle.succeeded(environ.get("REMOTE_ADDR"), username, scope)
-            if rule.roles is not None or others:
+            if self._roles_anywhere:
                 method = request_method(environ)
                 for selected in (rule, *others):
                     if not self.allows(selected, method, verdict):

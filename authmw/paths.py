@@ -179,7 +179,9 @@ class PrefixMatcher:
                                  "which one a request falls under would depend on the router")
         #: Longest first, as (casefolded prefix, configured prefix).
         self.prefixes: tuple[str, ...] = tuple(sorted(normalized, key=len, reverse=True))
-        self._folded = tuple((prefix.casefold(), prefix) for prefix in self.prefixes)
+        self._folded = tuple((fold_case(prefix), prefix) for prefix in self.prefixes)
+        #: With every prefix in folded form, a path in folded form matches the same either way.
+        self._all_folded = all(folded == prefix for folded, prefix in self._folded)
         #: The answers for a path with one reading: shared tuples, nothing built per request.
         self._single: dict[str | None, tuple[str, ...]] = {None: ()}
         self._single.update((prefix, (prefix,)) for prefix in self.prefixes)
@@ -200,7 +202,9 @@ class PrefixMatcher:
         """The longest prefix ``path`` falls under as written, and case-folded."""
         folded = fold_case(path)
         exact = self._longest(path, folded=False)
-        return exact, exact if folded == path else self._longest(folded, folded=True)
+        if folded == path and self._all_folded:
+            return exact, exact
+        return exact, self._longest(folded, folded=True)
 
     def select(self, path: str) -> tuple[str, ...] | None:
         """The prefixes that the readings of ``path`` select, longest first.

@@ -34,7 +34,7 @@ MARKER = "[redacted]"
 #: Runs this long of a credential are taken out wherever they appear.
 WINDOW = 6
 #: The most credential text looked for in one request; past it the message is withheld.
-MAX_SECRET_CHARACTERS = 8192
+MAX_SECRET_CHARACTERS = 4096
 #: The longest message read (before redaction) and logged (after), and the causes described.
 MAX_SCANNED = 4000
 MAX_MESSAGE = 1000
@@ -104,56 +104,63 @@ def _forms(secret: str) -> set[str]:
     except UnicodeEncodeError:
         pass
     for raw in encodings:
-        forms.update((repr(raw)[2:-1], raw.hex()))
+        forms.update((repr(raw)[2:-1], raw.hex(), raw.hex(" "), raw.hex(":")))
         for encode in (base64.b64encode, base64.urlsafe_b64encode):
             encoded = encode(raw).decode("ascii")
             forms.update((encoded, encoded.rstrip("=")))
+            # After one or two bytes of something else ("CORP\\user:"), base64 groups the
+            # secret's bytes differently: the part after the first group is the same.
+            for shift in (b"\0", b"\0\0"):
+                forms.add(encode(shift + raw).decode("ascii")[4:].rstrip("="))
     return {_lower(form) for form in forms if form}
+
+
+class _Needles:
+    """Strings to find: the short ones whole, the others by their WINDOW-long runs."""
+
+    def __init__(self, forms: Iterable[str]) -> None:
+        self.short: set[str] = set()
+        self.windows: set[str] = set()
+        for form in forms:
+            if len(form) < WINDOW:
+                self.short.add(form)
+            else:
+                self.windows.update(form[offset:offset + WINDOW]
+                                    for offset in range(len(form) - WINDOW + 1))
+
+    def covered(self, text: str) -> list[bool]:
+        """Which characters of ``text`` belong to a needle: linear in ``text``."""
+        marks = [False] * len(text)
+        for position in range(len(text) - WINDOW + 1):
+            if text[position:position + WINDOW] in self.windows:
+                marks[position:position + WINDOW] = [True] * WINDOW
+        for needle in self.short:
+            start = text.find(needle)
+            while start != -1:
+                marks[start:start + len(needle)] = [True] * len(needle)
+                start = text.find(needle, start + 1)
+        return marks
 
 
 class _Redactor:
     def __init__(self, secrets: list[str]) -> None:
-        self.plain = [_lower(secret) for secret in secrets]
-        self.forms = {form for secret in secrets for form in _forms(secret)}
+        self.plain = _Needles(_lower(secret) for secret in secrets)
+        self.forms = _Needles(form for secret in secrets for form in _forms(secret))
 
     def __call__(self, text: str) -> str:
         text = text[:MAX_SCANNED]
-        covered = _covered(_lower(text), self.forms)
-        redacted, start = [], 0
-        for begin, end in covered:
-            redacted += [text[start:begin], MARKER]
-            start = end
-        redacted.append(text[start:])
+        marks = self.forms.covered(_lower(text))
+        redacted = []
+        for position, char in enumerate(text):
+            if not marks[position]:
+                redacted.append(char)
+            elif position == 0 or not marks[position - 1]:
+                redacted.append(MARKER)
         result = "".join(redacted)
         for decoded in {unquote(result), unquote_plus(result)} - {result}:
-            if _covered(_lower(decoded), self.plain):
+            if any(self.plain.covered(_lower(decoded))):
                 return "(message withheld: it may hold a credential)"
         return result
-
-
-def _covered(text: str, forms: Iterable[str]) -> list[tuple[int, int]]:
-    """Merged spans of ``text`` where a form, or a :data:`WINDOW`-long run of one, appears."""
-    windows: dict[str, list[int]] = {}
-    for position in range(len(text) - WINDOW + 1):
-        windows.setdefault(text[position:position + WINDOW], []).append(position)
-    spans = []
-    for form in forms:
-        if len(form) < WINDOW:
-            start = text.find(form)
-            while start != -1:
-                spans.append((start, start + len(form)))
-                start = text.find(form, start + 1)
-            continue
-        for offset in range(len(form) - WINDOW + 1):
-            for position in windows.get(form[offset:offset + WINDOW], ()):
-                spans.append((position, position + WINDOW))
-    merged: list[tuple[int, int]] = []
-    for begin, end in sorted(spans):
-        if merged and begin <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((begin, end))
-    return merged
 
 
 def _name(exc: BaseException) -> str:

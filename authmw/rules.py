@@ -38,9 +38,10 @@ class Rule:
     :param auth: the handler for this prefix; None: the middleware's.
     :param authenticate: the callback for this prefix; None: the middleware's.
     :param roles: method (or ``"*"`` for any other) to the roles allowed to use it; a user
-        needs one of them. A method not listed needs what the enclosing rule (the longest
-        shorter prefix) asks, and is refused (403) when no enclosing rule lists it either.
-        None: any authenticated user.
+        needs one of them (``HEAD``, unless listed, needs ``GET``'s). A method not listed
+        needs what the enclosing rule (the longest shorter prefix with the same callback)
+        asks, and is refused (403) where no such rule lists it. None: this rule asks for no
+        role (the enclosing ones may); where no rule has ``roles``, any authenticated user.
     :param get_roles: how to read the roles of the callback's result (default
         :func:`roles_of`).
     """
@@ -64,5 +65,9 @@ class Rule:
 
     def required_roles(self, method: str) -> frozenset[str] | None:
         """The roles (any one suffices) this rule lists for ``method``; None: it lists none
-        (no role is needed when ``roles`` is None, else the enclosing rule decides)."""
-        return self._required.get(method, self._required.get("*"))
+        (the enclosing rule decides). ``HEAD`` not listed is ``GET``'s: werkzeug, Flask and
+        Django answer it with the GET view."""
+        required = self._required.get(method)
+        if required is None and method == "HEAD":
+            required = self._required.get("GET")
+        return required if required is not None else self._required.get("*")

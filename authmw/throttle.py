@@ -32,7 +32,7 @@ class ThrottleStore(Protocol):
     def add_failure(self, key: str, window: float) -> None: ...
     def blocked_for(self, key: str, max_failures: int) -> float: ...
     def reset(self, key: str) -> None: ...
-    def remember(self, key: str, ttl: float) -> None: ...
+    def remember(self, key: str, ttl: float, group: str) -> None: ...
     def remembers(self, key: str) -> bool: ...
 
 
@@ -58,21 +58,25 @@ class MemoryThrottleStore:
     failed or looked at longest ago goes first: a blocked key that is still being tried stays.
     Remembered keys (addresses that logged in) are kept apart, so that a flood of failures
     cannot push them out, and are never pushed out by new ones either: a full set takes no
-    more until some expire.
+    more until some expire. One ``group`` (one user) holds at most ``max_per_group`` of them,
+    its oldest going first, so that one account cannot fill the set.
     """
 
     #: An entry's cost in memory, an upper bound (tracemalloc measures ~250 bytes).
     ENTRY_BYTES = 320
 
     def __init__(self, max_bytes: int = 16 * 2**20, max_remembered: int = 10_000,
-                 clock: Any = time.monotonic) -> None:
-        if max_bytes < self.ENTRY_BYTES or max_remembered < 0:
-            raise ValueError(f"max_bytes must be at least {self.ENTRY_BYTES}")
+                 clock: Any = time.monotonic, max_per_group: int = 16) -> None:
+        if max_bytes < self.ENTRY_BYTES or max_remembered < 0 or max_per_group < 1:
+            raise ValueError(f"max_bytes must be at least {self.ENTRY_BYTES}, "
+                             "max_remembered >= 0 and max_per_group >= 1")
         self.max_bytes = max_bytes
         self.max_remembered = max_remembered
+        self.max_per_group = max_per_group
         self.clock = clock
         self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self._remembered: OrderedDict[str, float] = OrderedDict()
+        self._remembered: dict[str, tuple[float, str]] = {}
+        self._groups: dict[str, OrderedDict[str, None]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -103,18 +107,33 @@ class MemoryThrottleStore:
         with self._lock:
             self._windows.pop(key, None)
 
-    def remember(self, key: str, ttl: float) -> None:
+    def remember(self, key: str, ttl: float, group: str) -> None:
         now = self.clock()
         with self._lock:
-            if key not in self._remembered and len(self._remembered) >= self.max_remembered:
-                for expired in [name for name, ends in self._remembered.items() if ends <= now]:
-                    del self._remembered[expired]
-                if len(self._remembered) >= self.max_remembered:
-                    return  # full of live trust: keep it rather than let newcomers push it out
-            self._remembered[key] = now + ttl
+            members = self._groups.get(group, OrderedDict())
+            if key not in self._remembered:
+                if len(members) >= self.max_per_group:
+                    self._forget(next(iter(members)))  # this user's oldest
+                elif len(self._remembered) >= self.max_remembered:
+                    for expired in [name for name, (ends, _) in self._remembered.items()
+                                    if ends <= now]:
+                        self._forget(expired)
+                    if len(self._remembered) >= self.max_remembered:
+                        return  # full of live trust: keep it rather than let newcomers in
+            self._remembered[key] = (now + ttl, group)
+            members = self._groups.setdefault(group, members)
+            members[key] = None
+            members.move_to_end(key)
+
+    def _forget(self, key: str) -> None:
+        _, group = self._remembered.pop(key)
+        members = self._groups[group]
+        del members[key]
+        if not members:
+            del self._groups[group]
 
     def remembers(self, key: str) -> bool:
-        return bool(self._remembered.get(key, 0.0) > self.clock())
+        return bool(self._remembered.get(key, (0.0, ""))[0] > self.clock())
 
 
 class RedisThrottleStore:
@@ -147,7 +166,8 @@ class RedisThrottleStore:
     def reset(self, key: str) -> None:
         self.client.delete(self.namespace + key)
 
-    def remember(self, key: str, ttl: float) -> None:
+    def remember(self, key: str, ttl: float, group: str) -> None:
+        # Redis holds as many as it is given (each expires): no set to fill, no group limit.
         self.client.set(self.namespace + key, b"1", px=max(1, math.ceil(ttl * 1000)))
 
     def remembers(self, key: str) -> bool:
@@ -205,4 +225,5 @@ class Throttle:
         give a guesser spread over many addresses a fresh allowance each time.
         """
         if self.per_username and self.trusted_for and address and username is not None:
-            self.store.remember(throttle_key("t", scope, username, address), self.trusted_for)
+            self.store.remember(throttle_key("t", scope, username, address), self.trusted_for,
+                                throttle_key("u", scope, username))

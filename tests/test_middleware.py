@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -419,6 +420,10 @@ MANGLINGS = {
     "json-not-ascii": lambda pw: _raise(json.dumps(pw, ensure_ascii=False)),
     "latin-1-bytes": lambda pw: _raise(repr(pw.encode("latin-1"))),
     "in-the-middle-of-a-word": lambda pw: _raise("prefix" + pw[3:40] + "suffix"),
+    "base64-after-a-domain": lambda pw: _raise(
+        "Basic " + base64.b64encode(f"CORP\\alice:{pw}".encode()).decode()),
+    "base64-one-byte-in": lambda pw: _raise(base64.b64encode(b"x" + pw.encode()).decode()),
+    "hex-with-spaces": lambda pw: _raise(pw.encode().hex(" ")),
 }
 
 
@@ -510,3 +515,16 @@ def test_hostile_exceptions_are_still_a_bare_500_with_a_log_record(recording_app
 
 def _raise_hostile():
     raise _HostileMessage
+
+
+def test_redacting_a_repetitive_credential_costs_little(recording_app, caplog):
+    def authenticate(auth):
+        raise KeyError(auth["username"])
+
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=authenticate)
+    started = time.process_time()
+    with caplog.at_level(logging.ERROR, logger="authmw"):
+        assert call(middleware, "/", authorization=basic("a" * 3000, "p"),
+                    HTTP_X_PAD="a" * 1000).status == 500
+    assert time.process_time() - started < 2  # 9 s of CPU and 1.3 GB before (quadratic)
+    assert "a" * 7 not in caplog.text

@@ -211,3 +211,15 @@ def test_a_blocked_username_still_being_tried_survives_a_flood_of_other_failures
             assert throttle.retry_after(admin) > 0  # the attacker keeps trying admin
     assert throttle.retry_after(admin) > 0
     assert len(store) == 100
+
+
+def test_one_account_cannot_fill_the_trust_set():
+    store = MemoryThrottleStore(max_remembered=40, clock=FakeClock())
+    throttle = Throttle(max_failures=3, store=store)
+    for index in range(1000):  # the attacker's own account, from many addresses
+        throttle.succeeded(f"2001:db8::{index}", "mallory")
+    assert len(store._remembered) == 16  # one user holds at most 16
+    throttle.succeeded(OPERATOR_HOME, "bob")
+    assert store.remembers(throttle_key("t", "", "bob", OPERATOR_HOME))
+    assert store.remembers(throttle_key("t", "", "mallory", "2001:db8::999"))
+    assert not store.remembers(throttle_key("t", "", "mallory", "2001:db8::0"))

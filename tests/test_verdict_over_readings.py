@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
-from authmw import APIKeyAuth, AuthMiddleware, HTTPBasicAuth, Rule
+from authmw import APIKeyAuth, AuthMiddleware, HTTPBasicAuth, Rule, Throttle
 from authmw.middleware import query_overrides_method
 from authmw.paths import readings
 
@@ -287,3 +287,67 @@ def test_public_paths_may_start_with_a_dot_segment_name(recording_app):
                                 public=["/.well-known/openid-configuration"])
     assert call(middleware, "/.well-known/openid-configuration").status == 200
     assert call(middleware, "/.well-known/../admin").status == 401
+
+
+@pytest.mark.parametrize("path", ["/admin", "/admin/users", "/%61dmin", "//admin/x", "/ADMIN"],
+                         ids=["lower-case", "lower-case-sub-path", "encoded", "double-slash",
+                              "upper-case"])
+def test_a_prefix_with_capitals_protects_every_case_of_it(recording_app, path):
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=check_basic,
+                                prefixes=["/Admin"])
+    assert call(middleware, path_info(path)).status == 401
+    assert recording_app.seen == []
+
+
+NO_ROLES = {"HTTP_AUTHORIZATION": basic("nobody", "pw")}
+
+
+@pytest.mark.parametrize(
+    ("rules", "method", "path", "credentials", "status"),
+    [([Rule("/reports", roles={"GET": "reader"})], "DELETE", "/reports", READER, 403),
+     ([Rule("/reports", roles={"GET": "reader"})], "HEAD", "/reports", READER, 200),
+     ([Rule("/reports", roles={"GET": "reader"})], "HEAD", "/reports", NO_ROLES, 403),
+     ([Rule("/", roles={"*": "admin"}), Rule("/a"), Rule("/a/b", roles={"GET": "reader"})],
+      "DELETE", "/a/b/x", READER, 403),
+     ([Rule("/", roles={"*": "admin"}), Rule("/a"), Rule("/a/b", roles={"GET": "reader"})],
+      "DELETE", "/a/b/x", ADMIN, 200),
+     ([Rule("/", roles={"*": "admin"}), Rule("/a")], "POST", "/a/x", READER, 403),
+     ([Rule("/other")], "DELETE", "/other", NO_ROLES, 200)],
+    ids=["unlisted-method-under-the-implicit-root", "head-is-gets", "head-needs-gets-role",
+         "through-a-rule-without-roles", "admin-through-a-rule-without-roles",
+         "a-rule-without-roles-inherits", "no-roles-anywhere-is-authentication-only"],
+)
+def test_roles_go_up_through_the_enclosing_rules_of_the_same_users(recording_app, rules,
+                                                                   method, path,
+                                                                   credentials, status):
+    users = {**{"nobody": {"roles": []}}}
+
+    def check(auth):
+        return users.get(auth["username"]) or check_basic(auth)
+
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=check,
+                                rules=rules)
+    assert call(middleware, path, method=method, **credentials).status == status
+
+
+def test_a_rule_with_its_own_users_does_not_inherit_anothers_roles(recording_app):
+    middleware = guard(generous_app)  # /api: API keys, roles None, under / (Basic, admin)
+    assert call(middleware, "/api/x", method="DELETE", **PARTNER).status == 200
+
+
+class Users:
+    def check(self, auth):
+        return check_basic(auth)
+
+
+def test_one_bound_method_read_twice_is_one_callback(recording_app):
+    users = Users()
+    middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=users.check,
+                                rules=[Rule("/a", authenticate=users.check),
+                                       Rule("/b", authenticate=users.check)],
+                                throttle=Throttle(max_failures=3))
+    assert call(middleware, "/a/..%2fb", **READER).status == 200
+    statuses = [call(middleware, path, authorization=basic("reader", "guess"),
+                     REMOTE_ADDR=f"203.0.113.{index}").status
+                for index, path in enumerate(["/a", "/b", "/x", "/a", "/b"])]
+    assert statuses == [401, 401, 401, 429, 429]  # one count for the one user store
