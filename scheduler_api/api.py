@@ -310,6 +310,20 @@ class SchedulerAPI:
             raise APIError(404, f"Job {job_id} not found")
         return job
 
+    def _check_current_func(self, job: Job) -> None:
+        """Refuse to change a job whose func the API could not have created (403).
+
+        Its args, trigger or anything else changed, ``/run`` would run what the caller chose
+        through a callable nobody allowed (an operator's ``subprocess:run`` job, say).
+        """
+        try:
+            self.scheduler.func_policy.check(job.func_ref)
+        except ForbiddenFunc:
+            raise ForbiddenFunc(
+                f"func {job.func_ref!r} of job {job.id} is not allowed "
+                "(see SCHEDULER_API_ALLOWED_FUNCS): the job can be read, paused, resumed, run "
+                "and deleted through the API, not changed") from None
+
     def _require_started(self) -> None:
         if not self.scheduler.running:
             raise APIError(409, "the scheduler is not running")
@@ -411,6 +425,7 @@ class SchedulerAPI:
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
         body = self._json_body(request)
         job = self._job(job_id)
+        self._check_current_func(job)
         check_known_fields(body)
         if body.get("id", job_id) != job_id:
             raise InvalidField("id", "a job's id cannot be changed")
