@@ -175,8 +175,8 @@ _RESPONSES: JSON = {
         "content": {"text/plain": {"schema": {"type": "string", "examples": ["Access Denied"]}}},
     },
     "Forbidden": _error("func is not an allowed 'module:callable' (SCHEDULER_API_ALLOWED_FUNCS), "
-                        "or the request came from a page on another site (Origin, "
-                        "Sec-Fetch-Site: cross-site)."),
+                        "a PATCH of a job whose own func is not allowed, or the request came "
+                        "from a page on another site (Origin, Sec-Fetch-Site: cross-site)."),
     "NotFound": _error("No job with this id."),
     "MethodNotAllowed": _error("The path exists, not with this method.",
                                {"Allow": _header("the methods the path takes")}),
