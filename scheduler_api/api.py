@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
-from .codec import UnpairedSurrogate, decode_json, encode_json
+from .codec import TooDeep, UnpairedSurrogate, decode_json, encode_json
 from .funcs import ForbiddenFunc
 from .jobs import (
     JSON,
@@ -163,11 +163,19 @@ def _refuse_cross_site(request: Request) -> None:
     if environ.get("HTTP_SEC_FETCH_SITE") == "cross-site":
         raise APIError(403, "a cross-site request cannot change jobs or the scheduler")
     origin = environ.get("HTTP_ORIGIN")
-    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
+    if origin is not None and (origin == "null" or _origin_host(origin) != request.host):
         raise APIError(403, f"requests from origin {origin!r} cannot change jobs or the "
                        "scheduler")
     if environ.get("CONTENT_TYPE") and _media_type(environ) != "application/json":
         raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
+
+
+def _origin_host(origin: str) -> str | None:
+    """The host[:port] of an ``Origin`` header; None when it is not a URL (``http://[``)."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
 
 
 def _media_type(environ: WSGIEnvironment) -> str:
@@ -248,6 +256,10 @@ class SchedulerAPI:
                 if not values:
                     self._static_routes[route] = endpoint
             _refuse_cross_site(request)
+            if "\x00" in values.get("job_id", ""):
+                # No store holds one (PostgreSQL refuses NUL in text, a DataError); the API
+                # never made one: not found, on every store alike, without asking it.
+                raise APIError(404, f"Job {values['job_id']} not found")
             handler: Callable[..., JSONResponse] = getattr(self, f"on_{endpoint}")
             return handler(request, **values)
         except APIError as exc:
@@ -269,6 +281,11 @@ class SchedulerAPI:
         except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
             logger.exception("the job store is unavailable")
             return error_response(503, _store_problem(exc))
+        except DataError:  # a value the database refuses; nothing was stored
+            logger.info("the job store refused a value in %s %s", request.method, request.path,
+                        exc_info=True)
+            return error_response(400, "the job store's database refused a value of the "
+                                  "request; nothing was changed")
         except Exception:
             logger.exception("unexpected error in %s %s", request.method, request.path)
             return error_response(500, "internal error")
@@ -284,20 +301,31 @@ class SchedulerAPI:
             return {}
         if _media_type(environ) != "application/json":
             raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
-        if length is not None:
-            if length > MAX_BODY_BYTES:
-                raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
-            raw = _read_exactly(environ["wsgi.input"], length)
-        else:  # chunked: werkzeug's stream ends where the server says the body ends
-            raw = request.stream.read(MAX_BODY_BYTES + 1)
-            if len(raw) > MAX_BODY_BYTES:
-                raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+        if length is not None and length > MAX_BODY_BYTES:
+            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+        try:
+            if length is not None:
+                raw = _read_exactly(environ["wsgi.input"], length)
+            else:  # chunked: werkzeug's stream ends where the server says the body ends
+                raw = request.stream.read(MAX_BODY_BYTES + 1)
+        except APIError:
+            raise
+        except Exception:  # the server's framing errors: a chunk size 'zz'
+            # (werkzeug's server: OSError; gunicorn: its ParseException), a closed connection
+            logger.info("the body of %s %s could not be read", request.method, request.path,
+                        exc_info=True)
+            raise APIError(400, "the body could not be read (malformed chunked encoding, or "
+                           "the connection closed)") from None
+        if len(raw) > MAX_BODY_BYTES:
+            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
         if not raw and not required:
             return {}
         try:
             body = decode_json(raw)
         except UnpairedSurrogate as exc:
             raise APIError(400, f"the body is not valid JSON: {exc}") from None
+        except TooDeep as exc:
+            raise APIError(400, f"the body is too deep: {exc}") from None
         except (ValueError, RecursionError):
             raise APIError(400, "the body is not valid JSON") from None
         if not isinstance(body, dict):

@@ -180,9 +180,11 @@ def parse_timezone(value: object, field: str = "timezone") -> tzinfo:
         return timezone.utc
     offset = _OFFSET_RE.fullmatch(value)
     if offset:
+        hours, minutes = int(offset.group(2)), int(offset.group(3))
+        if hours > 23 or minutes > 59:  # datetime.timezone takes less than 24 hours
+            raise InvalidField(field, f"offset {value!r} must be from -23:59 to +23:59")
         sign = -1 if offset.group(1) == "-" else 1
-        return timezone(sign * timedelta(hours=int(offset.group(2)),
-                                         minutes=int(offset.group(3))))
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -196,6 +198,8 @@ def parse_datetime(value: object, field: str, tz: tzinfo) -> datetime:
         return convert_to_datetime(value, tz, field)  # type: ignore[no-any-return]
     except ValueError:
         raise InvalidField(field, f"{value!r} is not an ISO 8601 date-time") from None
+    except OverflowError:  # 9999-12-31T23:59 localised to a zone east of UTC
+        raise InvalidField(field, f"{value!r} is out of range in time zone {tz}") from None
 
 
 def _number(body: JSON, field: str, *, integer: bool = False, minimum: float = 0,
@@ -226,7 +230,11 @@ def _trigger_date(body: JSON, field: str, tz: tzinfo, named_tz: bool) -> datetim
     # A date-time with an offset, for a trigger with a named zone, is the same instant in
     # that zone: what GET shows (offset and zone) posts back to the same trigger.
     value = parse_datetime(body[field], field, tz)
-    return value.astimezone(tz) if named_tz else value
+    try:
+        return value.astimezone(tz) if named_tz else value
+    except (OverflowError, ValueError):  # 9999-12-31T23:00Z is in the year 10000 at +14:00
+        raise InvalidField(field, f"{body[field]!r} is out of range in time zone "
+                           f"{body['timezone']!r}") from None
 
 
 def schedule_from_json(body: JSON, default_timezone: tzinfo
@@ -243,9 +251,10 @@ def schedule_from_json(body: JSON, default_timezone: tzinfo
         first = trigger.get_next_fire_time(None, datetime.now(default_timezone))
         if first is not None:
             trigger.get_next_fire_time(first, first)
-    except (OverflowError, ValueError) as exc:
+    except (OverflowError, ValueError, IndexError) as exc:  # IndexError: cron past 9999
         kind = body.get("trigger", "date")
-        raise InvalidField(kind, f"its fire times cannot be computed: {exc}") from None
+        problem = exc if isinstance(exc, ValueError) else "they pass the year 9999"
+        raise InvalidField(kind, f"its fire times cannot be computed: {problem}") from None
     return trigger, first
 
 
