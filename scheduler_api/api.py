@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -44,7 +44,7 @@ from .jobs import (
     trigger_part,
     trigger_to_json,
 )
-from .listing import JobListing
+from .listing import JobListing, broken_job_json, restore_error
 from .openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -68,6 +68,15 @@ class APIError(Exception):
         self.status = status
         self.message = message
         self.headers = tuple(headers)
+
+
+class UnrestorableJob(Exception):
+    """A stored job that cannot be restored (its func's module is gone, say)."""
+
+    def __init__(self, job_id: str, error: Exception) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.error = error
 
 
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
@@ -268,6 +277,9 @@ class SchedulerAPI:
             return error_response(400, str(exc))
         except ForbiddenFunc as exc:
             return error_response(403, str(exc))
+        except UnrestorableJob as exc:
+            return error_response(409, f"Job {exc.job_id} {restore_error(exc.error)}: it can "
+                                  "only be read and deleted")
         except JobLookupError:  # removed by someone else between lookup and change
             return error_response(404, f"Job {values.get('job_id')} not found")
         except MethodNotAllowed as exc:
@@ -333,7 +345,13 @@ class SchedulerAPI:
         return body
 
     def _job(self, job_id: str) -> Job:
-        job = self.scheduler.get_job(job_id)
+        try:
+            job = self.scheduler.get_job(job_id)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # unpickling it failed: its module or func is gone
+            logger.warning("job %s %s", job_id, restore_error(exc))
+            raise UnrestorableJob(job_id, exc) from exc
         if job is None:
             raise APIError(404, f"Job {job_id} not found")
         return job
@@ -448,7 +466,11 @@ class SchedulerAPI:
         return json_response(job_to_json(job))
 
     def on_get_job(self, request: Request, job_id: str) -> JSONResponse:
-        return json_response(job_to_json(self._job(job_id)))
+        try:
+            return json_response(job_to_json(self._job(job_id)))
+        except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
+            return json_response(broken_job_json(job_id, self.listing.stored_state(job_id),
+                                                 exc.error))
 
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
         body = self._json_body(request)
