@@ -13,7 +13,7 @@ trigger APScheduler 3 ships (date, interval, cron, calendarinterval, and, or).
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import MAXYEAR, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -50,6 +50,35 @@ class BoundedAndTrigger(AndTrigger):  # type: ignore[misc]
                 return self._apply_jitter(fire_times[0], self.jitter, now)  # type: ignore[no-any-return]
             now = max(fire_times)
         return None
+
+
+class BoundedCalendarIntervalTrigger(CalendarIntervalTrigger):  # type: ignore[misc]
+    """A ``CalendarIntervalTrigger`` that ends at the year 9999 instead of looping forever.
+
+    APScheduler's skips a date that does not exist (Feb 29 in a common year) by stepping on,
+    and a date past 9999 never exists: from 9999-12-31 with ``months=81`` the step never
+    ended, in a request or in the scheduler's thread. The steps are simulated first; past the
+    year 9999 there is no next fire time.
+    """
+
+    __slots__ = ()
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        if previous_fire_time is not None:
+            year, month = previous_fire_time.year, previous_fire_time.month
+            while True:  # the years grow on every step with months (or years) set
+                month += self.months
+                year += self.years + (month - 1) // 12
+                month = (month - 1) % 12 + 1
+                if year > MAXYEAR:
+                    return None
+                try:
+                    date(year, month, previous_fire_time.day)
+                    break
+                except ValueError:
+                    continue
+        return super().get_next_fire_time(previous_fire_time, now)  # type: ignore[no-any-return]
 
 
 class InvalidField(ValueError):
@@ -301,8 +330,8 @@ def _trigger(body: JSON, default_timezone: tzinfo, depth: int) -> BaseTrigger:
             calendar_dates = {field: value.date() for field, value in dates.items()}
             jitter = _optional_jitter(body)
             try:
-                return CalendarIntervalTrigger(**units, **clock, **calendar_dates, timezone=tz,
-                                               jitter=jitter)
+                return BoundedCalendarIntervalTrigger(**units, **clock, **calendar_dates,
+                                                      timezone=tz, jitter=jitter)
             except ValueError as exc:
                 raise InvalidField("calendarinterval", str(exc)) from None
         return _combined_from_json(kind, body, default_timezone, depth)

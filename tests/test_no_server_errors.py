@@ -278,3 +278,20 @@ def test_no_trigger_timezone_or_date_is_a_server_error(tmp_path, store_config, e
         run()
         assert client.get("/jobs").status_code == 200
 
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [{"trigger": "calendarinterval", "months": 81, "start_date": "9999-12-31"},
+     {"trigger": "calendarinterval", "years": 1, "months": 0, "start_date": "9996-02-29"},
+     {"trigger": "or", "triggers": [{"trigger": "calendarinterval", "months": 1,
+                                     "start_date": "9999-12-31"}]}],
+    ids=["months-from-the-last-day", "feb-29-yearly-from-the-last-leap-year", "inside-or"],
+)
+def test_a_calendar_interval_ending_at_the_year_9999_does_not_hang(store_api, trigger):
+    """Found by the property: APScheduler's calendarinterval stepped past 9999 forever."""
+    scheduler, client = store_api
+    response = client.post("/jobs", json={"id": "last", "func": FUNC, **trigger})
+    assert response.status_code == 200, response.data
+    job = scheduler.get_job("last")
+    assert job.trigger.get_next_fire_time(job.next_run_time, job.next_run_time) is None
