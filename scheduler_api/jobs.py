@@ -58,7 +58,7 @@ class BoundedCalendarIntervalTrigger(CalendarIntervalTrigger):  # type: ignore[m
     APScheduler's skips a date that does not exist (Feb 29 in a common year) by stepping on,
     and a date past 9999 never exists: from 9999-12-31 with ``months=81`` the step never
     ended, in a request or in the scheduler's thread. The steps are simulated first; past the
-    year 9999 there is no next fire time.
+    year 9999 they raise OverflowError, as the other triggers' date maths does there.
     """
 
     __slots__ = ()
@@ -72,7 +72,7 @@ class BoundedCalendarIntervalTrigger(CalendarIntervalTrigger):  # type: ignore[m
                 year += self.years + (month - 1) // 12
                 month = (month - 1) % 12 + 1
                 if year > MAXYEAR:
-                    return None
+                    raise OverflowError("date value out of range")
                 try:
                     date(year, month, previous_fire_time.day)
                     break
