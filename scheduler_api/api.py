@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
-from .codec import UnpairedSurrogate, decode_json, encode_json
+from .codec import TooDeep, UnpairedSurrogate, decode_json, encode_json
 from .deadlines import STORE_WAIT_SECONDS, deadline
 from .funcs import ForbiddenFunc
 from .jobs import (
@@ -46,7 +46,7 @@ from .jobs import (
     trigger_part,
     trigger_to_json,
 )
-from .listing import JobListing
+from .listing import JobListing, broken_job_json, restore_error
 from .openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -70,6 +70,15 @@ class APIError(Exception):
         self.status = status
         self.message = message
         self.headers = tuple(headers)
+
+
+class UnrestorableJob(Exception):
+    """A stored job that cannot be restored (its func's module is gone, say)."""
+
+    def __init__(self, job_id: str, error: Exception) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.error = error
 
 
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
@@ -165,11 +174,19 @@ def _refuse_cross_site(request: Request) -> None:
     if environ.get("HTTP_SEC_FETCH_SITE") == "cross-site":
         raise APIError(403, "a cross-site request cannot change jobs or the scheduler")
     origin = environ.get("HTTP_ORIGIN")
-    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
+    if origin is not None and (origin == "null" or _origin_host(origin) != request.host):
         raise APIError(403, f"requests from origin {origin!r} cannot change jobs or the "
                        "scheduler")
     if environ.get("CONTENT_TYPE") and _media_type(environ) != "application/json":
         raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
+
+
+def _origin_host(origin: str) -> str | None:
+    """The host[:port] of an ``Origin`` header; None when it is not a URL (``http://[``)."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
 
 
 def _media_type(environ: WSGIEnvironment) -> str:
@@ -251,6 +268,10 @@ class SchedulerAPI:
                 if not values:
                     self._static_routes[route] = endpoint
             _refuse_cross_site(request)
+            if "\x00" in values.get("job_id", ""):
+                # No store holds one (PostgreSQL refuses NUL in text, a DataError); the API
+                # never made one: not found, on every store alike, without asking it.
+                raise APIError(404, f"Job {values['job_id']} not found")
             handler: Callable[..., JSONResponse] = getattr(self, f"on_{endpoint}")
             return handler(request, **values)
         except APIError as exc:
@@ -259,6 +280,9 @@ class SchedulerAPI:
             return error_response(400, str(exc))
         except ForbiddenFunc as exc:
             return error_response(403, str(exc))
+        except UnrestorableJob as exc:
+            return error_response(409, f"Job {exc.job_id} {restore_error(exc.error)}: it can "
+                                  "only be read and deleted")
         except JobLookupError:  # removed by someone else between lookup and change
             return error_response(404, f"Job {values.get('job_id')} not found")
         except MethodNotAllowed as exc:
@@ -272,6 +296,11 @@ class SchedulerAPI:
         except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
             logger.exception("the job store is unavailable")
             return error_response(503, _store_problem(exc))
+        except DataError:  # a value the database refuses; nothing was stored
+            logger.info("the job store refused a value in %s %s", request.method, request.path,
+                        exc_info=True)
+            return error_response(400, "the job store's database refused a value of the "
+                                  "request; nothing was changed")
         except Exception:
             logger.exception("unexpected error in %s %s", request.method, request.path)
             return error_response(500, "internal error")
@@ -287,20 +316,31 @@ class SchedulerAPI:
             return {}
         if _media_type(environ) != "application/json":
             raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
-        if length is not None:
-            if length > MAX_BODY_BYTES:
-                raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
-            raw = _read_exactly(environ["wsgi.input"], length)
-        else:  # chunked: werkzeug's stream ends where the server says the body ends
-            raw = request.stream.read(MAX_BODY_BYTES + 1)
-            if len(raw) > MAX_BODY_BYTES:
-                raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+        if length is not None and length > MAX_BODY_BYTES:
+            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
+        try:
+            if length is not None:
+                raw = _read_exactly(environ["wsgi.input"], length)
+            else:  # chunked: werkzeug's stream ends where the server says the body ends
+                raw = request.stream.read(MAX_BODY_BYTES + 1)
+        except APIError:
+            raise
+        except Exception:  # the server's framing errors: a chunk size 'zz'
+            # (werkzeug's server: OSError; gunicorn: its ParseException), a closed connection
+            logger.info("the body of %s %s could not be read", request.method, request.path,
+                        exc_info=True)
+            raise APIError(400, "the body could not be read (malformed chunked encoding, or "
+                           "the connection closed)") from None
+        if len(raw) > MAX_BODY_BYTES:
+            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
         if not raw and not required:
             return {}
         try:
             body = decode_json(raw)
         except UnpairedSurrogate as exc:
             raise APIError(400, f"the body is not valid JSON: {exc}") from None
+        except TooDeep as exc:
+            raise APIError(400, f"the body is too deep: {exc}") from None
         except (ValueError, RecursionError):
             raise APIError(400, "the body is not valid JSON") from None
         if not isinstance(body, dict):
@@ -308,10 +348,30 @@ class SchedulerAPI:
         return body
 
     def _job(self, job_id: str) -> Job:
-        job = self.scheduler.get_job(job_id)
+        try:
+            job = self.scheduler.get_job(job_id)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # unpickling it failed: its module or func is gone
+            logger.warning("job %s %s", job_id, restore_error(exc))
+            raise UnrestorableJob(job_id, exc) from exc
         if job is None:
             raise APIError(404, f"Job {job_id} not found")
         return job
+
+    def _check_current_func(self, job: Job) -> None:
+        """Refuse to change a job whose func the API could not have created (403).
+
+        Its args, trigger or anything else changed, ``/run`` would run what the caller chose
+        through a callable nobody allowed (an operator's ``subprocess:run`` job, say).
+        """
+        try:
+            self.scheduler.func_policy.check(job.func_ref)
+        except ForbiddenFunc:
+            raise ForbiddenFunc(
+                f"func {job.func_ref!r} of job {job.id} is not allowed "
+                "(see SCHEDULER_API_ALLOWED_FUNCS): the job can be read, paused, resumed, run "
+                "and deleted through the API, not changed") from None
 
     def _require_started(self) -> None:
         if not self.scheduler.running:
@@ -410,11 +470,16 @@ class SchedulerAPI:
         return json_response(job_to_json(job))
 
     def on_get_job(self, request: Request, job_id: str) -> JSONResponse:
-        return json_response(job_to_json(self._job(job_id)))
+        try:
+            return json_response(job_to_json(self._job(job_id)))
+        except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
+            return json_response(broken_job_json(job_id, self.listing.stored_state(job_id),
+                                                 exc.error))
 
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
         body = self._json_body(request)
         job = self._job(job_id)
+        self._check_current_func(job)
         check_known_fields(body)
         if body.get("id", job_id) != job_id:
             raise InvalidField("id", "a job's id cannot be changed")

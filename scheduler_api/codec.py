@@ -42,6 +42,16 @@ class UnpairedSurrogate(ValueError):
     """A string of the body holds half of a UTF-16 surrogate pair: not text."""
 
 
+#: The deepest nesting of arrays and objects a body may have. A job's args are pickled by
+#: the SQL store, recursively: args ~500 deep exhausted the stack there (a 500, after the
+#: body had been accepted). Flask-APScheduler bodies nest 3 or 4 deep.
+MAX_DEPTH = 32
+
+
+class TooDeep(ValueError):
+    """The body nests arrays and objects deeper than :data:`MAX_DEPTH`."""
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
@@ -94,14 +104,27 @@ def _encodable(value: Any) -> Any:
 def decode_json(raw: bytes) -> Any:
     """Parse a JSON body (UTF-8, -16 or -32); ValueError unless it is JSON text.
 
-    :class:`UnpairedSurrogate` (a ValueError) names that case; RecursionError is raised for
-    nesting deeper than the interpreter's stack.
+    :class:`UnpairedSurrogate` and :class:`TooDeep` (ValueErrors) name those cases;
+    RecursionError is raised for nesting deeper than the interpreter's stack.
     """
     text = raw.decode(json.detect_encoding(raw))  # strict: no encoded surrogates either
     value = _DECODER.decode(text)
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_over(value, MAX_DEPTH):
+        raise TooDeep(f"arrays and objects nest more than {MAX_DEPTH} deep")
     if _SURROGATE_ESCAPE.search(text) and _holds_surrogate(value):
         raise UnpairedSurrogate("a string holds an unpaired surrogate (U+D800 to U+DFFF)")
     return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    level = [value] if isinstance(value, (list, dict)) else []
+    for _ in range(limit):  # level by level, iteratively: a body nests as deep as parsed
+        level = [child for item in level
+                 for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (list, dict))]
+        if not level:
+            return False
+    return True
 
 
 def _holds_surrogate(value: Any) -> bool:

@@ -13,7 +13,7 @@ trigger APScheduler 3 ships (date, interval, cron, calendarinterval, and, or).
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import MAXYEAR, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -52,6 +52,35 @@ class BoundedAndTrigger(AndTrigger):  # type: ignore[misc]
                 return self._apply_jitter(fire_times[0], self.jitter, now)  # type: ignore[no-any-return]
             now = max(fire_times)
         return None
+
+
+class BoundedCalendarIntervalTrigger(CalendarIntervalTrigger):  # type: ignore[misc]
+    """A ``CalendarIntervalTrigger`` that ends at the year 9999 instead of looping forever.
+
+    APScheduler's skips a date that does not exist (Feb 29 in a common year) by stepping on,
+    and a date past 9999 never exists: from 9999-12-31 with ``months=81`` the step never
+    ended, in a request or in the scheduler's thread. The steps are simulated first; past the
+    year 9999 they raise OverflowError, as the other triggers' date maths does there.
+    """
+
+    __slots__ = ()
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        if previous_fire_time is not None:
+            year, month = previous_fire_time.year, previous_fire_time.month
+            while True:  # the years grow on every step with months (or years) set
+                month += self.months
+                year += self.years + (month - 1) // 12
+                month = (month - 1) % 12 + 1
+                if year > MAXYEAR:
+                    raise OverflowError("date value out of range")
+                try:
+                    date(year, month, previous_fire_time.day)
+                    break
+                except ValueError:
+                    continue
+        return super().get_next_fire_time(previous_fire_time, now)  # type: ignore[no-any-return]
 
 
 class InvalidField(ValueError):
@@ -189,9 +218,11 @@ def parse_timezone(value: object, field: str = "timezone") -> tzinfo:
         return timezone.utc
     offset = _OFFSET_RE.fullmatch(value)
     if offset:
+        hours, minutes = int(offset.group(2)), int(offset.group(3))
+        if hours > 23 or minutes > 59:  # datetime.timezone takes less than 24 hours
+            raise InvalidField(field, f"offset {value!r} must be from -23:59 to +23:59")
         sign = -1 if offset.group(1) == "-" else 1
-        return timezone(sign * timedelta(hours=int(offset.group(2)),
-                                         minutes=int(offset.group(3))))
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -205,6 +236,8 @@ def parse_datetime(value: object, field: str, tz: tzinfo) -> datetime:
         return convert_to_datetime(value, tz, field)  # type: ignore[no-any-return]
     except ValueError:
         raise InvalidField(field, f"{value!r} is not an ISO 8601 date-time") from None
+    except OverflowError:  # 9999-12-31T23:59 localised to a zone east of UTC
+        raise InvalidField(field, f"{value!r} is out of range in time zone {tz}") from None
 
 
 def _number(body: JSON, field: str, *, integer: bool = False, minimum: float = 0,
@@ -235,7 +268,11 @@ def _trigger_date(body: JSON, field: str, tz: tzinfo, named_tz: bool) -> datetim
     # A date-time with an offset, for a trigger with a named zone, is the same instant in
     # that zone: what GET shows (offset and zone) posts back to the same trigger.
     value = parse_datetime(body[field], field, tz)
-    return value.astimezone(tz) if named_tz else value
+    try:
+        return value.astimezone(tz) if named_tz else value
+    except (OverflowError, ValueError):  # 9999-12-31T23:00Z is in the year 10000 at +14:00
+        raise InvalidField(field, f"{body[field]!r} is out of range in time zone "
+                           f"{body['timezone']!r}") from None
 
 
 def schedule_from_json(body: JSON, default_timezone: tzinfo,
@@ -284,9 +321,10 @@ def check_trigger(trigger: BaseTrigger, default_timezone: tzinfo,
             engine.next_fire_time(trigger, first, first, budget)
     except engine.Unschedulable as exc:
         raise InvalidField(exc.field or trigger_kind(exc.trigger), exc.problem) from None
-    except (OverflowError, ValueError) as exc:
+    except (OverflowError, ValueError, IndexError) as exc:  # IndexError: cron past 9999
+        problem = exc if isinstance(exc, ValueError) else "they pass the year 9999"
         raise InvalidField(trigger_kind(trigger),
-                           f"its fire times cannot be computed: {exc}") from None
+                           f"its fire times cannot be computed: {problem}") from None
     return first
 
 
@@ -382,8 +420,8 @@ def _trigger(body: JSON, default_timezone: tzinfo, depth: int) -> BaseTrigger:
             calendar_dates = {field: value.date() for field, value in dates.items()}
             jitter = _optional_jitter(body)
             try:
-                return CalendarIntervalTrigger(**units, **clock, **calendar_dates, timezone=tz,
-                                               jitter=jitter)
+                return BoundedCalendarIntervalTrigger(**units, **clock, **calendar_dates,
+                                                      timezone=tz, jitter=jitter)
             except ValueError as exc:
                 raise InvalidField("calendarinterval", str(exc)) from None
         return _combined_from_json(kind, body, default_timezone, depth)

@@ -9,6 +9,10 @@ the job is unchanged:
 - memory store: keyed by the identity of the job's attributes (APScheduler replaces them on
   every change).
 
+A stored job that cannot be restored (its func's module was removed or renamed by a deploy)
+is listed as what could be read of it plus an ``error`` (:func:`broken_job_json`), not cached,
+and does not break the listing.
+
 Pages (``limit``/``offset``) follow the listing's order: next run time, paused jobs last,
 then id::
 
@@ -18,7 +22,9 @@ then id::
 
 from __future__ import annotations
 
+import logging
 import operator
+import pickle
 import threading
 from typing import Any
 
@@ -30,9 +36,39 @@ from sqlalchemy import Index, func, select
 from sqlalchemy.schema import CreateIndex
 
 from .codec import encode_json
-from .jobs import job_to_json
+from .jobs import JSON, job_to_json, trigger_to_json
 
 CACHE_SIZE = 16384
+logger = logging.getLogger("scheduler_api")
+
+
+def restore_error(error: BaseException) -> str:
+    """Why a stored job cannot be restored, as its ``error`` field says it."""
+    text = f"cannot be restored: {type(error).__name__}: {error}"
+    cause = error.__cause__
+    return text if cause is None else f"{text} ({type(cause).__name__}: {cause})"
+
+
+def broken_job_json(job_id: str, state: bytes | None, error: BaseException) -> JSON:
+    """A stored job that cannot be restored: ``id``, what its state holds, and ``error``.
+
+    APScheduler keeps the func as a ``module:name`` reference in the pickled state, so the
+    rest can usually be read; when the state itself cannot be unpickled (args holding an
+    instance of a class that is gone), only the id and the error are shown.
+    """
+    data: JSON = {"id": job_id}
+    try:
+        saved = pickle.loads(state) if state is not None else {}  # noqa: S301 - as APScheduler
+        data.update({"name": saved["name"], "func": saved["func"], "args": list(saved["args"]),
+                     "kwargs": dict(saved["kwargs"]), **trigger_to_json(saved["trigger"]),
+                     "misfire_grace_time": saved["misfire_grace_time"],
+                     "max_instances": saved["max_instances"], "coalesce": saved["coalesce"],
+                     "next_run_time": None if saved["next_run_time"] is None
+                     else saved["next_run_time"].isoformat()})
+    except Exception:  # noqa: BLE001 - whatever the state holds, the id and the error show
+        data = {"id": job_id}
+    data["error"] = restore_error(error)
+    return data
 
 
 def _fingerprint(job: Job) -> tuple[Any, ...]:
@@ -48,6 +84,7 @@ class JobListing:
         self._by_state: dict[bytes, bytes] = {}
         self._by_identity: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         self._lock = threading.Lock()
+        self._reported: dict[tuple[str, str], bool] = {}
 
     def page(self, limit: int | None = None, offset: int = 0) -> tuple[bytes, int]:
         """The jobs ``[offset, offset + limit)`` as a JSON array, and the number of jobs."""
@@ -102,32 +139,39 @@ class JobListing:
         table = store.jobs_t
         # Scheduled jobs (by next run time, then id: the index below serves it), then paused
         # ones (by id): two queries, because databases disagree on where NULLs sort.
-        scheduled = (select(table.c.job_state).where(table.c.next_run_time.is_not(None))
+        scheduled = (select(table.c.job_state, table.c.id)
+                     .where(table.c.next_run_time.is_not(None))
                      .order_by(table.c.next_run_time, table.c.id))
-        paused = (select(table.c.job_state).where(table.c.next_run_time.is_(None))
+        paused = (select(table.c.job_state, table.c.id).where(table.c.next_run_time.is_(None))
                   .order_by(table.c.id))
         with store.engine.begin() as connection:
             if limit is None and not offset:
-                states = [*connection.execute(scheduled).scalars(),
-                          *connection.execute(paused).scalars()]
-                total = len(states)
+                rows = [*connection.execute(scheduled), *connection.execute(paused)]
+                total = len(rows)
             else:
                 total = connection.execute(select(func.count()).select_from(table)).scalar_one()
                 running = connection.execute(select(func.count()).select_from(table).where(
                     table.c.next_run_time.is_not(None))).scalar_one()
-                states = list(connection.execute(scheduled.limit(limit).offset(offset)).scalars())
-                if limit is None or len(states) < limit:
-                    rest = None if limit is None else limit - len(states)
-                    states += connection.execute(
-                        paused.limit(rest).offset(max(0, offset - running))).scalars()
+                rows = list(connection.execute(scheduled.limit(limit).offset(offset)))
+                if limit is None or len(rows) < limit:
+                    rest = None if limit is None else limit - len(rows)
+                    rows += connection.execute(
+                        paused.limit(rest).offset(max(0, offset - running)))
         complete = limit is None and not offset
         known = self._by_state
         fresh: dict[bytes, bytes] = {} if complete else known
         fragments = []
-        for state in states:
+        for state, job_id in rows:
             fragment = known.get(state)
             if fragment is None:
-                fragment = encode_json(job_to_json(store._reconstitute_job(state)))
+                try:
+                    job = store._reconstitute_job(state)
+                except Exception as exc:  # noqa: BLE001 - its module is gone, say: shown
+                    # with its error, never cached (a later deploy may bring the module back)
+                    self._report_broken(job_id, exc)
+                    fragments.append(encode_json(broken_job_json(job_id, state, exc)))
+                    continue
+                fragment = encode_json(job_to_json(job))
             fragments.append(fragment)
             if complete:
                 fresh[state] = fragment
@@ -136,6 +180,25 @@ class JobListing:
         if complete:
             self._by_state = fresh  # exactly the jobs there are: no stale entries kept
         return fragments, total
+
+    def _report_broken(self, job_id: str, error: BaseException) -> None:
+        """Log a job that cannot be restored: once per job and error, not per listing."""
+        key = (job_id, restore_error(error))
+        if key not in self._reported:
+            self._remember(self._reported, key, True)
+            logger.warning("job %s %s; it is listed with its error until it is deleted",
+                           job_id, key[1])
+
+    def stored_state(self, job_id: str) -> bytes | None:
+        """The pickled state of a job in a SQL store, as stored; None if there is none."""
+        for store in self.scheduler._jobstores.values():
+            if isinstance(store, SQLAlchemyJobStore):
+                with store.engine.begin() as connection:
+                    state = connection.execute(select(store.jobs_t.c.job_state).where(
+                        store.jobs_t.c.id == job_id)).scalar()
+                if state is not None:
+                    return state  # type: ignore[no-any-return]
+        return None
 
 
 def create_listing_index(store: SQLAlchemyJobStore) -> None:

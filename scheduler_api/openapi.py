@@ -123,6 +123,18 @@ _SCHEMAS: JSON = {
                        "pending (added while the scheduler is shut down, which /shutdown does "
                        "only without a SQL job store).",
     },
+    "BrokenJob": {
+        **_object({"id": {"type": "string"},
+                   "error": {"type": "string",
+                             "examples": ["cannot be restored: LookupError: Error resolving "
+                                          "reference tasks:gone: could not import module "
+                                          "(ModuleNotFoundError: No module named 'tasks')"]}},
+                  required=("id", "error")),
+        "description": "A stored job that cannot be restored (its func's module or name is "
+                       "gone): the fields its stored state holds (a Job's, when it can be "
+                       "read; else none) and error. It can be read and deleted; PATCH, pause, "
+                       "resume and run answer 409.",
+    },
     "JobChange": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
         **_object({"func": _ref("FuncRef"), "trigger": _ref("TriggerType"),
@@ -143,6 +155,7 @@ _SCHEMAS: JSON = {
                        "current trigger; with 'trigger' they replace it. A paused job stays "
                        "paused.",
     },
+    "ListedJob": {"anyOf": [_ref("Job"), _ref("BrokenJob")]},
     "ShutdownOptions": _object({"wait": {"type": "boolean", "default": True}},
                                additionalProperties=False),
 }
@@ -152,12 +165,14 @@ _RESPONSES: JSON = {
     "SchedulerInfo": {"description": "The scheduler's state.",
                       "content": _json(_ref("SchedulerInfo"))},
     "Job": {"description": "The job.", "content": _json(_ref("Job"))},
+    "StoredJob": {"description": "The job, or what can be read of one that cannot be restored.",
+                  "content": _json({"anyOf": [_ref("Job"), _ref("BrokenJob")]})},
     "Jobs": {"description": "All jobs (while shut down: the pending ones), in the order they "
                             "run next (paused jobs last); with limit or offset, one page of "
                             "them in that order and the total count.",
              "content": _json({"oneOf": [
-                 {"type": "array", "items": _ref("Job")},
-                 _object({"jobs": {"type": "array", "items": _ref("Job")},
+                 {"type": "array", "items": _ref("ListedJob")},
+                 _object({"jobs": {"type": "array", "items": _ref("ListedJob")},
                           "total": {"type": "integer", "minimum": 0},
                           "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
                           "offset": {"type": "integer", "minimum": 0}},
@@ -175,14 +190,15 @@ _RESPONSES: JSON = {
         "content": {"text/plain": {"schema": {"type": "string", "examples": ["Access Denied"]}}},
     },
     "Forbidden": _error("func is not an allowed 'module:callable' (SCHEDULER_API_ALLOWED_FUNCS), "
-                        "or the request came from a page on another site (Origin, "
-                        "Sec-Fetch-Site: cross-site)."),
+                        "a PATCH of a job whose own func is not allowed, or the request came "
+                        "from a page on another site (Origin, Sec-Fetch-Site: cross-site)."),
     "NotFound": _error("No job with this id."),
     "MethodNotAllowed": _error("The path exists, not with this method.",
                                {"Allow": _header("the methods the path takes")}),
     "Conflict": _error("Conflicts with the current state: the job id exists, the scheduler is "
-                       "(not) running or its host is not allowed, or the job already runs "
-                       "max_instances times."),
+                       "(not) running or its host is not allowed, the job already runs "
+                       "max_instances times, or the stored job cannot be restored (it can "
+                       "only be read and deleted)."),
     "PayloadTooLarge": _error("The body is over 1 MiB."),
     "UnsupportedMediaType": _error("A body or Content-Type that is not application/json (an "
                                    "HTML form or text/plain, as a cross-site page sends)."),
@@ -293,19 +309,24 @@ _DOCUMENT: JSON = {
         },
         "/jobs/{job_id}": {
             **_JOB_PATH,
-            "get": _operation("getJob", "One job", "200 Job", "404", "503"),
+            "get": _operation("getJob", "One job", "200 StoredJob", "404", "503"),
             "patch": _operation("updateJob", "Change a job", "200 Job", *_BODY_ERRORS, "403",
-                                "404", "503", body=_body("JobPatch")),
+                                "404", "409", "503", body=_body("JobPatch"),
+                                description="403 if the job's own func is not allowed; 409 if "
+                                "it cannot be restored."),
             "delete": _operation("deleteJob", "Remove a job", "204", "404", "503"),
         },
         "/jobs/{job_id}/pause": {**_JOB_PATH, "post": _operation(
-            "pauseJob", "Pause a job (next_run_time: null)", "200 Job", "404", "503")},
+            "pauseJob", "Pause a job (next_run_time: null)", "200 Job", "404", "409", "503",
+            description="409 if the stored job cannot be restored.")},
         "/jobs/{job_id}/resume": {**_JOB_PATH, "post": _operation(
-            "resumeJob", "Resume a paused job", "200 Job", "404", "503")},
+            "resumeJob", "Resume a paused job", "200 Job", "404", "409", "503",
+            description="409 if the stored job cannot be restored.")},
         "/jobs/{job_id}/run": {**_JOB_PATH, "post": _operation(
             "runJob", "Run a job now, without changing its schedule", "200 Job", "404", "409",
             "503", description="Another process than the leader asks the leader to run it. "
-            + _NOT_RUNNING + " Also 409 if it already runs max_instances times (leader).")},
+            + _NOT_RUNNING + " Also 409 if it already runs max_instances times (leader), or "
+            "if the stored job cannot be restored.")},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
     }),
     "components": {

@@ -328,6 +328,37 @@ def test_patch_cannot_swap_in_a_forbidden_func(api):
     assert client.get("/jobs/every-minute").json == before
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"args": [["sh", "-c", "id"]]}, {"kwargs": {"shell": True}}, {"trigger": "cron",
+                                                                  "minute": "*"},
+     {"seconds": 1}, {"name": "renamed"}, {"func": "tests.tasks:record"}, {}],
+    ids=["args", "kwargs", "trigger", "trigger-field", "name", "allowed-func", "empty"],
+)
+def test_a_job_whose_func_is_not_allowed_cannot_be_changed(api, change):
+    """An operator's job added from Python with a func outside the allow-list: the API may
+    read, pause, resume, run and delete it, never change it (/run would run the change)."""
+    scheduler, client = api
+    scheduler.add_job("operator", "subprocess:run", args=[["true"]], trigger="interval",
+                      hours=1)
+    before = client.get("/jobs/operator").json
+    response = client.patch("/jobs/operator", json=change)
+    assert response.status_code == 403
+    assert response.json["error_message"].startswith("func 'subprocess:run' of job operator")
+    assert client.get("/jobs/operator").json == before
+    assert scheduler.get_job("operator").args == (["true"],)
+
+
+def test_a_job_whose_func_is_not_allowed_can_be_read_paused_resumed_and_deleted(api):
+    scheduler, client = api
+    scheduler.add_job("operator", "json:dumps", args=[1], trigger="interval", hours=1)
+    assert client.get("/jobs/operator").json["func"] == "json:dumps"
+    assert client.post("/jobs/operator/pause").json["next_run_time"] is None
+    assert client.post("/jobs/operator/resume").json["next_run_time"] is not None
+    assert client.post("/jobs/operator/run").status_code == 200
+    assert client.delete("/jobs/operator").status_code == 204
+
+
 def test_opting_out_of_the_allow_list_is_possible_and_warned(tmp_path, caplog):
     with running_api(tmp_path / "jobs.sqlite", SCHEDULER_API_ALLOW_ANY_FUNC=True) as (_, client):
         response = client.post("/jobs", json={"id": "x", "func": "json:dumps", "args": [1],

@@ -341,6 +341,36 @@ def exercise_job_errors(api: Api) -> None:
         api(method, path, 413, {"id": "x", "func": FUNC, "args": ["x" * MAX_BODY_BYTES]})
 
 
+def exercise_broken_job(api: Api) -> None:
+    """A stored job whose module is gone: listed and read with its error, 409 otherwise."""
+    import importlib
+    import sys
+    import uuid
+
+    name = f"vanishing_{uuid.uuid4().hex[:8]}"
+    source = api.store / f"{name}.py"
+    source.write_text("def task():\n    pass\n")
+    sys.path.insert(0, str(api.store))
+    try:
+        api.scheduler.add_job("broken", f"{importlib.import_module(name).__name__}:task",
+                              trigger="cron", hour=3)
+    finally:
+        sys.path.remove(str(api.store))
+        del sys.modules[name]
+    source.unlink()
+    shutil.rmtree(api.store / "__pycache__", ignore_errors=True)
+    api("POST", "/jobs", 200, {"id": "fine", "func": FUNC, "trigger": "cron", "hour": 4})
+    listed = {job["id"]: job for job in api("GET", "/jobs", 200)}
+    assert "error" in listed["broken"] and "error" not in listed["fine"]
+    assert api("GET", "/jobs?limit=1", 200)["total"] == len(listed)
+    assert api("GET", "/jobs/broken", 200) == listed["broken"]
+    api("PATCH", "/jobs/broken", 409, {"name": "x"})
+    for action in ("pause", "resume", "run"):
+        api("POST", f"/jobs/broken/{action}", 409)
+    api("DELETE", "/jobs/broken", 204)
+    api("GET", "/jobs/broken", 404)
+
+
 def exercise_other_methods(api: Api) -> None:
     for template, item in DOCUMENT["paths"].items():
         path = template.replace("{job_id}", "job")
@@ -406,7 +436,7 @@ def exercise_cross_site(api: Api) -> None:
 
 
 SCENARIOS: list[Callable[[Api], None]] = [
-    exercise_cross_site,
+    exercise_cross_site, exercise_broken_job,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
     exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
 ]
