@@ -2,8 +2,10 @@
 
 Routes, bodies and status codes are Flask-APScheduler's; every error is JSON
 ``{"error_message": ...}`` with a 4xx status for bad input (never a 500, never internal
-exception text). Mounted by :meth:`scheduler_api.APScheduler.init_app` under its prefix, behind
-authentication::
+exception text). It is written against :class:`~scheduler_api.protocol.JobScheduler`, which
+:class:`~scheduler_api.APScheduler` implements; the HTTP plumbing is in
+:mod:`scheduler_api.web`. Mounted by :meth:`scheduler_api.APScheduler.init_app` under its
+prefix, behind authentication::
 
     api = SchedulerAPI(scheduler)       # a WSGI app; paths relative to the prefix
     DispatcherMiddleware(app, {"/scheduler": api})
@@ -13,13 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
@@ -30,7 +29,6 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
-from .codec import TooDeep, UnpairedSurrogate, decode_json, encode_json
 from .deadlines import STORE_WAIT_SECONDS, deadline
 from .funcs import ForbiddenFunc
 from .jobs import (
@@ -46,30 +44,27 @@ from .jobs import (
     trigger_part,
     trigger_to_json,
 )
-from .listing import JobListing, broken_job_json, restore_error
+from .listing import broken_job_json, restore_error
 from .openapi import openapi_document
+from .protocol import JobScheduler
+from .web import (
+    NO_CONTENT,
+    APIError,
+    JSONResponse,
+    error_response,
+    json_response,
+    query_int,
+    read_json_body,
+    refuse_cross_site,
+    store_problem,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from .scheduler import APScheduler
-
 logger = logging.getLogger("scheduler_api")
 
-MAX_BODY_BYTES = 1024 * 1024
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_PAGE = 1000
-MAX_OFFSET = 2**31 - 1
-
-
-class APIError(Exception):
-    """An error answered as ``{"error_message": message}`` with ``status``."""
-
-    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = tuple(headers)
 
 
 class UnrestorableJob(Exception):
@@ -79,48 +74,6 @@ class UnrestorableJob(Exception):
         super().__init__(job_id)
         self.job_id = job_id
         self.error = error
-
-
-_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
-
-
-class JSONResponse:
-    """A handler's answer: a status, extra headers and a finished JSON body (none for 204).
-
-    Every body the API sends is complete JSON bytes, so this is all a response needs to be;
-    werkzeug's ``Response`` cost about as much per POST as parsing and validating the job.
-    """
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, body: bytes = b"", status: int = 200,
-                 headers: Iterable[tuple[str, str]] = ()) -> None:
-        self.body = body
-        self.status = status
-        self.headers = tuple(headers)
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
-        if self.status == 204:
-            start_response(_STATUS_LINES[204], list(self.headers))
-            return []
-        start_response(_STATUS_LINES[self.status], [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(self.body))),
-            *self.headers,
-        ])
-        return [] if environ["REQUEST_METHOD"] == "HEAD" else [self.body]
-
-
-NO_CONTENT = JSONResponse(status=204)
-
-
-def json_response(data: Any, status: int = 200,
-                  headers: Iterable[tuple[str, str]] = ()) -> JSONResponse:
-    return JSONResponse(encode_json(data), status, headers)
-
-
-def error_response(status: int, message: str,
-                   headers: Iterable[tuple[str, str]] = ()) -> JSONResponse:
-    return json_response({"error_message": message}, status, headers)
 
 
 @contextmanager
@@ -138,91 +91,11 @@ def _apscheduler_errors(job_id: str, func: object) -> Iterator[None]:
         raise InvalidField("args", str(exc)) from None
 
 
-def _query_int(request: Request, name: str, default: int, minimum: int,
-               maximum: int | None) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    maximum = MAX_OFFSET if maximum is None else maximum
-    # isdigit() alone admits '²' and '①'; the bound keeps a SQL OFFSET within 64 bits.
-    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
-        raise InvalidField(name, f"must be a whole number from {minimum} to {maximum}")
-    return int(raw)
-
-
-def _store_problem(exc: Exception) -> str:
-    """What to tell the client about a job store that failed (nothing stored has changed)."""
-    text = str(exc).lower()
-    if "disk is full" in text or "no space left" in text:
-        return "the job store is out of space; nothing was changed"
-    if "readonly" in text or "read-only" in text:
-        return "the job store is read-only; nothing was changed"
-    return "the job store is unavailable, try again later"
-
-
-def _refuse_cross_site(request: Request) -> None:
-    """Refuse what a web page on another site can make a browser send (CSRF).
-
-    A browser holding the API's Basic credentials sends them with any request to it, also
-    from a page on another site. Such a page can send, without a preflight, a POST whose
-    body is a form or text/plain, or no body at all; browsers mark it with ``Origin`` and
-    ``Sec-Fetch-Site``. Clients that are not browsers send neither.
-    """
-    if request.method in _SAFE_METHODS:
-        return
-    environ = request.environ
-    if environ.get("HTTP_SEC_FETCH_SITE") == "cross-site":
-        raise APIError(403, "a cross-site request cannot change jobs or the scheduler")
-    origin = environ.get("HTTP_ORIGIN")
-    if origin is not None and (origin == "null" or _origin_host(origin) != request.host):
-        raise APIError(403, f"requests from origin {origin!r} cannot change jobs or the "
-                       "scheduler")
-    if environ.get("CONTENT_TYPE") and _media_type(environ) != "application/json":
-        raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
-
-
-def _origin_host(origin: str) -> str | None:
-    """The host[:port] of an ``Origin`` header; None when it is not a URL (``http://[``)."""
-    try:
-        return urlsplit(origin).netloc
-    except ValueError:
-        return None
-
-
-def _media_type(environ: WSGIEnvironment) -> str:
-    """The body's media type, lower case, without parameters: what ``request.mimetype`` is."""
-    return str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip(" \t").lower()
-
-
-def _content_length(environ: WSGIEnvironment) -> int | None:
-    """The declared body length; None when there is none, or it is chunked or malformed."""
-    declared = environ.get("CONTENT_LENGTH")
-    if (not isinstance(declared, str) or not declared.isascii() or not declared.isdigit()
-            or "HTTP_TRANSFER_ENCODING" in environ):
-        return None
-    digits = declared.lstrip("0")
-    # Past 18 digits it is too large anyway, and past 4300 int() refuses to read it.
-    return int(digits or "0") if len(digits) <= 18 else sys.maxsize
-
-
-def _read_exactly(stream: Any, length: int) -> bytes:
-    """``length`` bytes of the body; 400 if the client stops sending before the end."""
-    chunks = []
-    while length:
-        chunk = stream.read(length)
-        if not chunk:
-            raise APIError(400, "the body ended before its Content-Length")
-        chunks.append(chunk)
-        length -= len(chunk)
-    return b"".join(chunks)
-
-
 class SchedulerAPI:
-    """The WSGI app of the job API over an :class:`~scheduler_api.APScheduler`."""
+    """The WSGI app of the job API over a :class:`~scheduler_api.protocol.JobScheduler`."""
 
-    def __init__(self, scheduler: APScheduler) -> None:
+    def __init__(self, scheduler: JobScheduler) -> None:
         self.scheduler = scheduler
-        self.listing = JobListing(scheduler.scheduler)
         self.url_map = Map(
             [
                 Rule("/", endpoint="scheduler_info", methods=["GET"]),
@@ -267,7 +140,7 @@ class SchedulerAPI:
                 endpoint, values = self._adapter.match(*route)
                 if not values:
                     self._static_routes[route] = endpoint
-            _refuse_cross_site(request)
+            refuse_cross_site(request)
             if "\x00" in values.get("job_id", ""):
                 # No store holds one (PostgreSQL refuses NUL in text, a DataError); the API
                 # never made one: not found, on every store alike, without asking it.
@@ -295,7 +168,7 @@ class SchedulerAPI:
             return error_response(exc.code or 500, exc.name)
         except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
             logger.exception("the job store is unavailable")
-            return error_response(503, _store_problem(exc))
+            return error_response(503, store_problem(exc))
         except DataError:  # a value the database refuses; nothing was stored
             logger.info("the job store refused a value in %s %s", request.method, request.path,
                         exc_info=True)
@@ -306,46 +179,6 @@ class SchedulerAPI:
             return error_response(500, "internal error")
 
     # -- request helpers -------------------------------------------------------------------
-
-    @staticmethod
-    def _json_body(request: Request, required: bool = True) -> JSON:
-        """The request's JSON object; 415 unless declared application/json."""
-        environ = request.environ
-        length = _content_length(environ)
-        if not required and not length and "HTTP_TRANSFER_ENCODING" not in environ:
-            return {}
-        if _media_type(environ) != "application/json":
-            raise APIError(415, "the body must be JSON, sent as Content-Type: application/json")
-        if length is not None and length > MAX_BODY_BYTES:
-            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
-        try:
-            if length is not None:
-                raw = _read_exactly(environ["wsgi.input"], length)
-            else:  # chunked: werkzeug's stream ends where the server says the body ends
-                raw = request.stream.read(MAX_BODY_BYTES + 1)
-        except APIError:
-            raise
-        except Exception:  # the server's framing errors: a chunk size 'zz'
-            # (werkzeug's server: OSError; gunicorn: its ParseException), a closed connection
-            logger.info("the body of %s %s could not be read", request.method, request.path,
-                        exc_info=True)
-            raise APIError(400, "the body could not be read (malformed chunked encoding, or "
-                           "the connection closed)") from None
-        if len(raw) > MAX_BODY_BYTES:
-            raise APIError(413, f"the body must be at most {MAX_BODY_BYTES} bytes")
-        if not raw and not required:
-            return {}
-        try:
-            body = decode_json(raw)
-        except UnpairedSurrogate as exc:
-            raise APIError(400, f"the body is not valid JSON: {exc}") from None
-        except TooDeep as exc:
-            raise APIError(400, f"the body is too deep: {exc}") from None
-        except (ValueError, RecursionError):
-            raise APIError(400, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "the body must be a JSON object")
-        return body
 
     def _job(self, job_id: str) -> Job:
         try:
@@ -378,7 +211,7 @@ class SchedulerAPI:
             raise APIError(409, "the scheduler is not running")
 
     def _next_run_time(self, value: object) -> datetime | None:
-        timezone = self.scheduler.scheduler.timezone
+        timezone = self.scheduler.timezone
         return None if value is None else check_next_run_time(
             parse_datetime(value, "next_run_time", timezone), datetime.now(timezone))
 
@@ -389,14 +222,13 @@ class SchedulerAPI:
     # -- scheduler -------------------------------------------------------------------------
 
     def on_scheduler_info(self, request: Request) -> JSONResponse:
-        coordinator = self.scheduler.coordinator
         return json_response({
             "current_host": self.scheduler.host_name,
             "current_pid": os.getpid(),
             "allowed_hosts": self.scheduler.allowed_hosts,
             "running": self.scheduler.running,
             "state": self.scheduler.state_name,
-            "leader": coordinator.leader() if coordinator else None,
+            "leader": self.scheduler.leader(),
         })
 
     def on_pause_scheduler(self, request: Request) -> JSONResponse:
@@ -419,7 +251,7 @@ class SchedulerAPI:
         return NO_CONTENT
 
     def on_shutdown_scheduler(self, request: Request) -> JSONResponse:
-        body = self._json_body(request, required=False)
+        body = read_json_body(request, required=False)
         if set(body) - {"wait"} or not isinstance(body.get("wait", True), bool):
             raise InvalidField("wait", "the body may only hold 'wait': true or false")
         self._require_started()
@@ -434,16 +266,16 @@ class SchedulerAPI:
     def on_get_jobs(self, request: Request) -> JSONResponse:
         """All jobs (Flask-APScheduler's list), or with ``limit``: one page and the total."""
         if "limit" not in request.args and "offset" not in request.args:
-            body, _ = self.listing.page()
+            body, _ = self.scheduler.list_jobs()
             return JSONResponse(body)
-        limit = _query_int(request, "limit", 100, 1, MAX_PAGE)
-        offset = _query_int(request, "offset", 0, 0, None)
-        body, total = self.listing.page(limit, offset)
+        limit = query_int(request, "limit", 100, 1, MAX_PAGE)
+        offset = query_int(request, "offset", 0, 0, None)
+        body, total = self.scheduler.list_jobs(limit, offset)
         return JSONResponse(b'{"jobs":' + body + b',"total":%d,"limit":%d,"offset":%d}'
                             % (total, limit, offset))
 
     def on_add_job(self, request: Request) -> JSONResponse:
-        body = self._json_body(request)
+        body = read_json_body(request)
         check_known_fields(body)
         job_id = parse_job_id(body.get("id"))
         if "func" not in body:
@@ -453,17 +285,17 @@ class SchedulerAPI:
         options.setdefault("name", job_id)
         # The first fire time is APScheduler's to compute, as it stores the job (or, while
         # the scheduler is stopped, as it starts): one computed here could be stale by then.
-        trigger, _ = schedule_from_json(trigger_part(body), self.scheduler.scheduler.timezone,
+        trigger, _ = schedule_from_json(trigger_part(body), self.scheduler.timezone,
                                         self.scheduler.min_interval)
         if "next_run_time" in body:
             options["next_run_time"] = self._next_run_time(body["next_run_time"])
         if not isinstance(body.get("replace_existing", False), bool):
             raise InvalidField("replace_existing", "must be true or false")
-        self._check_alias(body, "jobstore", self.scheduler.scheduler._jobstores)
-        self._check_alias(body, "executor", self.scheduler.scheduler._executors)
+        self._check_alias(body, "jobstore", self.scheduler.jobstore_names())
+        self._check_alias(body, "executor", self.scheduler.executor_names())
         with _apscheduler_errors(job_id, func):
-            job = self.scheduler.scheduler.add_job(
-                func, trigger=trigger, id=job_id,
+            job = self.scheduler.add_job(
+                job_id, func, trigger=trigger,
                 jobstore=body.get("jobstore", "default"), executor=body.get("executor", "default"),
                 replace_existing=body.get("replace_existing", False), **options,
             )
@@ -473,11 +305,11 @@ class SchedulerAPI:
         try:
             return json_response(job_to_json(self._job(job_id)))
         except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
-            return json_response(broken_job_json(job_id, self.listing.stored_state(job_id),
+            return json_response(broken_job_json(job_id, self.scheduler.stored_job_state(job_id),
                                                  exc.error))
 
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
-        body = self._json_body(request)
+        body = read_json_body(request)
         job = self._job(job_id)
         self._check_current_func(job)
         check_known_fields(body)
@@ -486,7 +318,7 @@ class SchedulerAPI:
         for field in ("jobstore", "replace_existing"):
             if field in body:
                 raise InvalidField(field, "cannot be changed by PATCH")
-        self._check_alias(body, "executor", self.scheduler.scheduler._executors)
+        self._check_alias(body, "executor", self.scheduler.executor_names())
         changes = job_options_from_json(body)
         if "func" in body:
             changes["func"] = self.scheduler.func_policy.check(body["func"])
@@ -499,7 +331,7 @@ class SchedulerAPI:
             spec = trigger_fields if "trigger" in body else {
                 **trigger_to_json(job.trigger), **trigger_fields
             }
-            trigger, first_fire_time = schedule_from_json(spec, self.scheduler.scheduler.timezone,
+            trigger, first_fire_time = schedule_from_json(spec, self.scheduler.timezone,
                                                           self.scheduler.min_interval)
             changes["trigger"] = trigger
             if not job.pending and job.next_run_time is not None:  # paused stays paused

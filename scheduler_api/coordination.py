@@ -34,7 +34,6 @@ from typing import Any, Protocol
 from apscheduler.schedulers.base import (
     STATE_PAUSED,
     STATE_RUNNING,
-    STATE_STOPPED,
     BaseScheduler,
 )
 from sqlalchemy import (
@@ -52,6 +51,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+
+from . import engine
 
 logger = logging.getLogger("scheduler_api")
 
@@ -299,17 +300,8 @@ class Coordinator:
             self.scheduler.wakeup()  # see what other processes wrote to the store
 
     def _revive_main_loop(self) -> None:
-        # APScheduler's loop does not survive every database error (a store that fails
-        # between get_due_jobs() and get_next_run_time() kills its thread), after which
-        # nothing would run again. A dead loop in a started scheduler is started anew.
-        thread = getattr(self.scheduler, "_thread", None)
-        if thread is None or thread.is_alive() or self.scheduler.state == STATE_STOPPED:
-            return
-        logger.error("APScheduler's scheduling thread died; starting a new one")
-        thread = threading.Thread(target=self.scheduler._main_loop, name="APScheduler",
-                                  daemon=getattr(self.scheduler, "_daemon", True))
-        self.scheduler._thread = thread
-        thread.start()
+        if engine.revive_main_loop(self.scheduler):
+            logger.error("APScheduler's scheduling thread died; a new one was started")
 
     def _step_down(self) -> None:
         if self.scheduler.state == STATE_RUNNING:

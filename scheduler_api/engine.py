@@ -1,5 +1,13 @@
 """The one place that reaches into APScheduler's internals.
 
+Everything else in ``scheduler_api`` uses APScheduler's public API and the functions here:
+the job stores and executors by name, the memory store's sorted jobs for a page, a stored
+job's restoration, a run submitted now, the executors' pools and the scheduling thread
+revived, the job-store lock replaced, jitter and a calendar trigger's time of day, and the
+executor that starts a job only once the store has its next run time
+(:class:`StoreFirstThreadPoolExecutor`). A new APScheduler 3.x release that renames one of
+them breaks this module alone.
+
 APScheduler 3 trusts its triggers and job stores: it computes every fire time a trigger asks
 for, while it holds its job-store lock. Two kinds of schedule make that unbounded work:
 
@@ -21,14 +29,20 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.executors.pool import BasePoolExecutor, ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
-from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.calendarinterval import CalendarIntervalTrigger
 from apscheduler.triggers.combining import AndTrigger, OrTrigger
@@ -295,3 +309,129 @@ def build_trigger(scheduler: BaseScheduler, trigger: object,
                   trigger_args: dict[str, Any]) -> BaseTrigger:
     """The trigger APScheduler's ``add_job(trigger=..., **trigger_args)`` would build."""
     return scheduler._create_trigger(trigger, trigger_args)  # type: ignore[no-any-return]
+
+
+# -- the scheduler's parts, for the rest of the package -----------------------------------
+
+def jobstores(scheduler: BaseScheduler) -> dict[str, BaseJobStore]:
+    """The scheduler's job stores by alias (a copy: stores may be added meanwhile)."""
+    return dict(scheduler._jobstores)
+
+
+def executor_names(scheduler: BaseScheduler) -> list[str]:
+    return list(scheduler._executors)
+
+
+def wrap_store_lock(scheduler: BaseScheduler, wrap: Callable[[Any], Any]) -> None:
+    """Replace the lock APScheduler takes around its job stores with ``wrap(lock)``, once."""
+    lock = scheduler._jobstores_lock
+    if not getattr(lock, "wrapped", False):
+        scheduler._jobstores_lock = wrap(lock)
+        scheduler._jobstores_lock.wrapped = True
+
+
+def memory_page(scheduler: BaseScheduler, store: MemoryJobStore, offset: int,
+                end: int | None) -> tuple[list[Job], int]:
+    """The jobs ``[offset, end)`` of a memory store in run order, and how many it holds.
+
+    Its sorted (job, timestamp) list is sliced under the lock APScheduler changes it under:
+    ``get_all_jobs()`` would copy all N jobs for one page. A subclass may keep its jobs
+    elsewhere, so it is asked through the public API.
+    """
+    if type(store) is not MemoryJobStore:
+        every_job = store.get_all_jobs()
+        return every_job[offset:end], len(every_job)
+    with scheduler._jobstores_lock:
+        return [job for job, _ in store._jobs[offset:end]], len(store._jobs)
+
+
+def restore_job(store: SQLAlchemyJobStore, state: bytes) -> Job:
+    """The job a SQL store's pickled ``job_state`` holds (as the store itself restores it)."""
+    return store._reconstitute_job(state)  # type: ignore[no-any-return]
+
+
+def run_now(scheduler: BaseScheduler, job: Job, jobstore: str | None) -> None:
+    """Submit ``job`` to its executor now, as a scheduled run would be (events fire and
+    ``max_instances`` holds: MaxInstancesReachedError), without changing its schedule."""
+    executor = scheduler._lookup_executor(job.executor)
+    run_time = datetime.now(scheduler.timezone)
+    executor.submit_job(job, [run_time])
+    scheduler._dispatch_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, jobstore,
+                                                 [run_time]))
+
+
+def revive_executors(scheduler: BaseScheduler) -> None:
+    """Give pool executors whose pool APScheduler's ``shutdown()`` killed a new one.
+
+    ``start()`` does not renew them, so jobs would never run again after a shutdown/start
+    cycle.
+    """
+    for executor in scheduler._executors.values():
+        if isinstance(executor, BasePoolExecutor):
+            pool = executor._pool
+            if getattr(pool, "_shutdown", False) or getattr(pool, "_shutdown_thread", False):
+                executor._pool = type(pool)(max_workers=pool._max_workers)
+
+
+def revive_main_loop(scheduler: BaseScheduler) -> bool:
+    """Start a new scheduling thread if a started scheduler's has died; True if it had.
+
+    APScheduler's loop does not survive every database error (a store that fails between
+    ``get_due_jobs()`` and ``get_next_run_time()`` kills its thread), after which nothing
+    would run again.
+    """
+    thread = getattr(scheduler, "_thread", None)
+    if thread is None or thread.is_alive() or scheduler.state == STATE_STOPPED:
+        return False
+    thread = threading.Thread(target=scheduler._main_loop, name="APScheduler",
+                              daemon=getattr(scheduler, "_daemon", True))
+    scheduler._thread = thread
+    thread.start()
+    return True
+
+
+def apply_jitter(trigger: BaseTrigger, fire_time: datetime, now: datetime) -> datetime:
+    """``fire_time`` with the trigger's jitter, as APScheduler's own triggers apply it."""
+    return trigger._apply_jitter(fire_time, trigger.jitter, now)  # type: ignore[no-any-return]
+
+
+def calendar_time_of_day(trigger: CalendarIntervalTrigger) -> time_of_day:
+    """The time of day a calendarinterval fires at (no public accessor in APScheduler 3)."""
+    return trigger._time  # type: ignore[no-any-return]
+
+
+class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """APScheduler's thread pool, starting each job only once its next run time is stored.
+
+    APScheduler submits a due job to its executor *before* it writes the job's next run time
+    back to the store. If the process dies in between (kill -9, OOM), the job has run but the
+    store still says it is due, and the next leader runs it again. The write can take a while
+    (an fsync; another writer holding SQLite's lock), so that window is real. This executor
+    holds each submission until the scheduler announces it (``EVENT_JOB_SUBMITTED``,
+    dispatched after the store was updated), which leaves a window of microseconds instead::
+
+        scheduler.configure(executors={"default": StoreFirstThreadPoolExecutor(10)})
+    """
+
+    def __init__(self, max_workers: int = 10, pool_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__(max_workers, pool_kwargs)
+        self._held: list[tuple[Job, list[datetime]]] = []
+        self._held_lock = threading.Lock()
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        scheduler.add_listener(self._release, EVENT_JOB_SUBMITTED)
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        with self._held_lock:
+            self._held.append((job, run_times))
+
+    def _release(self, event: object = None) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+        for job, run_times in held:
+            super()._do_submit_job(job, run_times)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._release()
+        super().shutdown(wait)

@@ -49,7 +49,7 @@ class BoundedAndTrigger(AndTrigger):  # type: ignore[misc]
             if None in fire_times:
                 return None
             if min(fire_times) == max(fire_times):
-                return self._apply_jitter(fire_times[0], self.jitter, now)  # type: ignore[no-any-return]
+                return engine.apply_jitter(self, fire_times[0], now)
             now = max(fire_times)
         return None
 
@@ -176,7 +176,7 @@ def trigger_to_json(trigger: BaseTrigger) -> JSON:
         data = {"trigger": "calendarinterval"}
         data.update((unit, getattr(trigger, unit)) for unit in _CALENDAR_UNITS
                     if getattr(trigger, unit))
-        time_of_day = trigger._time  # no public accessor in APScheduler 3
+        time_of_day = engine.calendar_time_of_day(trigger)
         data.update(hour=time_of_day.hour, minute=time_of_day.minute, second=time_of_day.second)
     elif isinstance(trigger, (AndTrigger, OrTrigger)):
         kind = "and" if isinstance(trigger, AndTrigger) else "or"

@@ -35,6 +35,7 @@ from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from sqlalchemy import Index, func, select
 from sqlalchemy.schema import CreateIndex
 
+from . import engine
 from .codec import encode_json
 from .jobs import JSON, job_to_json, trigger_to_json
 
@@ -88,21 +89,13 @@ class JobListing:
 
     def page(self, limit: int | None = None, offset: int = 0) -> tuple[bytes, int]:
         """The jobs ``[offset, offset + limit)`` as a JSON array, and the number of jobs."""
-        stores = self.scheduler._jobstores
+        stores = engine.jobstores(self.scheduler)
         store = stores.get("default") if len(stores) == 1 else None
         if self.scheduler.state != STATE_STOPPED and isinstance(store, SQLAlchemyJobStore):
             fragments, total = self._sql_page(store, limit, offset)
         elif self.scheduler.state != STATE_STOPPED and isinstance(store, MemoryJobStore):
             end = None if limit is None else offset + limit
-            if type(store) is MemoryJobStore:
-                # Its sorted (job, next run timestamp) list, sliced under the lock APScheduler
-                # changes it under: get_all_jobs() would copy all N jobs for one page.
-                with self.scheduler._jobstores_lock:
-                    jobs = [job for job, _ in store._jobs[offset:end]]
-                    total = len(store._jobs)
-            else:  # a subclass may keep its jobs elsewhere
-                every_job = store.get_all_jobs()
-                jobs, total = every_job[offset:end], len(every_job)
+            jobs, total = engine.memory_page(self.scheduler, store, offset, end)
             fragments = self._memory_fragments(jobs, end is None and not offset)
         else:  # pending jobs (a stopped scheduler), several or custom stores: no shortcut
             jobs = self.scheduler.get_jobs()
@@ -165,7 +158,7 @@ class JobListing:
             fragment = known.get(state)
             if fragment is None:
                 try:
-                    job = store._reconstitute_job(state)
+                    job = engine.restore_job(store, state)
                 except Exception as exc:  # noqa: BLE001 - its module is gone, say: shown
                     # with its error, never cached (a later deploy may bring the module back)
                     self._report_broken(job_id, exc)
@@ -191,7 +184,7 @@ class JobListing:
 
     def stored_state(self, job_id: str) -> bytes | None:
         """The pickled state of a job in a SQL store, as stored; None if there is none."""
-        for store in self.scheduler._jobstores.values():
+        for store in engine.jobstores(self.scheduler).values():
             if isinstance(store, SQLAlchemyJobStore):
                 with store.engine.begin() as connection:
                     state = connection.execute(select(store.jobs_t.c.job_state).where(

@@ -1,26 +1,27 @@
 """``APScheduler``: Flask-APScheduler's Python API, for Flask or any WSGI app.
 
-It owns an APScheduler 3 ``BackgroundScheduler``, reads the same ``SCHEDULER_*`` settings,
-and mounts the job API (behind :class:`authmw.AuthMiddleware`) under its prefix::
+It owns an APScheduler 3 ``BackgroundScheduler``, reads the same ``SCHEDULER_*`` settings
+(:mod:`scheduler_api.config`), and mounts the job API (behind
+:class:`authmw.AuthMiddleware`) under its prefix::
 
     scheduler = APScheduler()
     app = scheduler.init_app(app, config={"SCHEDULER_API_ENABLED": True})
 
-Differences from Flask-APScheduler, all on the safe side: the default job store is a SQLite
-file, the API schedules only allowed callables, ``run_job`` goes through the executor, and a
-scheduler shut down and started again runs jobs again.
+It composes the parts: APScheduler's internals through :mod:`scheduler_api.engine`, process
+life and the election through :mod:`scheduler_api.process`, listings through
+:mod:`scheduler_api.listing`, and it is the :class:`~scheduler_api.protocol.JobScheduler`
+the API (:mod:`scheduler_api.api`) serves. Differences from Flask-APScheduler, all on the
+safe side: the default job store is a SQLite file, the API schedules only allowed callables,
+``run_job`` goes through the executor, and a scheduler shut down and started again runs jobs
+again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import sys
-import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
-from functools import partial
+from datetime import datetime, tzinfo
 from typing import Any, TypeVar
 
 from apscheduler.events import (
@@ -29,10 +30,7 @@ from apscheduler.events import (
     EVENT_JOB_ADDED,
     EVENT_JOB_MODIFIED,
     EVENT_JOB_REMOVED,
-    EVENT_JOB_SUBMITTED,
-    JobSubmissionEvent,
 )
-from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -45,25 +43,23 @@ from apscheduler.schedulers.base import (
 )
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import convert_to_datetime, obj_to_ref
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthenticateCallback, AuthMiddleware, HTTPAuth, Throttle, normalize_prefix
 
 from . import engine
-from .coordination import Coordinator, lock_for
-from .deadlines import DeadlineLock, bound_store_waits, remaining
-from .executors import StoreFirstThreadPoolExecutor
+from .api import SchedulerAPI
+from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL, make_engine, read_settings
+from .coordination import Coordinator
+from .deadlines import DeadlineLock, bound_store_waits
 from .funcs import FuncPolicy
 from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
-from .listing import create_listing_index
+from .listing import JobListing
+from .process import defer_to_workers, start_scheduler
 
 logger = logging.getLogger("scheduler_api")
 
-DEFAULT_JOBSTORE_URL = "sqlite:///scheduler.sqlite"
-DEFAULT_JOBSTORE_TABLE = "apscheduler_jobs"
 STATE_NAMES = {STATE_RUNNING: "running", STATE_PAUSED: "paused", STATE_STOPPED: "stopped"}
 STATE_CODES = {name: code for code, name in STATE_NAMES.items()}
 _CHANGE_EVENTS = EVENT_JOB_ADDED | EVENT_JOB_MODIFIED | EVENT_JOB_REMOVED | EVENT_ALL_JOBS_REMOVED
@@ -75,87 +71,24 @@ _ADD_JOB_OPTIONS = frozenset({"id", "func", "trigger", "args", "kwargs", "name",
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _config_reader(config: object) -> Callable[[str, Any], Any]:
-    if config is None:
-        return lambda key, default: default
-    if isinstance(config, Mapping):
-        return config.get
-    return lambda key, default: getattr(config, key, default)
-
-
-def make_engine(url: str) -> Engine:
-    """An engine fit for a job store shared by several processes."""
-    backend = make_url(url).get_backend_name()
-    if backend == "postgresql":
-        # pre-ping: survive a restart; timeouts: a request never hangs on an unreachable
-        # server (no connection in 5 s, or sent data unacknowledged for 10 s, is an error).
-        return create_engine(url, pool_pre_ping=True, connect_args={
-            "connect_timeout": 5, "tcp_user_timeout": 10_000})
-    if backend != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    # Wait up to 5 s for another process's write, then fail (a 503), never hang a request.
-    engine = create_engine(url, connect_args={"timeout": 5})
-
-    @event.listens_for(engine, "connect")
-    def use_wal(dbapi_connection: Any, _: Any) -> None:
-        # Readers never wait for the one writer: every worker can serve the API meanwhile.
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-
-    return engine
-
-
-def _inside_gunicorn_arbiter() -> bool:
-    """True while gunicorn's master imports the app (``--preload``), before any fork.
-
-    The master loads a preloaded app from ``Arbiter.setup``; a worker loads it from
-    ``Arbiter.spawn_worker`` (after the fork), which is the frame that tells them apart.
-    """
-    frame = sys._getframe()
-    arbiter = os.path.join("gunicorn", "arbiter.py")
-    while frame is not None:
-        if frame.f_code.co_filename.endswith(arbiter):
-            return frame.f_code.co_name == "setup"
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
-
-
-def _retrying_while_busy(operation: Callable[[], object], attempts: int = 6) -> None:
-    """Run a start-up step, again after a pause while the database is busy or away.
-
-    Workers that start together all create tables and rows at once: on SQLite one of them
-    may wait past the busy timeout; on PostgreSQL two concurrent ``CREATE TABLE IF NOT
-    EXISTS`` can collide (a unique violation in the catalog). Failing its boot would take the
-    whole server down. Inside a request (``POST /start``) there is no time to try again.
-    """
-    if remaining() is not None:
-        attempts = 1
-    for attempt in range(attempts):
-        try:
-            operation()
-            return
-        except DBAPIError:
-            if attempt == attempts - 1:
-                raise
-            logger.warning("the job store is busy or unreachable at start-up; trying again")
-            time.sleep(0.5 * 2**attempt)
-
-
 class APScheduler:
     """The scheduler, its settings, and (when enabled) its API. Mirrors Flask-APScheduler."""
 
     def __init__(self, scheduler: BaseScheduler | None = None, app: Any = None) -> None:
         self._scheduler = scheduler or BackgroundScheduler()
         engine.bound_catch_up(self._scheduler)  # no scheduling step lists run times unbounded
-        self.min_interval = DEFAULT_MIN_INTERVAL
         # A request waits for APScheduler's store lock no longer than its deadline allows.
-        if not isinstance(self._scheduler._jobstores_lock, DeadlineLock):
-            self._scheduler._jobstores_lock = DeadlineLock(self._scheduler._jobstores_lock)
+        engine.wrap_store_lock(self._scheduler, DeadlineLock)
+        self.listing = JobListing(self._scheduler)
+        self.min_interval = DEFAULT_MIN_INTERVAL
         self.host_name = socket.gethostname().lower()
         self.allowed_hosts: list[str] = ["*"]
         self.api_enabled = False
         self.api_prefix = "/scheduler"
         self.func_policy = FuncPolicy()
         self.throttle: Throttle | None = None
+        self.auth_options: Mapping[str, Any] = {}
+        self.auth_middleware: Callable[..., AuthMiddleware] = AuthMiddleware
         self.middleware: AuthMiddleware | None = None
         self.coordinator: Coordinator | None = None
         self.app: Any = None
@@ -193,12 +126,13 @@ class APScheduler:
 
         A Flask app gets its ``wsgi_app`` wrapped and is returned; any other WSGI app is
         returned wrapped: authentication first, the API under the prefix, the rest to ``app``.
+        An unknown or wrongly typed ``SCHEDULER_*`` setting raises an error naming it.
         """
         is_flask = hasattr(app, "config") and hasattr(app, "wsgi_app")
-        read = _config_reader(app.config if is_flask and config is None else config)
+        settings = read_settings(app.config if is_flask and config is None else config)
         self.app = app
-        self._load_config(read)
-        self._load_jobs(read)
+        self._load_config(settings)
+        self._load_jobs(settings)
         if is_flask:
             app.apscheduler = self
         if not self.api_enabled:
@@ -208,11 +142,11 @@ class APScheduler:
             return app
         return self._mount(app)
 
-    def _load_config(self, read: Callable[[str, Any], Any]) -> None:
-        jobstores = read("SCHEDULER_JOBSTORES", None) or {
+    def _load_config(self, settings: Mapping[str, Any]) -> None:
+        jobstores = settings.get("SCHEDULER_JOBSTORES") or {
             "default": SQLAlchemyJobStore(
-                engine=make_engine(read("SCHEDULER_JOBSTORE_URL", None) or DEFAULT_JOBSTORE_URL),
-                tablename=read("SCHEDULER_JOBSTORE_TABLE", None) or DEFAULT_JOBSTORE_TABLE,
+                engine=make_engine(settings.get("SCHEDULER_JOBSTORE_URL", DEFAULT_JOBSTORE_URL)),
+                tablename=settings.get("SCHEDULER_JOBSTORE_TABLE", DEFAULT_JOBSTORE_TABLE),
             )
         }
         for store in jobstores.values():
@@ -223,35 +157,32 @@ class APScheduler:
             self._engine, self._tablename = default_store.engine, default_store.jobs_t.name
         options: dict[str, Any] = {
             "jobstores": jobstores,
-            "executors": read("SCHEDULER_EXECUTORS", None) or {
-                "default": StoreFirstThreadPoolExecutor()},
+            "executors": settings.get("SCHEDULER_EXECUTORS") or {
+                "default": engine.StoreFirstThreadPoolExecutor()},
         }
         for key, option in (("SCHEDULER_JOB_DEFAULTS", "job_defaults"),
                             ("SCHEDULER_TIMEZONE", "timezone")):
-            value = read(key, None)
-            if value:
-                options[option] = value
+            if settings.get(key):
+                options[option] = settings[key]
         self._scheduler.configure(**options)
 
-        self.auth = read("SCHEDULER_AUTH", self._auth)
-        self.throttle = read("SCHEDULER_THROTTLE", self.throttle)
-        self.api_enabled = bool(read("SCHEDULER_API_ENABLED", self.api_enabled))
-        self.api_prefix = normalize_prefix(read("SCHEDULER_API_PREFIX", self.api_prefix))
+        self.auth = settings.get("SCHEDULER_AUTH", self._auth)
+        self.throttle = settings.get("SCHEDULER_THROTTLE", self.throttle)
+        self.auth_options = settings.get("SCHEDULER_AUTH_OPTIONS", self.auth_options)
+        self.auth_middleware = settings.get("SCHEDULER_AUTH_MIDDLEWARE", self.auth_middleware)
+        self.api_enabled = settings.get("SCHEDULER_API_ENABLED", self.api_enabled)
+        self.api_prefix = normalize_prefix(settings.get("SCHEDULER_API_PREFIX", self.api_prefix))
         if self.api_prefix == "/":
             raise ValueError("SCHEDULER_API_PREFIX cannot be '/': the API needs its own prefix")
-        self.allowed_hosts = list(read("SCHEDULER_ALLOWED_HOSTS", self.allowed_hosts))
-        min_interval = read("SCHEDULER_MIN_INTERVAL", self.min_interval)
-        if isinstance(min_interval, bool) or not isinstance(min_interval, (int, float)) or not (
-                0 <= min_interval <= 10**9):
-            raise ValueError("SCHEDULER_MIN_INTERVAL must be a number of seconds from 0 to 1e9")
-        self.min_interval = float(min_interval)
-        for rule in read("SCHEDULER_API_ALLOWED_FUNCS", ()):
+        self.allowed_hosts = list(settings.get("SCHEDULER_ALLOWED_HOSTS", self.allowed_hosts))
+        self.min_interval = settings.get("SCHEDULER_MIN_INTERVAL", self.min_interval)
+        for rule in settings.get("SCHEDULER_API_ALLOWED_FUNCS", ()):
             self.func_policy.allow(rule)
-        if read("SCHEDULER_API_ALLOW_ANY_FUNC", False):
+        if settings.get("SCHEDULER_API_ALLOW_ANY_FUNC", False):
             self.func_policy = FuncPolicy(allow_any=True)
 
-    def _load_jobs(self, read: Callable[[str, Any], Any]) -> None:
-        for job in read("SCHEDULER_JOBS", None) or read("JOBS", None) or ():
+    def _load_jobs(self, settings: Mapping[str, Any]) -> None:
+        for job in settings.get("SCHEDULER_JOBS") or settings.get("JOBS") or ():
             job = dict(job)
             job.setdefault("replace_existing", True)  # a persistent store keeps them across runs
             self.add_job(**self._checked_config_job(job))
@@ -285,13 +216,16 @@ class APScheduler:
             pass  # not importable by reference (a lambda, a nested function): nothing to allow
 
     def _mount(self, wsgi_app: Any) -> AuthMiddleware:
-        from .api import SchedulerAPI  # the API imports this module
-
         dispatcher = DispatcherMiddleware(wsgi_app, {self.api_prefix: SchedulerAPI(self)})
-        self.middleware = AuthMiddleware(dispatcher, auth=self._auth, prefixes=[self.api_prefix],
-                                         authenticate=self._authentication_callback,
-                                         throttle=self.throttle)
-        return self.middleware
+        middleware = self.auth_middleware(
+            dispatcher, auth=self._auth, prefixes=[self.api_prefix],
+            authenticate=self._authentication_callback, throttle=self.throttle,
+            **self.auth_options)
+        if not isinstance(middleware, AuthMiddleware):
+            raise TypeError("SCHEDULER_AUTH_MIDDLEWARE must return an authmw.AuthMiddleware, "
+                            f"not {type(middleware).__name__}")
+        self.middleware = middleware
+        return middleware
 
     # -- scheduler -------------------------------------------------------------------------
 
@@ -299,6 +233,11 @@ class APScheduler:
     def scheduler(self) -> BaseScheduler:
         """The APScheduler scheduler underneath."""
         return self._scheduler
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The scheduler's time zone (of dates sent without an offset)."""
+        return self._scheduler.timezone  # type: ignore[no-any-return]
 
     @property
     def running(self) -> bool:
@@ -322,6 +261,10 @@ class APScheduler:
     def host_allowed(self) -> bool:
         return "*" in self.allowed_hosts or self.host_name in self.allowed_hosts
 
+    def leader(self) -> dict[str, Any] | None:
+        """The process that runs the jobs (host, pid, since), when processes elect one."""
+        return self.coordinator.leader() if self.coordinator is not None else None
+
     def start(self, paused: bool = False) -> bool:
         """Start the scheduler; False (and a warning) if this host is not allowed to.
 
@@ -333,16 +276,8 @@ class APScheduler:
             logger.warning("host %s is not in SCHEDULER_ALLOWED_HOSTS: scheduler not started",
                            self.host_name)
             return False
-        if _inside_gunicorn_arbiter():
-            master = os.getpid()
-
-            def start_in_worker() -> None:
-                if os.getppid() == master:  # a worker, not a process a worker forked
-                    self._start_in_worker(paused)
-
-            os.register_at_fork(after_in_child=start_in_worker)
-            return True
-        self._start_here(paused)
+        if not defer_to_workers(lambda: self._start_in_worker(paused)):
+            self._start_here(paused)
         return True
 
     def _start_in_worker(self, paused: bool) -> None:
@@ -351,27 +286,10 @@ class APScheduler:
         self._start_here(paused)
 
     def _start_here(self, paused: bool) -> None:
-        self._revive_executors()
-        lock = lock_for(self._engine, self._tablename) if self._engine is not None else None
-        if lock is None or self._engine is None:
-            self._scheduler.start(paused=paused)
-            self._create_schema()
-            return
-        # The coordinator resumes the scheduler in the leader only.
-        _retrying_while_busy(lambda: self._scheduler.start(paused=True))
-        self._create_schema()
-        coordinator = Coordinator(self._scheduler, self._engine, lock,
-                                  run_job=self._run_job_here, tablename=self._tablename)
-        _retrying_while_busy(lambda: coordinator.start(
-            initial_state="paused" if paused else "running"))
-        self.coordinator = coordinator
-        self._scheduler.add_listener(self._tell_leader, _CHANGE_EVENTS)
-
-    def _create_schema(self) -> None:
-        """Schema work beyond APScheduler's table, at start-up: never inside a request."""
-        for store in list(self._scheduler._jobstores.values()):
-            if isinstance(store, SQLAlchemyJobStore):
-                _retrying_while_busy(partial(create_listing_index, store))
+        self.coordinator = start_scheduler(self._scheduler, self._engine, self._tablename,
+                                           paused, run_job=self._run_job_here)
+        if self.coordinator is not None:
+            self._scheduler.add_listener(self._tell_leader, _CHANGE_EVENTS)
 
     def _tell_leader(self, event: object) -> None:
         if self.coordinator is not None:
@@ -390,15 +308,6 @@ class APScheduler:
             self.coordinator.set_shared_state("stopped")
         else:
             self.shutdown(wait)
-
-    def _revive_executors(self) -> None:
-        # APScheduler's shutdown() kills the executors' pools and start() does not renew them,
-        # so jobs would never run again after a shutdown/start cycle.
-        for executor in self._scheduler._executors.values():
-            if isinstance(executor, BasePoolExecutor):
-                pool = executor._pool
-                if getattr(pool, "_shutdown", False) or getattr(pool, "_shutdown_thread", False):
-                    executor._pool = type(pool)(max_workers=pool._max_workers)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop this process's scheduler (another process takes over the jobs)."""
@@ -456,12 +365,28 @@ class APScheduler:
         """
         if self._scheduler.state == STATE_STOPPED:
             return self._scheduler.get_job(id, jobstore)  # pending jobs live under the lock
-        for alias, store in list(self._scheduler._jobstores.items()):
+        for alias, store in engine.jobstores(self._scheduler).items():
             if jobstore in (None, alias):
                 job = store.lookup_job(id)
                 if job is not None:
                     return job  # type: ignore[no-any-return]
         return None
+
+    def list_jobs(self, limit: int | None = None, offset: int = 0) -> tuple[bytes, int]:
+        """The jobs ``[offset, offset + limit)`` in run order as a JSON array, and how many
+        there are (see :class:`~scheduler_api.listing.JobListing`)."""
+        return self.listing.page(limit, offset)
+
+    def stored_job_state(self, id: str) -> bytes | None:
+        """The pickled state of a job in a SQL store, as stored (for jobs that cannot be
+        restored); None if there is none."""
+        return self.listing.stored_state(id)
+
+    def jobstore_names(self) -> list[str]:
+        return list(engine.jobstores(self._scheduler))
+
+    def executor_names(self) -> list[str]:
+        return engine.executor_names(self._scheduler)
 
     def get_jobs(self, jobstore: str | None = None) -> list[Job]:
         return self._scheduler.get_jobs(jobstore)  # type: ignore[no-any-return]
@@ -494,10 +419,5 @@ class APScheduler:
         job = self._scheduler.get_job(id, jobstore)
         if job is None:
             raise JobLookupError(id)
-        executor = self._scheduler._lookup_executor(job.executor)
-        run_time = datetime.now(self._scheduler.timezone)
-        executor.submit_job(job, [run_time])
-        self._scheduler._dispatch_event(
-            JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, jobstore, [run_time])
-        )
+        engine.run_now(self._scheduler, job, jobstore)
         return job

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from authmw import HTTPBasicAuth, Throttle, compare_secrets
 
-from .scheduler import DEFAULT_JOBSTORE_URL, APScheduler
+from .config import DEFAULT_JOBSTORE_URL
+from .scheduler import APScheduler
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

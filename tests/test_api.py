@@ -15,7 +15,7 @@ import time
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED
 
-from scheduler_api.api import MAX_BODY_BYTES
+from scheduler_api.web import MAX_BODY_BYTES
 
 from . import tasks
 from .api_helpers import AUTH, APIClient, make_scheduler, running_api

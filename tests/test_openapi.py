@@ -26,11 +26,12 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 
-from scheduler_api.api import MAX_BODY_BYTES, SchedulerAPI
+from scheduler_api.api import SchedulerAPI
 from scheduler_api.jobs import ALL_TRIGGER_FIELDS, JOB_FIELDS, TRIGGER_FIELDS
 from scheduler_api.openapi import openapi_document
 from scheduler_api.scheduler import APScheduler
 from scheduler_api.server import EXAMPLE_TASKS, create_app, not_found_app
+from scheduler_api.web import MAX_BODY_BYTES
 
 PREFIX = "/scheduler"
 PASSWORD = "s3cret-password"

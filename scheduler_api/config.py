@@ -1,0 +1,137 @@
+"""The ``SCHEDULER_*`` settings: which exist, what each must be, and the default store.
+
+A setting nobody knows (``SCHEDULER_JOBSTORE_URLS``) or of the wrong type
+(``SCHEDULER_API_ENABLED = "yes"``) is an error that names it, as APScheduler's own
+configuration errors do, instead of being silently ignored::
+
+    settings = read_settings({"SCHEDULER_API_ENABLED": True})
+    settings["SCHEDULER_API_ENABLED"]      # True; unset settings are absent
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import tzinfo
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from authmw import HTTPAuth, Throttle
+
+DEFAULT_JOBSTORE_URL = "sqlite:///scheduler.sqlite"
+DEFAULT_JOBSTORE_TABLE = "apscheduler_jobs"
+#: What ``SCHEDULER_AUTH_OPTIONS`` may hold: ``AuthMiddleware``'s keyword arguments that the
+#: other settings do not give (``auth``, ``authenticate``, ``throttle``, ``prefixes``).
+AUTH_OPTIONS = frozenset({"rules", "public", "cors_preflight", "on_deny"})
+
+
+def _check(test: Callable[[Any], bool], expected: str) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if not test(value):
+            raise TypeError(f"{name} must be {expected}, not {type(value).__name__} "
+                            f"{value!r:.60}")
+        return value
+    return check
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, (list, tuple, set, frozenset)) and all(
+        isinstance(item, str) for item in value)
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 <= value <= 10**9):
+        raise ValueError(f"{name} must be a number of seconds from 0 to 1e9, not {value!r:.60}")
+    return float(value)
+
+
+def _auth_options(name: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping of AuthMiddleware options, not "
+                        f"{type(value).__name__}")
+    unknown = set(value) - AUTH_OPTIONS
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {', '.join(sorted(map(str, unknown)))} "
+                         f"(known: {', '.join(sorted(AUTH_OPTIONS))})")
+    return value
+
+
+_bool = _check(lambda value: isinstance(value, bool), "True or False")
+_str = _check(lambda value: isinstance(value, str), "a str")
+_list_of_str = _check(_strings, "a list of str")
+_mapping = _check(lambda value: isinstance(value, Mapping), "a mapping (dict)")
+_jobs = _check(lambda value: isinstance(value, (list, tuple)) and all(
+    isinstance(job, Mapping) for job in value), "a list of job dicts")
+
+#: Every setting, and how its value is checked (None, for any of them: not set).
+SETTINGS: dict[str, Callable[[str, Any], Any]] = {
+    "SCHEDULER_API_ENABLED": _bool,
+    "SCHEDULER_API_PREFIX": _str,
+    "SCHEDULER_ENDPOINT_PREFIX": _str,  # Flask-APScheduler's endpoint names: none here
+    "SCHEDULER_AUTH": _check(lambda value: isinstance(value, HTTPAuth), "an authmw handler"),
+    "SCHEDULER_AUTH_OPTIONS": _auth_options,
+    "SCHEDULER_AUTH_MIDDLEWARE": _check(callable, "a callable that builds the middleware"),
+    "SCHEDULER_THROTTLE": _check(lambda value: isinstance(value, Throttle),
+                                 "an authmw.Throttle"),
+    "SCHEDULER_API_ALLOWED_FUNCS": _list_of_str,
+    "SCHEDULER_API_ALLOW_ANY_FUNC": _bool,
+    "SCHEDULER_ALLOWED_HOSTS": _list_of_str,
+    "SCHEDULER_JOBSTORE_URL": _str,
+    "SCHEDULER_JOBSTORE_TABLE": _str,
+    "SCHEDULER_JOBSTORES": _mapping,
+    "SCHEDULER_EXECUTORS": _mapping,
+    "SCHEDULER_JOB_DEFAULTS": _mapping,
+    "SCHEDULER_TIMEZONE": _check(lambda value: isinstance(value, (str, tzinfo)),
+                                 "a time zone name or tzinfo"),
+    "SCHEDULER_MIN_INTERVAL": _seconds,
+    "SCHEDULER_JOBS": _jobs,
+    "JOBS": _jobs,  # Flask-APScheduler's older name of SCHEDULER_JOBS
+}
+
+
+def _names(config: object) -> list[str]:
+    if isinstance(config, Mapping):
+        return [name for name in config if isinstance(name, str)]
+    return dir(config)
+
+
+def read_settings(config: object) -> dict[str, Any]:
+    """The settings ``config`` (a mapping, a Flask ``app.config``, or an object with
+    attributes) holds, checked; ValueError or TypeError naming a setting that is unknown or
+    wrong. Other keys (not ``SCHEDULER_*``) are not this package's and are left alone."""
+    if config is None:
+        return {}
+    settings = {}
+    for name in _names(config):
+        if not name.startswith("SCHEDULER_") and name != "JOBS":
+            continue
+        if name not in SETTINGS:
+            raise ValueError(f"unknown setting {name} (known: "
+                             f"{', '.join(sorted(SETTINGS))})")
+        value = config[name] if isinstance(config, Mapping) else getattr(config, name)
+        if value is not None:
+            settings[name] = SETTINGS[name](name, value)
+    return settings
+
+
+def make_engine(url: str) -> Engine:
+    """An engine fit for a job store shared by several processes."""
+    backend = make_url(url).get_backend_name()
+    if backend == "postgresql":
+        # pre-ping: survive a restart; timeouts: a request never hangs on an unreachable
+        # server (no connection in 5 s, or sent data unacknowledged for 10 s, is an error).
+        return create_engine(url, pool_pre_ping=True, connect_args={
+            "connect_timeout": 5, "tcp_user_timeout": 10_000})
+    if backend != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    # Wait up to 5 s for another process's write, then fail (a 503), never hang a request.
+    engine = create_engine(url, connect_args={"timeout": 5})
+
+    @event.listens_for(engine, "connect")
+    def use_wal(dbapi_connection: Any, _: Any) -> None:
+        # Readers never wait for the one writer: every worker can serve the API meanwhile.
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    return engine
