@@ -153,6 +153,18 @@ def postgres_table():
     engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_config(request):
+    """The config of a SQLite file (the default) or, when there is one, a fresh PostgreSQL
+    table."""
+    if request.param == "sqlite":
+        return {}
+    if not POSTGRES_URL:
+        pytest.skip("set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://...)")
+    return {"SCHEDULER_JOBSTORE_URL": POSTGRES_URL,
+            "SCHEDULER_JOBSTORE_TABLE": request.getfixturevalue("postgres_table")}
+
+
 class _Scope:
     """The secrets authmw read, and the log records, of one middleware call (or of none)."""
 

@@ -16,19 +16,9 @@ import uuid
 import pytest
 
 from .api_helpers import running_api
-from .conftest import POSTGRES_URL
 
 GOOD = {"id": "good", "func": "tests.tasks:record", "trigger": "interval", "minutes": 5}
 
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_config(request):
-    if request.param == "sqlite":
-        return {}
-    if not POSTGRES_URL:
-        pytest.skip("set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://...)")
-    return {"SCHEDULER_JOBSTORE_URL": POSTGRES_URL,
-            "SCHEDULER_JOBSTORE_TABLE": request.getfixturevalue("postgres_table")}
 
 
 @pytest.fixture

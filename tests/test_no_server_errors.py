@@ -19,22 +19,11 @@ from hypothesis import strategies as st
 from scheduler_api.codec import MAX_DEPTH
 
 from .api_helpers import AUTH, running_api
-from .conftest import POSTGRES_URL, call
+from .conftest import call
 
 FUNC = "tests.tasks:record"
 JOB = {"id": "job", "func": FUNC, "trigger": "interval", "hours": 1}
-STORES = ["sqlite", "postgres"]
 
-
-@pytest.fixture(params=STORES)
-def store_config(request):
-    """The config of a SQLite file or, when there is one, a fresh PostgreSQL table."""
-    if request.param == "sqlite":
-        return {}
-    if not POSTGRES_URL:
-        pytest.skip("set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://...)")
-    return {"SCHEDULER_JOBSTORE_URL": POSTGRES_URL,
-            "SCHEDULER_JOBSTORE_TABLE": request.getfixturevalue("postgres_table")}
 
 
 @pytest.fixture
