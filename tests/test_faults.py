@@ -34,22 +34,13 @@ def test_a_sqlite_store_locked_by_another_process_is_a_503_then_recovers(tmp_pat
     store = tmp_path / "jobs.sqlite"
     with running_api(store) as (_, client):
         assert client.post("/jobs", json={"id": "before", **JOB}).status_code == 200
-        locker = subprocess.Popen(
-            [sys.executable, "-c", "import sqlite3, sys, time\n"
-             f"c = sqlite3.connect({str(store)!r}, isolation_level=None)\n"
-             "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(60)"],
-            stdout=subprocess.PIPE, text=True)
-        try:
-            assert locker.stdout.readline().strip() == "locked"
+        with held_sqlite_write_lock(store, "EXCLUSIVE"):
             started = time.monotonic()
             refused = client.post("/jobs", json={"id": "during", **JOB})
             assert refused.status_code == 503
             assert refused.json == {"error_message":
                                     "the job store is unavailable, try again later"}
             assert time.monotonic() - started < 15
-        finally:
-            locker.kill()
-            locker.wait()
         assert client.post("/jobs", json={"id": "after", **JOB}).status_code == 200
         assert {job["id"] for job in client.get("/jobs").json} == {"before", "after"}
     assert sqlite3.connect(store).execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -271,12 +262,13 @@ QUICK = 1.0  # a read behind waiting writers: well under the bound
 
 
 @contextmanager
-def held_sqlite_write_lock(store: Path) -> Iterator[None]:
-    """Another process holding SQLite's write lock (``BEGIN IMMEDIATE``) on ``store``."""
+def held_sqlite_write_lock(store: Path, mode: str = "IMMEDIATE") -> Iterator[None]:
+    """Another process holding SQLite's write lock (``BEGIN IMMEDIATE``; ``EXCLUSIVE`` keeps
+    readers out too) on ``store``."""
     locker = subprocess.Popen(
         [sys.executable, "-c", "import sqlite3, time\n"
          f"c = sqlite3.connect({str(store)!r}, isolation_level=None)\n"
-         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(60)"],
+         f"c.execute('BEGIN {mode}'); print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
