@@ -38,6 +38,7 @@ from .jobs import (
     check_next_run_time,
     job_options_from_json,
     job_to_json,
+    next_fire_time,
     parse_datetime,
     parse_job_id,
     schedule_from_json,
@@ -354,9 +355,14 @@ class SchedulerAPI:
         return json_response(job_to_json(self.scheduler.pause_job(job_id)))
 
     def on_resume_job(self, request: Request, job_id: str) -> JSONResponse:
-        self._job(job_id)
-        self.scheduler.resume_job(job_id)
-        return json_response(job_to_json(self._job(job_id)))
+        job = self._job(job_id)
+        # The next fire time, within the work budget and before any lock: APScheduler's
+        # resume_job computes it under its job-store lock, however long that takes.
+        next_run_time = next_fire_time(job.trigger, self.scheduler.timezone)
+        if next_run_time is None:
+            raise APIError(409, f"Job {job_id} has no fire time left, so it stays paused")
+        return json_response(job_to_json(
+            self.scheduler.modify_job(job_id, next_run_time=next_run_time)))
 
     def on_run_job(self, request: Request, job_id: str) -> JSONResponse:
         job = self._job(job_id)

@@ -32,6 +32,9 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 #: The bound on what one API request waits for in the job store, in seconds.
 STORE_WAIT_SECONDS = 5.0
+#: The longest a request waits for APScheduler's job-store lock (another change in this
+#: process holds it while it waits for the database), within STORE_WAIT_SECONDS.
+LOCK_WAIT_SECONDS = 1.0
 #: SQLite's busy timeout outside requests (``make_engine`` connects with it).
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -82,7 +85,10 @@ class DeadlineLock:
         left = remaining()
         if left is None:
             return bool(self._lock.acquire())
-        if not self._lock.acquire(timeout=left):
+        # A change queued behind another is refused after LOCK_WAIT_SECONDS: waiting its whole
+        # budget, it would hold a server thread that reads could use (with 4 threads, 4
+        # queued writes kept every read waiting 20 s).
+        if not self._lock.acquire(timeout=min(left, LOCK_WAIT_SECONDS)):
             raise StoreBusy("the job store is busy: another change is still waiting for it")
         return True
 

@@ -127,8 +127,10 @@ def _and_next(trigger: AndTrigger, previous: datetime | None, now: datetime,
     return None
 
 
-def _cron_next(trigger: CronTrigger, previous: datetime | None,
-               now: datetime) -> datetime | None:
+def cron_search(trigger: CronTrigger, previous: datetime | None,
+                now: datetime) -> tuple[datetime | None, bool]:
+    """A cron's next fire time, searched at most :data:`CRON_HORIZON` ahead; and whether
+    the horizon (not the trigger's own end) cut the search short."""
     # Where CronTrigger.get_next_fire_time starts its search.
     if previous is not None:
         start = min(now, previous + timedelta(microseconds=1))
@@ -137,18 +139,52 @@ def _cron_next(trigger: CronTrigger, previous: datetime | None,
     try:
         horizon = start + CRON_HORIZON
     except OverflowError:  # within 400 years of 9999: the search ends there by itself
-        return trigger.get_next_fire_time(previous, now)  # type: ignore[no-any-return]
-    if trigger.end_date is not None and trigger.end_date <= horizon:
-        return trigger.get_next_fire_time(previous, now)  # type: ignore[no-any-return]
+        horizon = None
+    if horizon is None or (trigger.end_date is not None and trigger.end_date <= horizon):
+        return CronTrigger.get_next_fire_time(trigger, previous, now), False
     # CronTrigger checks its end date at every step of its search: a copy ending at the
-    # horizon gives up there instead of searching until the year 9999.
+    # horizon gives up there instead of searching until the year 9999. (The base class's
+    # method: a bounded subclass would come back here.)
     bounded = copy.copy(trigger)
     bounded.end_date = horizon
-    fire_time = bounded.get_next_fire_time(previous, now)
-    if fire_time is None:
-        raise Unschedulable(trigger, f"{trigger} does not fire within "
+    fire_time = CronTrigger.get_next_fire_time(bounded, previous, now)
+    return fire_time, fire_time is None
+
+
+def _cron_next(trigger: CronTrigger, previous: datetime | None,
+               now: datetime) -> datetime | None:
+    fire_time, cut_short = cron_search(trigger, previous, now)
+    if cut_short:
+        raise Unschedulable(trigger, f"{describe(trigger)} does not fire within "
                             f"{CRON_HORIZON_YEARS} years")
-    return fire_time  # type: ignore[no-any-return]
+    return fire_time
+
+
+def describe(trigger: BaseTrigger, limit: int = 120) -> str:
+    """The trigger as APScheduler prints it, cut to ``limit`` characters (a cron field may
+    be long: an error message or a log line does not repeat a whole request body)."""
+    text = str(trigger)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+#: Plain trigger class -> its bounded subclass (registered by :mod:`scheduler_api.jobs`,
+#: where they are defined, so that jobs stored earlier keep unpickling).
+BOUNDED_TRIGGERS: dict[type, type] = {}
+
+
+def bound_trigger(trigger: BaseTrigger) -> None:
+    """Make a trigger (and those it combines) its bounded subclass, in place.
+
+    A job stored by plain APScheduler (or an older version) carries triggers that may search
+    for ever (a cron that never fires searches until 9999; an 'and' whose parts never agree
+    never stops); the scheduler swaps them as it loads due jobs, and the store gets the
+    bounded ones back with the job's next run time.
+    """
+    bounded = BOUNDED_TRIGGERS.get(type(trigger))
+    if bounded is not None:
+        trigger.__class__ = bounded  # a subclass with no slots of its own: same layout
+    for child in getattr(trigger, "triggers", ()):
+        bound_trigger(child)
 
 
 # -- catching up with a job far behind (in the scheduling thread) --------------------------
@@ -253,7 +289,7 @@ def _catch_up(job: Job, now: datetime) -> str:
             target = candidate
             outcome = "due" if candidate is not None and candidate <= now else "moved"
             break
-    logger.warning("job %r was due at %s, more than %d run times (or %g s of computing) "
+    logger.warning("job %.100r was due at %s, more than %d run times (or %g s of computing) "
                    "ago: its next run time is moved to %s", job.id, next_run_time,
                    MAX_RUN_TIMES, CATCH_UP_SECONDS, target)
     if target is None:
@@ -267,6 +303,7 @@ def _bounded_due_jobs(store: BaseJobStore,
     def get_bounded_due_jobs(now: datetime) -> list[Job]:
         due = []
         for job in get_due_jobs(now):
+            bound_trigger(job.trigger)
             outcome = _catch_up(job, now)
             if outcome == "due":
                 due.append(job)

@@ -83,6 +83,27 @@ class BoundedCalendarIntervalTrigger(CalendarIntervalTrigger):  # type: ignore[m
         return super().get_next_fire_time(previous_fire_time, now)  # type: ignore[no-any-return]
 
 
+class BoundedCronTrigger(CronTrigger):  # type: ignore[misc]
+    """A ``CronTrigger`` that searches at most 400 years ahead instead of until 9999.
+
+    A pattern that never fires (``week=1, month=6``), or one whose next fire time is
+    centuries away, made APScheduler search until the year 9999 every time it asked, under
+    its job-store lock (30 s for a long ``year`` list). Past 400 years (one Gregorian cycle:
+    a pattern that fires at all fires within it) there is no next fire time: the job ends.
+    """
+
+    __slots__ = ()
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        return engine.cron_search(self, previous_fire_time, now)[0]
+
+
+# A job whose trigger is one of these classes is made bounded when the scheduler loads it.
+engine.BOUNDED_TRIGGERS.update({CronTrigger: BoundedCronTrigger, AndTrigger: BoundedAndTrigger,
+                                CalendarIntervalTrigger: BoundedCalendarIntervalTrigger})
+
+
 class InvalidField(ValueError):
     """A field of a request body is missing, unknown or has an invalid value."""
 
@@ -124,6 +145,10 @@ _MAX_NESTING = 3
 MAX_TRIGGER_LEAVES = 32
 #: The shortest interval a trigger may have (seconds), unless SCHEDULER_MIN_INTERVAL says.
 DEFAULT_MIN_INTERVAL = 1.0
+#: A cron field's cost grows with its expressions (each is tried at every step of a search):
+#: a 'year' list of 1,000 ranges took 30 s per fire time before searches were bounded.
+MAX_CRON_EXPRESSIONS = 64
+MAX_CRON_FIELD_LENGTH = 512
 #: How far in the past a next_run_time may be (seconds): older runs could only be missed.
 MAX_PAST_RUN_TIME = 86_400
 _MAX_ID_LENGTH = 191  # the SQLAlchemy job store's id column
@@ -366,6 +391,19 @@ def _check_intervals(trigger: BaseTrigger, min_interval: float) -> None:
                            f"(SCHEDULER_MIN_INTERVAL), not {trigger.interval_length:g} s")
 
 
+def next_fire_time(trigger: BaseTrigger, default_timezone: tzinfo) -> datetime | None:
+    """The trigger's next fire time from now, within :class:`engine.Budget`; a 400 naming
+    the trigger when it cannot be computed in time (a trigger stored long ago, say)."""
+    try:
+        return engine.next_fire_time(trigger, None, datetime.now(default_timezone),
+                                     engine.Budget())
+    except engine.Unschedulable as exc:
+        raise InvalidField(exc.field or trigger_kind(exc.trigger), exc.problem) from None
+    except (OverflowError, ValueError, IndexError) as exc:
+        raise InvalidField(trigger_kind(trigger),
+                           f"its fire times cannot be computed: {exc}") from None
+
+
 def check_next_run_time(value: datetime | None, now: datetime) -> datetime | None:
     """Refuse a next_run_time more than MAX_PAST_RUN_TIME seconds ago.
 
@@ -409,11 +447,16 @@ def _trigger(body: JSON, default_timezone: tzinfo, depth: int) -> BaseTrigger:
                         raise InvalidField(name, "must be a cron expression string or integer")
                     fields[name] = value
             for name, value in fields.items():  # one at a time, to name the bad field
+                text = str(value)
+                if len(text) > MAX_CRON_FIELD_LENGTH or text.count(",") >= MAX_CRON_EXPRESSIONS:
+                    raise InvalidField(name, f"at most {MAX_CRON_EXPRESSIONS} comma-separated "
+                                       f"expressions and {MAX_CRON_FIELD_LENGTH} characters")
                 try:
                     CronTrigger(**{name: value}, timezone=tz)
                 except ValueError as exc:
                     raise InvalidField(name, str(exc)) from None
-            return CronTrigger(**fields, **dates, timezone=tz, jitter=_optional_jitter(body))
+            return BoundedCronTrigger(**fields, **dates, timezone=tz,
+                                      jitter=_optional_jitter(body))
         if kind == "calendarinterval":
             units = {unit: _number(body, unit, integer=True) for unit in _CALENDAR_UNITS}
             clock = {unit: _number(body, unit, integer=True) for unit in _TIME_OF_DAY}

@@ -320,8 +320,10 @@ _DOCUMENT: JSON = {
             "pauseJob", "Pause a job (next_run_time: null)", "200 Job", "404", "409", "503",
             description="409 if the stored job cannot be restored.")},
         "/jobs/{job_id}/resume": {**_JOB_PATH, "post": _operation(
-            "resumeJob", "Resume a paused job", "200 Job", "404", "409", "503",
-            description="409 if the stored job cannot be restored.")},
+            "resumeJob", "Resume a paused job", "200 Job", "400", "404", "409", "503",
+            description="400 if its next fire time cannot be computed within the work "
+                        "budget; 409 if the stored job cannot be restored, or has no fire "
+                        "time left (it stays paused).")},
         "/jobs/{job_id}/run": {**_JOB_PATH, "post": _operation(
             "runJob", "Run a job now, without changing its schedule", "200 Job", "404", "409",
             "503", description="Another process than the leader asks the leader to run it. "

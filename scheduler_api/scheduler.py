@@ -200,6 +200,7 @@ class APScheduler:
             trigger = options.get("trigger")
             if not isinstance(trigger, BaseTrigger):
                 trigger = engine.build_trigger(self._scheduler, trigger, trigger_args)
+            engine.bound_trigger(trigger)
             check_trigger(trigger, timezone, self.min_interval)
             if options.get("next_run_time") is not None:
                 check_next_run_time(convert_to_datetime(options["next_run_time"], timezone,

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.triggers.cron import CronTrigger
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
@@ -311,6 +312,10 @@ def exercise_job_errors(api: Api) -> None:
     for method, suffix in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/pause"),
                            ("POST", "/resume"), ("POST", "/run")):
         api(method, f"/jobs/missing{suffix}", 404, {} if method == "PATCH" else NO_BODY)
+    # Added from Python, paused: its next fire time (2600) lies past the 400-year search.
+    api.scheduler.add_job("far", FUNC, trigger=CronTrigger(year="2600"), next_run_time=None)
+    api("POST", "/jobs/far/resume", 400, NO_BODY)
+    api("DELETE", "/jobs/far", 204)
     # Bad bodies the document's JobInput schema rejects too...
     for bad in ({"id": "x", "func": FUNC, "trigger": "weekly"}, {"id": "x"}, {"func": FUNC},
                 {"id": "x", "func": FUNC, "colour": "red"}, {"id": "a/b", "func": FUNC},

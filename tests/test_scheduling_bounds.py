@@ -19,6 +19,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.calendarinterval import CalendarIntervalTrigger
+from apscheduler.triggers.combining import AndTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -295,3 +296,86 @@ def test_a_calendarinterval_jumps_to_the_fire_time_stepping_would_reach(units):
     while stepped < moment:
         stepped = trigger.get_next_fire_time(stepped, moment)
     assert engine.first_fire_time_from(trigger, moment) == stepped
+
+
+# From the attack on the bounds: a cron accepted because its first two fire times are cheap
+# searched until 9999 for its third (30 s a time, under the scheduler's lock).
+def years_where_december_1_is_no_tuesday(count: int) -> str:
+    ranges, start = [], None
+    for year in range(2027, 10000):
+        skip = datetime.date(year, 12, 1).weekday() == 1
+        if not skip and start is None:
+            start = year
+        elif skip and start is not None:
+            ranges.append(f"{start}-{year - 1}")
+            start = None
+        if len(ranges) == count:
+            break
+    return ",".join(ranges)
+
+
+SLOW_CRON = {"trigger": "cron", "month": "12", "day": "1", "day_of_week": "tue", "hour": "3",
+             "timezone": "UTC"}
+
+
+def test_a_cron_field_with_too_many_expressions_is_refused_at_once(api):
+    _, client = api
+    started = time.monotonic()
+    answer = client.post("/jobs", json={**JOB, **SLOW_CRON,
+                                     "year": "2026," + years_where_december_1_is_no_tuesday(
+                                         1000)})
+    assert answer.status_code == 400
+    assert answer.json["error_message"].startswith("year: at most 64 comma-separated")
+    assert time.monotonic() - started < 1
+
+
+def test_an_accepted_cron_never_searches_past_400_years_in_the_scheduler(api):
+    _, client = api
+    year = "2026," + years_where_december_1_is_no_tuesday(63)
+    assert client.post("/jobs", json={**JOB, **SLOW_CRON, "year": year}).status_code in (200, 400)
+    trigger = CronTrigger(year=year, month="12", day="1", day_of_week="tue", hour=3,
+                          timezone=UTC)
+    engine.bound_trigger(trigger)  # what the scheduler does with every due job
+    started = time.process_time()
+    assert trigger.get_next_fire_time(None, datetime.datetime(2027, 1, 1, tzinfo=UTC)) is None
+    assert time.process_time() - started < 1
+
+
+def test_resuming_a_job_with_no_fire_time_left_keeps_it_paused(api):
+    _, client = api
+    end_date = (datetime.datetime.now(UTC) + datetime.timedelta(seconds=1)).isoformat()
+    assert client.post("/jobs", json={**JOB, "trigger": "interval", "hours": 1,
+                                      "end_date": end_date}).status_code == 200
+    assert client.post("/jobs/evil/pause").status_code == 200
+    time.sleep(1.2)
+    refused = client.post("/jobs/evil/resume")
+    assert refused.status_code == 409
+    assert "no fire time left" in refused.json["error_message"]
+    assert client.get("/jobs/evil").json["next_run_time"] is None  # still there, still paused
+
+
+def test_resuming_computes_the_next_fire_time_within_the_budget(api, monkeypatch):
+    _, client = api
+    assert client.post("/jobs", json={**JOB, "trigger": "cron", "hour": "3"}).status_code == 200
+    assert client.post("/jobs/evil/pause").status_code == 200
+    monkeypatch.setattr(engine, "VALIDATION_SECONDS", 0.0)
+    refused = client.post("/jobs/evil/resume")
+    assert refused.status_code == 400 and "budget" in refused.json["error_message"]
+    monkeypatch.undo()
+    resumed = client.post("/jobs/evil/resume")
+    assert resumed.status_code == 200 and resumed.json["next_run_time"] is not None
+
+
+def test_a_stored_and_that_never_fires_does_not_stop_the_scheduler(tmp_path):
+    store = tmp_path / "jobs.sqlite"
+    never = AndTrigger([CronTrigger(minute=0), CronTrigger(minute=30)])  # plain APScheduler's
+    write_directly(store, never, datetime.datetime.now(UTC) - datetime.timedelta(seconds=1))
+    tasks.ran.clear()
+    with running_api(store) as (_, client):
+        run_date = (datetime.datetime.now(UTC) + datetime.timedelta(seconds=1)).isoformat()
+        assert client.post("/jobs", json={"id": "marker", "func": "tests.tasks:record",
+                                          "args": ["marker"], "trigger": "date",
+                                          "run_date": run_date}).status_code == 200
+        assert tasks.ran.wait(10), "the scheduler stopped running jobs"
+        assert client.get().json["running"] is True
+        assert client.get("/jobs/behind").status_code == 404  # no fire time: APScheduler ends it
