@@ -12,6 +12,7 @@ trigger APScheduler 3 ships (date, interval, cron, calendarinterval, and, or).
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import MAXYEAR, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -27,6 +28,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import convert_to_datetime
 
 from . import engine
+
+logger = logging.getLogger("scheduler_api")
 
 JSON = dict[str, Any]
 
@@ -84,19 +87,26 @@ class BoundedCalendarIntervalTrigger(CalendarIntervalTrigger):  # type: ignore[m
 
 
 class BoundedCronTrigger(CronTrigger):  # type: ignore[misc]
-    """A ``CronTrigger`` that searches at most 400 years ahead instead of until 9999.
+    """A ``CronTrigger`` that searches at most 400 years ahead, and 0.05 s of CPU time.
 
     A pattern that never fires (``week=1, month=6``), or one whose next fire time is
     centuries away, made APScheduler search until the year 9999 every time it asked, under
     its job-store lock (30 s for a long ``year`` list). Past 400 years (one Gregorian cycle:
-    a pattern that fires at all fires within it) there is no next fire time: the job ends.
+    a pattern that fires at all fires within it), or past that CPU time (ordinary crons take
+    under a millisecond), there is no next fire time: the job ends, with a warning.
     """
 
     __slots__ = ()
 
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
-        return engine.cron_search(self, previous_fire_time, now)[0]
+        try:
+            return engine.cron_search(self, previous_fire_time, now)[0]
+        except engine.SearchTooLong:
+            logger.warning("%s: its next fire time takes more than %g s of CPU to find; it "
+                           "has none, and its job ends", engine.describe(self),
+                           engine.SEARCH_CPU_SECONDS)
+            return None
 
 
 # A job whose trigger is one of these classes is made bounded when the scheduler loads it.

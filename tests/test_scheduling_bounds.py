@@ -78,10 +78,17 @@ def test_a_hostile_post_is_refused_within_a_second(api, body, field):
     assert client.get("/jobs").json == []
 
 
-def test_the_message_names_the_cron_that_never_fires(api):
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [(NEVER, "cron: cron[month='6', week='1']: one fire time takes more than 0.05 s to "
+             "compute"),
+     ({"trigger": "cron", "year": "2500"}, "cron: cron[year='2500'] does not fire within "
+                                           "400 years")],
+    ids=["steps-day-by-day", "jumps-by-years"],
+)
+def test_the_message_names_the_cron_that_never_fires(api, cron, message):
     _, client = api
-    message = client.post("/jobs", json={**JOB, **NEVER}).json["error_message"]
-    assert message == "cron: cron[month='6', week='1'] does not fire within 400 years"
+    assert client.post("/jobs", json={**JOB, **cron}).json["error_message"] == message
 
 
 HOSTILE_PATCHES = {
@@ -193,7 +200,7 @@ def test_a_bad_minimum_interval_setting_is_refused(tmp_path, value):
 
 @pytest.mark.parametrize(("job", "problem"), [
     ({"trigger": "interval", "seconds": 0.000001}, "interval: must be at least 1 s"),
-    (NEVER, "cron: cron[month='6', week='1'] does not fire within 400 years"),
+    (NEVER, "cron: cron[month='6', week='1']: one fire time takes more than 0.05 s"),
     ({"trigger": "interval", "seconds": 1,
       "next_run_time": datetime.datetime(1, 1, 1, tzinfo=UTC)}, "next_run_time: "),
 ], ids=["interval-of-a-microsecond", "cron-that-never-fires", "next-run-time-in-the-year-1"])
@@ -379,3 +386,38 @@ def test_a_stored_and_that_never_fires_does_not_stop_the_scheduler(tmp_path):
         assert tasks.ran.wait(10), "the scheduler stopped running jobs"
         assert client.get().json["running"] is True
         assert client.get("/jobs/behind").status_code == 404  # no fire time: APScheduler ends it
+
+
+HEAVY_WEEK = {"trigger": "cron", "week": ",".join(["1"] * 64), "month": "2-11"}
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [HEAVY_WEEK,
+     {"trigger": "or", "triggers": [
+         {"trigger": "cron", "second": "*"},
+         {**HEAVY_WEEK, "end_date": (datetime.datetime.now(UTC)
+                                     + datetime.timedelta(days=12 * 365)).isoformat()}]}],
+    ids=["one-search-steps-through-400-years", "cheap-leaf-beside-a-costly-one-ending-later"],
+)
+def test_a_cron_whose_one_search_costs_too_much_is_refused_at_once(api, trigger):
+    _, client = api
+    started = time.process_time()
+    answer = client.post("/jobs", json={**JOB, **trigger})
+    assert answer.status_code == 400
+    assert "one fire time takes more than 0.05 s to compute" in answer.json["error_message"]
+    assert time.process_time() - started < 1  # 5.4 s of CPU (and 0.12-0.25 s a fire) before
+
+
+def test_in_the_scheduler_a_search_past_its_cpu_time_ends_the_job(caplog):
+    from scheduler_api.jobs import BoundedCronTrigger
+
+    trigger = BoundedCronTrigger(week="1", month="2-11", timezone=UTC)
+    now = datetime.datetime(2026, 12, 1, tzinfo=UTC)
+    with caplog.at_level("WARNING", logger="scheduler_api"):
+        started = time.process_time()
+        assert trigger.get_next_fire_time(None, now) is None
+        assert time.process_time() - started < 0.5
+    assert "takes more than 0.05 s of CPU to find" in caplog.text
+    hourly = BoundedCronTrigger(minute="0", timezone=UTC)
+    assert hourly.get_next_fire_time(None, now) == now  # ordinary crons are untouched
