@@ -184,8 +184,16 @@ def timezone_to_json(tz: tzinfo | None) -> str | None:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def _isoformat(value: date | datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+def iso_8601(value: date | datetime | None) -> str | None:
+    """ISO 8601; an offset with seconds (a zone's local mean time before 1900: +11:39:04),
+    which no ISO 8601 reader takes back, as the same instant in UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        offset = value.utcoffset()
+        if offset is not None and offset % timedelta(minutes=1):
+            return value.astimezone(timezone.utc).isoformat()
+    return value.isoformat()
 
 
 def _interval_parts(interval: timedelta) -> JSON:
@@ -200,7 +208,7 @@ def _interval_parts(interval: timedelta) -> JSON:
 def trigger_to_json(trigger: BaseTrigger) -> JSON:
     """The trigger type and its fields, flat; unknown trigger classes as ``str(trigger)``."""
     if isinstance(trigger, DateTrigger):
-        return {"trigger": "date", "run_date": trigger.run_date.isoformat(),
+        return {"trigger": "date", "run_date": iso_8601(trigger.run_date),
                 "timezone": timezone_to_json(trigger.run_date.tzinfo)}
     if isinstance(trigger, IntervalTrigger):
         data: JSON = {"trigger": "interval", **_interval_parts(trigger.interval)}
@@ -220,9 +228,9 @@ def trigger_to_json(trigger: BaseTrigger) -> JSON:
     else:
         return {"trigger": str(trigger)}
     if trigger.start_date is not None:
-        data["start_date"] = trigger.start_date.isoformat()
+        data["start_date"] = iso_8601(trigger.start_date)
     if trigger.end_date is not None:
-        data["end_date"] = trigger.end_date.isoformat()
+        data["end_date"] = iso_8601(trigger.end_date)
     data["timezone"] = timezone_to_json(trigger.timezone)
     data["jitter"] = trigger.jitter
     return data
@@ -240,7 +248,7 @@ def job_to_json(job: Job) -> JSON:
         data["misfire_grace_time"] = job.misfire_grace_time
         data["max_instances"] = job.max_instances
         data["coalesce"] = job.coalesce
-        data["next_run_time"] = _isoformat(job.next_run_time)
+        data["next_run_time"] = iso_8601(job.next_run_time)
     return data
 
 
@@ -447,7 +455,13 @@ def _trigger(body: JSON, default_timezone: tzinfo, depth: int) -> BaseTrigger:
             if not any(units.values()):
                 raise InvalidField("seconds", "an interval needs one of weeks, days, hours, "
                                    "minutes or seconds above 0")
-            return IntervalTrigger(**units, **dates, timezone=tz, jitter=_optional_jitter(body))
+            interval = IntervalTrigger(**units, **dates, timezone=tz,
+                                       jitter=_optional_jitter(body))
+            if interval.end_date is not None and interval.end_date < interval.start_date:
+                # Without start_date it is now + the interval: shown, it would not post back.
+                raise InvalidField("end_date", "is before the first fire time (start_date, or "
+                                   "now + the interval): the job would never run")
+            return interval
         if kind == "cron":
             fields = {}
             for name in _CRON_FIELDS:

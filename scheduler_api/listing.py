@@ -37,7 +37,7 @@ from sqlalchemy.schema import CreateIndex
 
 from . import engine
 from .codec import encode_json
-from .jobs import JSON, job_to_json, trigger_to_json
+from .jobs import JSON, iso_8601, job_to_json, trigger_to_json
 
 CACHE_SIZE = 16384
 logger = logging.getLogger("scheduler_api")
@@ -65,7 +65,7 @@ def broken_job_json(job_id: str, state: bytes | None, error: BaseException) -> J
                      "misfire_grace_time": saved["misfire_grace_time"],
                      "max_instances": saved["max_instances"], "coalesce": saved["coalesce"],
                      "next_run_time": None if saved["next_run_time"] is None
-                     else saved["next_run_time"].isoformat()})
+                     else iso_8601(saved["next_run_time"])})
     except Exception:  # noqa: BLE001 - whatever the state holds, the id and the error show
         data = {"id": job_id}
     data["error"] = restore_error(error)

@@ -38,6 +38,9 @@ TRIGGERS = {
     "cron-window": {"trigger": "cron", "month": "1,7", "day": "last",
                     "start_date": "2030-01-01T00:00:00+00:00",
                     "end_date": "2035-01-01T00:00:00+00:00", "timezone": "Asia/Tokyo"},
+    "cron-from-local-mean-time": {"trigger": "cron", "hour": "3",  # a +11:39:04 offset
+                                  "start_date": "0002-01-01T00:00:00",
+                                  "timezone": "Pacific/Auckland"},
     "calendarinterval": {"trigger": "calendarinterval", "months": 1, "hour": 4, "minute": 30,
                          "start_date": "2030-01-31"},
     "and": {"trigger": "and", "triggers": [
@@ -111,3 +114,12 @@ def test_no_trigger_means_run_once_now(api):
                                      "next_run_time": None}).json
     assert job["trigger"] == "date"
     assert job["next_run_time"] is None
+
+
+def test_an_interval_ending_before_its_first_fire_time_is_refused(api):
+    _, client = api
+    answer = client.post("/jobs", json={"id": "j", "func": "tests.tasks:record",
+                                        "trigger": "interval", "hours": 1,
+                                        "end_date": "2020-01-01T00:00:00+00:00"})
+    assert answer.status_code == 400
+    assert answer.json["error_message"].startswith("end_date: is before the first fire time")

@@ -350,11 +350,13 @@ def test_an_accepted_cron_never_searches_past_400_years_in_the_scheduler(api):
 
 def test_resuming_a_job_with_no_fire_time_left_keeps_it_paused(api):
     _, client = api
-    end_date = (datetime.datetime.now(UTC) + datetime.timedelta(seconds=1)).isoformat()
-    assert client.post("/jobs", json={**JOB, "trigger": "interval", "hours": 1,
-                                      "end_date": end_date}).status_code == 200
+    now = datetime.datetime.now(UTC)
+    assert client.post("/jobs", json={
+        **JOB, "trigger": "interval", "hours": 1,
+        "start_date": (now + datetime.timedelta(seconds=1)).isoformat(),
+        "end_date": (now + datetime.timedelta(seconds=1.5)).isoformat()}).status_code == 200
     assert client.post("/jobs/evil/pause").status_code == 200
-    time.sleep(1.2)
+    time.sleep(2)
     refused = client.post("/jobs/evil/resume")
     assert refused.status_code == 409
     assert "no fire time left" in refused.json["error_message"]
