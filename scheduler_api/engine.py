@@ -62,7 +62,7 @@ VALIDATION_SECONDS = 0.25
 #: cut a legitimate search short): ordinary crons take microseconds; ``week="1"`` with
 #: ``month="2-11"`` steps day by day through 400 years (0.9 s, 5 s with 64 expressions).
 SEARCH_CPU_SECONDS = 0.05
-#: Steps an ``and`` takes to make its triggers agree (as ``BoundedAndTrigger``).
+#: Steps an ``and`` takes to make its triggers agree (``jobs.BoundedAndTrigger`` too).
 AND_MAX_STEPS = 1000
 #: Run times one scheduling step lists for one job; beyond them, a job is moved forward.
 MAX_RUN_TIMES = 1000
@@ -120,14 +120,15 @@ def next_fire_time(trigger: BaseTrigger, previous: datetime | None, now: datetim
 
 def _and_next(trigger: AndTrigger, previous: datetime | None, now: datetime,
               budget: Budget) -> datetime | None:
+    last: list[datetime] = []
     for _ in range(AND_MAX_STEPS):
         times = [next_fire_time(child, previous, now, budget) for child in trigger.triggers]
         found = [fire_time for fire_time in times if fire_time is not None]
-        if len(found) < len(times):
+        if len(found) < len(times) or found == last:  # no fire time, or no progress
             return None
         if min(found) == max(found):
-            return trigger._apply_jitter(found[0], trigger.jitter, now)  # type: ignore[no-any-return]
-        now = max(found)
+            return apply_jitter(trigger, found[0], now)
+        now, last = max(found), found
     return None
 
 

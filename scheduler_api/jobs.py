@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import MAXYEAR, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -38,22 +39,27 @@ class BoundedAndTrigger(AndTrigger):  # type: ignore[misc]
     """An ``AndTrigger`` that gives up instead of looping forever.
 
     APScheduler's AndTrigger steps until its triggers agree, which never happens for, say,
-    ``minute=0`` and ``minute=30``: the scheduler (and a request) would hang.
+    ``minute=0`` and ``minute=30``: the scheduler (and a request) would hang. This one stops
+    after :data:`engine.AND_MAX_STEPS` steps, after 4 cron searches' CPU time in all, or as
+    soon as a step finds the same fire times as the one before (after a fire, its triggers
+    are asked again from the same previous fire time, and would answer the same 1,000
+    times: 43 s of CPU for one fire time): then it has no next fire time.
     """
 
     __slots__ = ()
-    MAX_STEPS = 1000
 
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
-        for _ in range(self.MAX_STEPS):
+        cpu_deadline = time.thread_time() + 4 * engine.SEARCH_CPU_SECONDS
+        last: list[datetime | None] = []
+        for _ in range(engine.AND_MAX_STEPS):
             fire_times = [trigger.get_next_fire_time(previous_fire_time, now)
                           for trigger in self.triggers]
-            if None in fire_times:
+            if None in fire_times or fire_times == last or time.thread_time() > cpu_deadline:
                 return None
             if min(fire_times) == max(fire_times):
                 return engine.apply_jitter(self, fire_times[0], now)
-            now = max(fire_times)
+            now, last = max(fire_times), fire_times
         return None
 
 
