@@ -149,11 +149,6 @@ def readings(path: str) -> set[str] | None:
     return seen
 
 
-def is_plain(path: str) -> bool:
-    """True when ``path`` has no reading but itself (up to case)."""
-    return _AMBIGUOUS_RE.search(path) is None
-
-
 def fold_case(path: str) -> str:
     """Case-fold as generously as any case-insensitive router would."""
     return path.translate(_ASCII_LOOKALIKES).casefold()

@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 
 from authmw import HTTPAuth, Throttle
 
+from .deadlines import SQLITE_BUSY_TIMEOUT_MS
+
 DEFAULT_JOBSTORE_URL = "sqlite:///scheduler.sqlite"
 DEFAULT_JOBSTORE_TABLE = "apscheduler_jobs"
 #: What ``SCHEDULER_AUTH_OPTIONS`` may hold: ``AuthMiddleware``'s keyword arguments that the
@@ -127,7 +129,7 @@ def make_engine(url: str) -> Engine:
     if backend != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     # Wait up to 5 s for another process's write, then fail (a 503), never hang a request.
-    engine = create_engine(url, connect_args={"timeout": 5})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
     def use_wal(dbapi_connection: Any, _: Any) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import MAXYEAR, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -357,7 +359,7 @@ def check_trigger(trigger: BaseTrigger, default_timezone: tzinfo,
             raise InvalidField("triggers", f"at most {MAX_TRIGGER_LEAVES} triggers in all, "
                                f"nested {_MAX_NESTING} deep")
     _check_intervals(trigger, min_interval)
-    try:
+    with _fire_time_errors(trigger):
         now = datetime.now(default_timezone)
         if cheap:
             first = trigger.get_next_fire_time(None, now)
@@ -368,16 +370,26 @@ def check_trigger(trigger: BaseTrigger, default_timezone: tzinfo,
         first = engine.next_fire_time(trigger, None, now, budget)
         if first is not None:
             engine.next_fire_time(trigger, first, first, budget)
+    return first
+
+
+@contextmanager
+def _fire_time_errors(trigger: BaseTrigger) -> Iterator[None]:
+    """Fire times that cannot be computed (in the budget, or at all), as a 400 naming the
+    trigger."""
+    try:
+        yield
     except engine.Unschedulable as exc:
         raise InvalidField(exc.field or trigger_kind(exc.trigger), exc.problem) from None
     except (OverflowError, ValueError, IndexError) as exc:  # IndexError: cron past 9999
         problem = exc if isinstance(exc, ValueError) else "they pass the year 9999"
         raise InvalidField(trigger_kind(trigger),
                            f"its fire times cannot be computed: {problem}") from None
-    return first
 
 
-_CHEAP_TRIGGERS = frozenset({IntervalTrigger, DateTrigger, CalendarIntervalTrigger})
+#: Triggers whose fire times take constant time (the API's calendarinterval is bounded, and
+#: goes through the budget).
+_CHEAP_TRIGGERS = frozenset({IntervalTrigger, DateTrigger})
 
 
 def trigger_kind(trigger: BaseTrigger) -> str:
@@ -418,14 +430,9 @@ def _check_intervals(trigger: BaseTrigger, min_interval: float) -> None:
 def next_fire_time(trigger: BaseTrigger, default_timezone: tzinfo) -> datetime | None:
     """The trigger's next fire time from now, within :class:`engine.Budget`; a 400 naming
     the trigger when it cannot be computed in time (a trigger stored long ago, say)."""
-    try:
+    with _fire_time_errors(trigger):
         return engine.next_fire_time(trigger, None, datetime.now(default_timezone),
                                      engine.Budget())
-    except engine.Unschedulable as exc:
-        raise InvalidField(exc.field or trigger_kind(exc.trigger), exc.problem) from None
-    except (OverflowError, ValueError, IndexError) as exc:
-        raise InvalidField(trigger_kind(trigger),
-                           f"its fire times cannot be computed: {exc}") from None
 
 
 def check_next_run_time(value: datetime | None, now: datetime) -> datetime | None:

@@ -64,8 +64,7 @@ def broken_job_json(job_id: str, state: bytes | None, error: BaseException) -> J
                      "kwargs": dict(saved["kwargs"]), **trigger_to_json(saved["trigger"]),
                      "misfire_grace_time": saved["misfire_grace_time"],
                      "max_instances": saved["max_instances"], "coalesce": saved["coalesce"],
-                     "next_run_time": None if saved["next_run_time"] is None
-                     else iso_8601(saved["next_run_time"])})
+                     "next_run_time": iso_8601(saved["next_run_time"])})
     except Exception:  # noqa: BLE001 - whatever the state holds, the id and the error show
         data = {"id": job_id}
     data["error"] = restore_error(error)

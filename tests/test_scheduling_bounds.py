@@ -336,10 +336,8 @@ def test_a_cron_field_with_too_many_expressions_is_refused_at_once(api):
     assert time.monotonic() - started < 1
 
 
-def test_an_accepted_cron_never_searches_past_400_years_in_the_scheduler(api):
-    _, client = api
+def test_an_accepted_cron_never_searches_past_400_years_in_the_scheduler():
     year = "2026," + years_where_december_1_is_no_tuesday(63)
-    assert client.post("/jobs", json={**JOB, **SLOW_CRON, "year": year}).status_code in (200, 400)
     trigger = CronTrigger(year=year, month="12", day="1", day_of_week="tue", hour=3,
                           timezone=UTC)
     engine.bound_trigger(trigger)  # what the scheduler does with every due job
