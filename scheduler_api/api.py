@@ -13,6 +13,7 @@ prefix, behind authentication::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,6 +32,7 @@ from werkzeug.wrappers import Request
 
 from .deadlines import STORE_WAIT_SECONDS, deadline
 from .funcs import ForbiddenFunc
+from .history import OUTCOMES
 from .jobs import (
     JSON,
     InvalidField,
@@ -52,6 +54,7 @@ from .web import (
     NO_CONTENT,
     APIError,
     JSONResponse,
+    check_query,
     error_response,
     json_response,
     query_int,
@@ -112,6 +115,8 @@ class SchedulerAPI:
                 Rule("/jobs/<job_id>/pause", endpoint="pause_job", methods=["POST"]),
                 Rule("/jobs/<job_id>/resume", endpoint="resume_job", methods=["POST"]),
                 Rule("/jobs/<job_id>/run", endpoint="run_job", methods=["POST"]),
+                Rule("/jobs/<job_id>/runs", endpoint="get_job_runs", methods=["GET"]),
+                Rule("/runs", endpoint="get_runs", methods=["GET"]),
                 Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
             ],
             strict_slashes=False,
@@ -207,6 +212,30 @@ class SchedulerAPI:
                 "(see SCHEDULER_API_ALLOWED_FUNCS): the job can be read, paused, resumed, run "
                 "and deleted through the API, not changed") from None
 
+    def _job_json(self, job: Job, ran: bool = True) -> JSON:
+        """A job's JSON with its ``last_run`` (``ran=False``: a job just added, none)."""
+        data = job_to_json(job)
+        summary = self.scheduler.last_runs([job.id]).get(job.id) if ran else None
+        data["last_run"] = None if summary is None else json.loads(summary)
+        return data
+
+    def _runs(self, request: Request, job_id: str | None) -> tuple[JSON, int]:
+        """A page of runs, as the query string asks, and how many match."""
+        check_query(request, {"limit", "offset", "outcome", "since", "until"})
+        limit = query_int(request, "limit", 100, 1, MAX_PAGE)
+        offset = query_int(request, "offset", 0, 0, None)
+        outcomes = [outcome for value in request.args.getlist("outcome")
+                    for outcome in value.split(",")]
+        unknown = sorted(set(outcomes) - set(OUTCOMES))
+        if unknown:
+            raise InvalidField("outcome", f"unknown outcome {unknown[0]!r:.60} (known: "
+                               f"{', '.join(OUTCOMES)})")
+        moments = {name: parse_datetime(request.args[name], name, self.scheduler.timezone)
+                   for name in ("since", "until") if name in request.args}
+        page = self.scheduler.get_runs(job_id, outcomes, limit=limit, offset=offset, **moments)
+        return {"runs": [run.to_json() for run in page.runs], "total": page.total,
+                "limit": limit, "offset": offset}, page.total
+
     def _require_started(self) -> None:
         if not self.scheduler.running:
             raise APIError(409, "the scheduler is not running")
@@ -259,6 +288,18 @@ class SchedulerAPI:
         self.scheduler.stop_all(wait=body.get("wait", True))
         return NO_CONTENT
 
+    def on_get_runs(self, request: Request) -> JSONResponse:
+        """Every job's runs, newest first."""
+        return json_response(self._runs(request, None)[0])
+
+    def on_get_job_runs(self, request: Request, job_id: str) -> JSONResponse:
+        """One job's runs, newest first (also of a job deleted since, while any are kept)."""
+        body, total = self._runs(request, job_id)
+        if not total and self.scheduler.stored_job_state(job_id) is None and \
+                self.scheduler.get_job(job_id) is None:
+            raise APIError(404, f"Job {job_id} not found")
+        return json_response(body)
+
     def on_openapi(self, request: Request) -> JSONResponse:
         return json_response(openapi_document(request.script_root or "/"))
 
@@ -300,11 +341,11 @@ class SchedulerAPI:
                 jobstore=body.get("jobstore", "default"), executor=body.get("executor", "default"),
                 replace_existing=body.get("replace_existing", False), **options,
             )
-        return json_response(job_to_json(job))
+        return json_response(self._job_json(job, ran=False))
 
     def on_get_job(self, request: Request, job_id: str) -> JSONResponse:
         try:
-            return json_response(job_to_json(self._job(job_id)))
+            return json_response(self._job_json(self._job(job_id)))
         except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
             return json_response(broken_job_json(job_id, self.scheduler.stored_job_state(job_id),
                                                  exc.error))
@@ -341,7 +382,7 @@ class SchedulerAPI:
             changes["next_run_time"] = self._next_run_time(body["next_run_time"])
         with _apscheduler_errors(job_id, body.get("func")):
             job = self.scheduler.modify_job(job_id, **changes)  # validated, then one write
-        return json_response(job_to_json(job))
+        return json_response(self._job_json(job))
 
     def on_delete_job(self, request: Request, job_id: str) -> JSONResponse:
         try:
@@ -352,7 +393,7 @@ class SchedulerAPI:
 
     def on_pause_job(self, request: Request, job_id: str) -> JSONResponse:
         self._job(job_id)
-        return json_response(job_to_json(self.scheduler.pause_job(job_id)))
+        return json_response(self._job_json(self.scheduler.pause_job(job_id)))
 
     def on_resume_job(self, request: Request, job_id: str) -> JSONResponse:
         job = self._job(job_id)
@@ -361,7 +402,7 @@ class SchedulerAPI:
         next_run_time = next_fire_time(job.trigger, self.scheduler.timezone)
         if next_run_time is None:
             raise APIError(409, f"Job {job_id} has no fire time left, so it stays paused")
-        return json_response(job_to_json(
+        return json_response(self._job_json(
             self.scheduler.modify_job(job_id, next_run_time=next_run_time)))
 
     def on_run_job(self, request: Request, job_id: str) -> JSONResponse:
@@ -372,4 +413,4 @@ class SchedulerAPI:
         except MaxInstancesReachedError:
             raise APIError(409, f"Job {job_id} is already running its maximum number of "
                            "instances") from None
-        return json_response(job_to_json(job))
+        return json_response(self._job_json(job))

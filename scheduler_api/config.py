@@ -49,6 +49,18 @@ def _seconds(name: str, value: Any) -> float:
     return float(value)
 
 
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9:
+        raise ValueError(f"{name} must be a whole number from 0 to 1e9, not {value!r:.60}")
+    return value
+
+
+def _days(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 36_500:
+        raise ValueError(f"{name} must be a number of days from 0 to 36500, not {value!r:.60}")
+    return float(value)
+
+
 def _auth_options(name: str, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a mapping of AuthMiddleware options, not "
@@ -89,6 +101,8 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
                                  "a time zone name or tzinfo"),
     "SCHEDULER_MIN_INTERVAL": _seconds,
     "SCHEDULER_JOBS": _jobs,
+    "SCHEDULER_HISTORY_KEEP_RUNS": _count,
+    "SCHEDULER_HISTORY_KEEP_DAYS": _days,
     "JOBS": _jobs,  # Flask-APScheduler's older name of SCHEDULER_JOBS
 }
 

@@ -174,9 +174,12 @@ class Coordinator:
 
     def __init__(self, scheduler: BaseScheduler, engine: Engine, lock: LeaderLock,
                  run_job: Callable[[str], object], tablename: str = "apscheduler_jobs",
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5,
+                 on_lead: Callable[[str], object] = lambda identity: None) -> None:
         self.scheduler = scheduler
         self.run_job = run_job
+        #: Called with this process's identity ("host:pid") when it becomes the leader.
+        self.on_lead = on_lead
         self.engine = engine
         self.lock = lock
         self.poll_interval = poll_interval
@@ -292,6 +295,7 @@ class Coordinator:
             self.is_leader = True
             self._write("leader", self.identity)
             logger.info("%s is now the leader: it runs the jobs", self.identity)
+            self.on_lead(self.identity)
         else:
             return
         self._follow_state()

@@ -37,6 +37,8 @@ from datetime import time as time_of_day
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.executors.base import run_job as base_run_job
 from apscheduler.executors.pool import BasePoolExecutor, ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
@@ -390,6 +392,11 @@ def jobstores(scheduler: BaseScheduler) -> dict[str, BaseJobStore]:
     return dict(scheduler._jobstores)
 
 
+def executors(scheduler: BaseScheduler) -> dict[str, BaseExecutor]:
+    """The scheduler's executors by alias (a copy)."""
+    return dict(scheduler._executors)
+
+
 def executor_names(scheduler: BaseScheduler) -> list[str]:
     return list(scheduler._executors)
 
@@ -422,12 +429,17 @@ def restore_job(store: SQLAlchemyJobStore, state: bytes) -> Job:
     return store._reconstitute_job(state)  # type: ignore[no-any-return]
 
 
+class ManualRun(list):  # type: ignore[type-arg]
+    """The run times of a run asked for (``run_job``), not fired by the trigger: a list, as
+    executors expect, that a recording executor can tell apart."""
+
+
 def run_now(scheduler: BaseScheduler, job: Job, jobstore: str | None) -> None:
     """Submit ``job`` to its executor now, as a scheduled run would be (events fire and
     ``max_instances`` holds: MaxInstancesReachedError), without changing its schedule."""
     executor = scheduler._lookup_executor(job.executor)
     run_time = datetime.now(scheduler.timezone)
-    executor.submit_job(job, [run_time])
+    executor.submit_job(job, ManualRun([run_time]))
     scheduler._dispatch_event(JobSubmissionEvent(EVENT_JOB_SUBMITTED, job.id, jobstore,
                                                  [run_time]))
 
@@ -479,31 +491,81 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
     back to the store. If the process dies in between (kill -9, OOM), the job has run but the
     store still says it is due, and the next leader runs it again. The write can take a while
     (an fsync; another writer holding SQLite's lock), so that window is real. This executor
-    holds each submission until the scheduler announces it (``EVENT_JOB_SUBMITTED``,
-    dispatched after the store was updated), which leaves a window of microseconds instead::
+    holds each submission until the store has the job's new state (its ``update_job`` or
+    ``remove_job`` returned), or at the latest until the scheduler announces it
+    (``EVENT_JOB_SUBMITTED``, dispatched after the whole batch of due jobs was written), which
+    leaves a window of microseconds. Of 5,000 jobs due at once, the first starts as soon as
+    its own next run time is written, not after the 5,000th's::
 
         scheduler.configure(executors={"default": StoreFirstThreadPoolExecutor(10)})
+
+    ``run_job`` is the function each run goes through: APScheduler's, or a recorder's
+    (:meth:`scheduler_api.recorder.RunRecorder.run_job`).
     """
 
     def __init__(self, max_workers: int = 10, pool_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(max_workers, pool_kwargs)
-        self._held: list[tuple[Job, list[datetime]]] = []
+        self.run_job: Callable[..., list[Any]] = base_run_job
+        self._held: dict[str, list[tuple[Job, list[datetime]]]] = {}
         self._held_lock = threading.Lock()
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
         scheduler.add_listener(self._release, EVENT_JOB_SUBMITTED)
+        for store in jobstores(scheduler).values():
+            _after_writes(store, self._release_job)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        if isinstance(run_times, ManualRun):  # nothing to store first
+            self._submit(job, run_times)
+            return
         with self._held_lock:
-            self._held.append((job, run_times))
+            self._held.setdefault(job.id, []).append((job, run_times))
+
+    def _release_job(self, job_id: str) -> None:
+        with self._held_lock:
+            held = self._held.pop(job_id, ())
+        for job, run_times in held:
+            self._submit(job, run_times)
 
     def _release(self, event: object = None) -> None:
         with self._held_lock:
-            held, self._held = self._held, []
-        for job, run_times in held:
-            super()._do_submit_job(job, run_times)
+            held, self._held = self._held, {}
+        for submissions in held.values():
+            for job, run_times in submissions:
+                self._submit(job, run_times)
+
+    def _submit(self, job: Job, run_times: list[datetime]) -> None:
+        """APScheduler's pool submission, through ``self.run_job``."""
+        def done(future: Any) -> None:
+            error = future.exception()
+            if error is not None:
+                self._run_job_error(job.id, error, error.__traceback__)
+            else:
+                self._run_job_success(job.id, future.result())
+
+        self._pool.submit(self.run_job, job, job._jobstore_alias, run_times,
+                          self._logger.name).add_done_callback(done)
 
     def shutdown(self, wait: bool = True) -> None:
         self._release()
         super().shutdown(wait)
+
+
+def _after_writes(store: BaseJobStore, written: Callable[[str], None]) -> None:
+    """Call ``written(job_id)`` after ``store`` updated or removed a job (once per store)."""
+    if getattr(store.update_job, "reports_writes", False):
+        return
+    update_job, remove_job = store.update_job, store.remove_job
+
+    def update_and_report(job: Job) -> None:
+        update_job(job)
+        written(job.id)
+
+    def remove_and_report(job_id: str) -> None:
+        remove_job(job_id)
+        written(job_id)
+
+    update_and_report.reports_writes = True  # type: ignore[attr-defined]
+    store.update_job = update_and_report  # type: ignore[method-assign]
+    store.remove_job = remove_and_report  # type: ignore[method-assign]

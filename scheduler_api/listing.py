@@ -26,6 +26,7 @@ import logging
 import operator
 import pickle
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from apscheduler.job import Job
@@ -85,22 +86,31 @@ class JobListing:
         self._by_identity: dict[str, tuple[tuple[Any, ...], bytes]] = {}
         self._lock = threading.Lock()
         self._reported: dict[tuple[str, str], bool] = {}
+        #: Job ids -> each one's last run as JSON text (``last_run``; absent: never ran).
+        self.last_runs: Callable[[list[str] | None], dict[str, str]] | None = None
 
     def page(self, limit: int | None = None, offset: int = 0) -> tuple[bytes, int]:
         """The jobs ``[offset, offset + limit)`` as a JSON array, and the number of jobs."""
         stores = engine.jobstores(self.scheduler)
         store = stores.get("default") if len(stores) == 1 else None
+        complete = limit is None and not offset
         if self.scheduler.state != STATE_STOPPED and isinstance(store, SQLAlchemyJobStore):
-            fragments, total = self._sql_page(store, limit, offset)
+            fragments, ids, total = self._sql_page(store, limit, offset)
         elif self.scheduler.state != STATE_STOPPED and isinstance(store, MemoryJobStore):
             end = None if limit is None else offset + limit
             jobs, total = engine.memory_page(self.scheduler, store, offset, end)
-            fragments = self._memory_fragments(jobs, end is None and not offset)
+            fragments = self._memory_fragments(jobs, complete)
+            ids = [job.id for job in jobs]
         else:  # pending jobs (a stopped scheduler), several or custom stores: no shortcut
-            jobs = self.scheduler.get_jobs()
+            every_job = self.scheduler.get_jobs()
             end = None if limit is None else offset + limit
-            fragments = [encode_json(job_to_json(job)) for job in jobs[offset:end]]
-            total = len(jobs)
+            jobs = every_job[offset:end]
+            fragments = [encode_json(job_to_json(job)) for job in jobs]
+            ids = [job.id for job in jobs]
+            total = len(every_job)
+        if self.last_runs is not None and fragments:
+            fragments = with_last_runs(fragments, ids,
+                                       self.last_runs(None if complete else ids))
         return b"[" + b",".join(fragments) + b"]", total
 
     def _remember(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
@@ -127,7 +137,7 @@ class JobListing:
         return fragments
 
     def _sql_page(self, store: SQLAlchemyJobStore, limit: int | None,
-                  offset: int) -> tuple[list[bytes], int]:
+                  offset: int) -> tuple[list[bytes], list[str], int]:
         table = store.jobs_t
         # Scheduled jobs (by next run time, then id: the index below serves it), then paused
         # ones (by id): two queries, because databases disagree on where NULLs sort.
@@ -171,7 +181,7 @@ class JobListing:
                 self._remember(known, state, fragment)
         if complete:
             self._by_state = fresh  # exactly the jobs there are: no stale entries kept
-        return fragments, total
+        return fragments, [job_id for _, job_id in rows], total
 
     def _report_broken(self, job_id: str, error: BaseException) -> None:
         """Log a job that cannot be restored: once per job and error, not per listing."""
@@ -191,6 +201,14 @@ class JobListing:
                 if state is not None:
                     return state  # type: ignore[no-any-return]
         return None
+
+
+def with_last_runs(fragments: list[bytes], job_ids: list[str],
+                   last_runs: dict[str, str]) -> list[bytes]:
+    """Each job's JSON object with its ``last_run`` (null for a job that never ran)."""
+    return [fragment[:-1] + b',"last_run":' + (
+        last_runs[job_id].encode() if job_id in last_runs else b"null") + b"}"
+        for fragment, job_id in zip(fragments, job_ids, strict=True)]
 
 
 def create_listing_index(store: SQLAlchemyJobStore) -> None:

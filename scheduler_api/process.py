@@ -91,7 +91,9 @@ def create_schema(scheduler: BaseScheduler) -> None:
 
 
 def start_scheduler(scheduler: BaseScheduler, db_engine: Engine | None, tablename: str,
-                    paused: bool, run_job: Callable[[str], object]) -> Coordinator | None:
+                    paused: bool, run_job: Callable[[str], object],
+                    on_lead: Callable[[str], object] = lambda identity: None,
+                    ) -> Coordinator | None:
     """Start ``scheduler`` in this process; the coordinator when the store is shared.
 
     A store without a lock (an in-memory SQLite URL, MySQL, a non-SQL store) runs one
@@ -106,7 +108,8 @@ def start_scheduler(scheduler: BaseScheduler, db_engine: Engine | None, tablenam
         return None
     retrying_while_busy(lambda: scheduler.start(paused=True))
     create_schema(scheduler)
-    coordinator = Coordinator(scheduler, db_engine, lock, run_job=run_job, tablename=tablename)
+    coordinator = Coordinator(scheduler, db_engine, lock, run_job=run_job, tablename=tablename,
+                              on_lead=on_lead)
     retrying_while_busy(lambda: coordinator.start(
         initial_state="paused" if paused else "running"))
     return coordinator

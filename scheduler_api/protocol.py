@@ -11,12 +11,13 @@ does::
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Protocol
 
 from apscheduler.job import Job
 
 from .funcs import FuncPolicy
+from .history import RunPage
 
 
 class JobScheduler(Protocol):
@@ -57,3 +58,7 @@ class JobScheduler(Protocol):
     def pause_job(self, id: str, jobstore: str | None = None) -> Job: ...
     def resume_job(self, id: str, jobstore: str | None = None) -> Job | None: ...
     def run_job(self, id: str, jobstore: str | None = None) -> Job: ...
+    def get_runs(self, job_id: str | None = None, outcome: str | Collection[str] = (),
+                 since: datetime | None = None, until: datetime | None = None,
+                 limit: int = 100, offset: int = 0) -> RunPage: ...
+    def last_runs(self, job_ids: Collection[str]) -> dict[str, str]: ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, tzinfo
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from apscheduler.events import (
     EVENT_JOB_MODIFIED,
     EVENT_JOB_REMOVED,
 )
+from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -54,15 +55,20 @@ from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL, make_engine, r
 from .coordination import Coordinator
 from .deadlines import DeadlineLock, bound_store_waits
 from .funcs import FuncPolicy
+from .history import RunHistory, RunPage, private_sqlite_engine
 from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
 from .listing import JobListing
-from .process import defer_to_workers, start_scheduler
+from .process import defer_to_workers, retrying_while_busy, start_scheduler
+from .recorder import KEEP_DAYS, KEEP_RUNS, RECORDED_EVENTS, RunRecorder
 
 logger = logging.getLogger("scheduler_api")
 
 STATE_NAMES = {STATE_RUNNING: "running", STATE_PAUSED: "paused", STATE_STOPPED: "stopped"}
 STATE_CODES = {name: code for code, name in STATE_NAMES.items()}
 _CHANGE_EVENTS = EVENT_JOB_ADDED | EVENT_JOB_MODIFIED | EVENT_JOB_REMOVED | EVENT_ALL_JOBS_REMOVED
+#: The live stream's name of each change to the jobs.
+_CHANGE_KINDS = {EVENT_JOB_ADDED: "job_added", EVENT_JOB_MODIFIED: "job_changed",
+                 EVENT_JOB_REMOVED: "job_removed", EVENT_ALL_JOBS_REMOVED: "all_jobs_removed"}
 #: The keyword arguments of APScheduler's add_job that are not trigger fields.
 _ADD_JOB_OPTIONS = frozenset({"id", "func", "trigger", "args", "kwargs", "name",
                               "misfire_grace_time", "coalesce", "max_instances",
@@ -94,6 +100,11 @@ class APScheduler:
         self.app: Any = None
         self._engine: Engine | None = None
         self._tablename = DEFAULT_JOBSTORE_TABLE
+        self.keep_runs = KEEP_RUNS
+        self.keep_days = KEEP_DAYS
+        #: Every run, in the job store's database (see :meth:`get_runs`); set up by start().
+        self.history: RunHistory | None = None
+        self.recorder: RunRecorder | None = None
         self._auth: HTTPAuth | None = None
         self._authentication_callback: AuthenticateCallback | None = None
         if app is not None:
@@ -176,6 +187,8 @@ class APScheduler:
             raise ValueError("SCHEDULER_API_PREFIX cannot be '/': the API needs its own prefix")
         self.allowed_hosts = list(settings.get("SCHEDULER_ALLOWED_HOSTS", self.allowed_hosts))
         self.min_interval = settings.get("SCHEDULER_MIN_INTERVAL", self.min_interval)
+        self.keep_runs = settings.get("SCHEDULER_HISTORY_KEEP_RUNS", self.keep_runs)
+        self.keep_days = settings.get("SCHEDULER_HISTORY_KEEP_DAYS", self.keep_days)
         for rule in settings.get("SCHEDULER_API_ALLOWED_FUNCS", ()):
             self.func_policy.allow(rule)
         if settings.get("SCHEDULER_API_ALLOW_ANY_FUNC", False):
@@ -287,10 +300,47 @@ class APScheduler:
         self._start_here(paused)
 
     def _start_here(self, paused: bool) -> None:
+        recorder = self._start_recorder()
         self.coordinator = start_scheduler(self._scheduler, self._engine, self._tablename,
-                                           paused, run_job=self._run_job_here)
+                                           paused, run_job=self._run_job_here,
+                                           on_lead=self._now_leading)
         if self.coordinator is not None:
             self._scheduler.add_listener(self._tell_leader, _CHANGE_EVENTS)
+        recorder.housekeeping_now()
+
+    def _start_recorder(self) -> RunRecorder:
+        """The run history's tables, its recorder, and every run of ours going through it."""
+        if self.history is None or self.recorder is None:
+            self.history = RunHistory(self._engine or private_sqlite_engine(),
+                                      self._tablename, self._scheduler.timezone)
+            self.recorder = RunRecorder(self.history, leading=self._leads_runs,
+                                        keep_runs=self.keep_runs, keep_days=self.keep_days)
+        retrying_while_busy(self.history.create_schema)
+        for executor in engine.executors(self._scheduler).values():
+            if isinstance(executor, engine.StoreFirstThreadPoolExecutor):
+                executor.run_job = self.recorder.run_job
+        self._scheduler.add_listener(self.recorder.listen, RECORDED_EVENTS)
+        self._scheduler.add_listener(self._announce_change, _CHANGE_EVENTS)
+        self.listing.last_runs = self.history.last_run_summaries
+        self.recorder.start()
+        return self.recorder
+
+    def _leads_runs(self) -> bool:
+        return self.coordinator is None or self.coordinator.is_leader
+
+    def _now_leading(self, identity: str) -> None:
+        if self.recorder is not None:
+            host, _, pid = identity.rpartition(":")
+            self.recorder.emit("leader_changed", host=host, pid=int(pid))
+            self.recorder.housekeeping_now()  # runs the last leader left running are lost
+
+    def _announce_change(self, event: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.emit(_CHANGE_KINDS[event.code], job_id=getattr(event, "job_id", None))
+
+    def _announce_state(self) -> None:
+        if self.recorder is not None:
+            self.recorder.emit("scheduler_state", state=self.state_name)
 
     def _tell_leader(self, event: object) -> None:
         if self.coordinator is not None:
@@ -302,12 +352,16 @@ class APScheduler:
             self.start()
         if self.coordinator is not None:
             self.coordinator.set_shared_state("running")
+        self._announce_state()
 
     def stop_all(self, wait: bool = True) -> None:
         """Stop running jobs: in every process sharing the store, or in this one alone."""
         if self.coordinator is not None:
             self.coordinator.set_shared_state("stopped")
+            self._announce_state()
         else:
+            if self.recorder is not None:
+                self.recorder.emit("scheduler_state", state="stopped")
             self.shutdown(wait)
 
     def shutdown(self, wait: bool = True) -> None:
@@ -317,6 +371,10 @@ class APScheduler:
             self.coordinator.stop()
             self.coordinator = None
         self._scheduler.shutdown(wait)
+        if self.recorder is not None:
+            self._scheduler.remove_listener(self.recorder.listen)
+            self._scheduler.remove_listener(self._announce_change)
+            self.recorder.stop()
 
     def pause(self) -> None:
         """Pause job processing (in every process sharing the store)."""
@@ -324,6 +382,7 @@ class APScheduler:
             self.coordinator.set_shared_state("paused")
         else:
             self._scheduler.pause()
+        self._announce_state()
 
     def resume(self) -> None:
         """Resume job processing (in every process sharing the store)."""
@@ -331,6 +390,7 @@ class APScheduler:
             self.coordinator.set_shared_state("running")
         else:
             self._scheduler.resume()
+        self._announce_state()
 
     def add_listener(self, callback: Callable[..., Any], mask: int = EVENT_ALL) -> None:
         self._scheduler.add_listener(callback, mask)
@@ -420,5 +480,29 @@ class APScheduler:
         job = self._scheduler.get_job(id, jobstore)
         if job is None:
             raise JobLookupError(id)
-        engine.run_now(self._scheduler, job, jobstore)
+        try:
+            engine.run_now(self._scheduler, job, jobstore)
+        except MaxInstancesReachedError:
+            if self.recorder is not None:
+                self.recorder.record(job.id, "run", datetime.now(self.timezone), "skipped")
+            raise
         return job
+
+    # -- run history -----------------------------------------------------------------------
+
+    def get_runs(self, job_id: str | None = None, outcome: str | Collection[str] = (),
+                 since: datetime | None = None, until: datetime | None = None,
+                 limit: int = 100, offset: int = 0) -> RunPage:
+        """Recorded runs, newest first: of one job or of all, with these outcomes (any when
+        empty), scheduled from ``since`` (included) to ``until`` (excluded); a page of
+        ``limit`` from ``offset``, and how many match in all (``.runs``, ``.total``)."""
+        if self.history is None:
+            raise RuntimeError("the run history is set up when the scheduler starts")
+        outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
+        return self.history.page(job_id, outcomes, since, until, limit, offset)
+
+    def last_runs(self, job_ids: Collection[str]) -> dict[str, str]:
+        """Job id -> its last run's summary as JSON text (jobs that never ran are absent)."""
+        if self.history is None or not job_ids:
+            return {}
+        return self.history.last_run_summaries(job_ids)

@@ -97,6 +97,14 @@ def query_int(request: Request, name: str, default: int, minimum: int,
     return int(raw)
 
 
+def check_query(request: Request, known: set[str]) -> None:
+    """Refuse a query parameter this route does not know (a typo would be ignored)."""
+    unknown = sorted(set(request.args) - known)
+    if unknown:
+        raise InvalidField(unknown[0][:60], f"unknown query parameter (known: "
+                           f"{', '.join(sorted(known))})")
+
+
 def store_problem(exc: Exception) -> str:
     """What to tell the client about a job store that failed (nothing stored has changed)."""
     text = str(exc).lower()

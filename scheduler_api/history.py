@@ -1,0 +1,509 @@
+"""Run history: every run of every job, in the job store's database, read by any process.
+
+Four tables beside APScheduler's (``<table>`` is ``SCHEDULER_JOBSTORE_TABLE``):
+
+- ``<table>_history``: one row per run (:class:`Run`), numbered in the order runs were
+  recorded (``seq``); indexed by job, by outcome and by scheduled time, so that the newest
+  page of a history of 1,000,000 runs costs what one of 1,000 does;
+- ``<table>_history_counts``: how many runs each job (and all jobs) has per outcome, kept in
+  the same transactions as the runs, so that a page's ``total`` is not a count of the table;
+- ``<table>_last_runs``: each job's last run, as the JSON its listing shows (``last_run``);
+- ``<table>_events``: what happened (jobs, runs, the leader, the state), numbered, for the
+  live event stream.
+
+Writes come from one thread per process (:mod:`scheduler_api.recorder`); reads are plain
+queries::
+
+    history = RunHistory(engine, "apscheduler_jobs")
+    history.create_schema()
+    page = history.page(job_id="report", outcomes=["error"], limit=20)
+    page.total, [run.to_json() for run in page.runs]
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from .config import make_engine
+from .jobs import JSON, iso_8601
+
+#: What a run's ``outcome`` can be. ``running`` until it ends; ``lost`` when the process
+#: running it died (found by the next leader).
+OUTCOMES = ("running", "success", "error", "missed", "skipped", "lost")
+#: Why a job ran: its trigger fired, or ``POST /jobs/<id>/run`` (``run_job``) asked.
+REASONS = ("schedule", "run")
+#: How much of an error message, a return value's repr and a traceback is kept (characters).
+MAX_MESSAGE = 2000
+MAX_RESULT = 2000
+MAX_TRACEBACK = 16_000
+#: The key of the counts of all jobs together (a job id is a job's key).
+_ALL = ("all", "")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job, as the history holds it (times in the scheduler's time zone)."""
+
+    id: str
+    job_id: str
+    reason: str
+    outcome: str
+    scheduled_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    result: str | None
+    host: str
+    pid: int
+
+    def to_json(self) -> JSON:
+        """The run as the API shows it."""
+        error = None if self.error_type is None else {
+            "type": self.error_type, "message": self.error_message, "traceback": self.traceback}
+        return {"id": self.id, "job_id": self.job_id, "reason": self.reason,
+                "scheduled_at": iso_8601(self.scheduled_at),
+                "started_at": iso_8601(self.started_at),
+                "finished_at": iso_8601(self.finished_at), "duration": self.duration,
+                "outcome": self.outcome, "error": error, "result": self.result,
+                "host": self.host, "pid": self.pid}
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """A page of runs, newest first, and how many runs match in all."""
+
+    runs: list[Run]
+    total: int
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, keeping its end (where a traceback says what
+    failed) as well as its start."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    return f"{text[:head]}\n... [{len(text) - limit} characters cut] ...\n{text[-(limit - head):]}"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's
+    return True
+
+
+def private_sqlite_engine() -> Engine:
+    """A SQLite file of this process's own, removed at exit: the run history of a scheduler
+    whose job store is not a SQL database."""
+    directory = tempfile.mkdtemp(prefix="scheduler_api-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return make_engine(f"sqlite:///{directory}/history.sqlite")
+
+
+class RunHistory:
+    """The history tables of one job store, and the queries on them."""
+
+    def __init__(self, engine: Engine, tablename: str = "apscheduler_jobs",
+                 timezone: tzinfo = timezone.utc) -> None:
+        self.engine = engine
+        self.timezone = timezone
+        metadata = MetaData()
+        self.runs = Table(
+            f"{tablename}_history", metadata,
+            Column("seq", Integer, primary_key=True, autoincrement=True),
+            Column("id", String(32), nullable=False, unique=True),
+            Column("job_id", String(191), nullable=False),
+            Column("reason", String(16), nullable=False),
+            Column("outcome", String(16), nullable=False),
+            # Seconds since the epoch: the same on every database, and cheap to compare.
+            Column("scheduled_at", Float, nullable=False),
+            Column("started_at", Float),
+            Column("finished_at", Float),
+            Column("duration", Float),
+            Column("heartbeat_at", Float),
+            Column("error_type", String(255)),
+            Column("error_message", Text),
+            Column("traceback", Text),
+            Column("result", Text),
+            Column("host", String(255), nullable=False),
+            Column("pid", Integer, nullable=False),
+        )
+        Index(f"ix_{tablename}_history_job", self.runs.c.job_id, self.runs.c.seq)
+        Index(f"ix_{tablename}_history_outcome", self.runs.c.outcome, self.runs.c.seq)
+        Index(f"ix_{tablename}_history_scheduled", self.runs.c.scheduled_at)
+        self.counts = Table(
+            f"{tablename}_history_counts", metadata,
+            Column("scope", String(8), primary_key=True),
+            Column("job_id", String(191), primary_key=True),
+            Column("outcome", String(16), primary_key=True),
+            Column("n", BigInteger, nullable=False),
+        )
+        self.last_runs = Table(
+            f"{tablename}_last_runs", metadata,
+            Column("job_id", String(191), primary_key=True),
+            Column("run_id", String(32), nullable=False),
+            Column("at", Float, nullable=False),  # when it started (or was due)
+            Column("summary", Text, nullable=False),
+        )
+        self.events = Table(
+            f"{tablename}_events", metadata,
+            Column("seq", Integer, primary_key=True, autoincrement=True),
+            Column("kind", String(32), nullable=False),
+            Column("data", Text, nullable=False),
+            Column("at", Float, nullable=False),
+        )
+        Index(f"ix_{tablename}_events_at", self.events.c.at)
+        self.metadata = metadata
+        #: The PostgreSQL channel a recorder notifies after writing events.
+        self.channel = f"{tablename}_events"
+
+    def create_schema(self) -> None:
+        self.metadata.create_all(self.engine)
+
+    # -- JSON ------------------------------------------------------------------------------
+
+    def moment(self, seconds: float | None) -> datetime | None:
+        return None if seconds is None else datetime.fromtimestamp(seconds, self.timezone)
+
+    def run_from_row(self, row: Any) -> Run:
+        return Run(id=row.id, job_id=row.job_id, reason=row.reason, outcome=row.outcome,
+                   scheduled_at=datetime.fromtimestamp(row.scheduled_at, self.timezone),
+                   started_at=self.moment(row.started_at),
+                   finished_at=self.moment(row.finished_at), duration=row.duration,
+                   error_type=row.error_type, error_message=row.error_message,
+                   traceback=row.traceback, result=row.result, host=row.host, pid=row.pid)
+
+    def summary(self, row: Mapping[str, Any]) -> str:
+        """A job's ``last_run`` field, as JSON text: what a listing shows of its last run."""
+        return json.dumps({
+            "id": row["id"], "outcome": row["outcome"],
+            "scheduled_at": iso_8601(self.moment(row["scheduled_at"])),
+            "started_at": iso_8601(self.moment(row.get("started_at"))),
+            "duration": row.get("duration"), "error_message": row.get("error_message"),
+        }, separators=(",", ":"))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def page(self, job_id: str | None = None, outcomes: Collection[str] = (),
+             since: datetime | None = None, until: datetime | None = None,
+             limit: int = 100, offset: int = 0) -> RunPage:
+        """Runs newest first, of one job or all, with these outcomes (all when empty),
+        scheduled in ``[since, until)``."""
+        runs = self.runs
+        conditions = []
+        if job_id is not None:
+            conditions.append(runs.c.job_id == job_id)
+        if outcomes:
+            conditions.append(runs.c.outcome.in_(list(outcomes)))
+        if since is not None:
+            conditions.append(runs.c.scheduled_at >= since.timestamp())
+        if until is not None:
+            conditions.append(runs.c.scheduled_at < until.timestamp())
+        query = select(runs).where(*conditions).order_by(runs.c.seq.desc())
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit).offset(offset)).all()
+            if since is None and until is None:
+                total = self._counted(connection, job_id, outcomes)
+            else:  # a range: counted through the scheduled-time index
+                total = connection.execute(
+                    select(func.count()).select_from(runs).where(*conditions)).scalar_one()
+        return RunPage([self.run_from_row(row) for row in rows], int(total))
+
+    def _counted(self, connection: Connection, job_id: str | None,
+                 outcomes: Collection[str]) -> int:
+        counts = self.counts
+        scope, key = _ALL if job_id is None else ("job", job_id)
+        query = select(func.coalesce(func.sum(counts.c.n), 0)).where(
+            counts.c.scope == scope, counts.c.job_id == key)
+        if outcomes:
+            query = query.where(counts.c.outcome.in_(list(outcomes)))
+        return int(connection.execute(query).scalar_one())
+
+    def get(self, run_id: str) -> Run | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(self.runs).where(self.runs.c.id == run_id)).first()
+        return None if row is None else self.run_from_row(row)
+
+    def last_run_summaries(self, job_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Job id -> its ``last_run`` JSON text, for these jobs (all when None)."""
+        table = self.last_runs
+        query = select(table.c.job_id, table.c.summary)
+        with self.engine.connect() as connection:
+            if job_ids is None:
+                return dict(connection.execute(query).all())
+            found: dict[str, str] = {}
+            ids = list(job_ids)
+            for start in range(0, len(ids), 500):  # within every database's parameter limit
+                found.update(connection.execute(
+                    query.where(table.c.job_id.in_(ids[start:start + 500]))).all())
+            return found
+
+    def events_after(self, seq: int, limit: int = 100) -> list[tuple[int, str, str]]:
+        """Events numbered above ``seq``, oldest first: (seq, kind, JSON data)."""
+        events = self.events
+        with self.engine.connect() as connection:
+            return list(connection.execute(
+                select(events.c.seq, events.c.kind, events.c.data)
+                .where(events.c.seq > seq).order_by(events.c.seq).limit(limit)))
+
+    def last_event(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(
+                select(func.coalesce(func.max(self.events.c.seq), 0))).scalar_one())
+
+    # -- writing (the recorder's thread; the leader's housekeeping) ------------------------
+
+    def write(self, connection: Connection, inserts: list[dict[str, Any]],
+              finishes: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+        """Record new runs, the ends of runs recorded earlier, and events, in one transaction.
+
+        ``inserts`` and ``finishes`` are whole rows of the runs table. A finish whose run is
+        no longer ``running`` (the next leader took it for lost while it still ran) sets the
+        outcome it really had.
+        """
+        deltas: Counter[tuple[str, str]] = Counter()
+        if inserts:
+            connection.execute(insert(self.runs), inserts)
+            for row in inserts:
+                deltas[row["job_id"], row["outcome"]] += 1
+        if finishes:
+            for row, previous in zip(finishes, self._finish(connection, finishes), strict=True):
+                if previous is not None:
+                    deltas[row["job_id"], previous] -= 1
+                    deltas[row["job_id"], row["outcome"]] += 1
+        self.add_counts(connection, deltas)
+        self.set_last_runs(connection, [*inserts, *finishes])
+        if events:
+            connection.execute(insert(self.events), events)
+
+    _FINISH_FIELDS = ("outcome", "finished_at", "duration", "error_type", "error_message",
+                      "traceback", "result")
+
+    def _finish(self, connection: Connection, rows: list[dict[str, Any]]) -> list[str | None]:
+        """End these runs; each one's outcome before (None: the row is gone, pruned)."""
+        runs = self.runs
+        values: dict[str, Any] = {
+            field: bindparam(f"new_{field}") for field in self._FINISH_FIELDS}
+        params = [{"run_id": row["id"], **{f"new_{field}": row.get(field)
+                                            for field in self._FINISH_FIELDS}}
+                  for row in rows]
+        still_running = connection.execute(
+            update(runs).where(runs.c.id == bindparam("run_id"), runs.c.outcome == "running")
+            .values(values), params)
+        if connection.dialect.supports_sane_multi_rowcount and \
+                still_running.rowcount == len(rows):
+            return ["running"] * len(rows)
+        # Some were marked lost meanwhile (rare): find them, and set what really happened.
+        ids = [row["id"] for row in rows]
+        found = dict(connection.execute(select(runs.c.id, runs.c.outcome).where(
+            runs.c.id.in_(ids))).all())
+        previous: list[str | None] = []
+        for row, param in zip(rows, params, strict=True):
+            outcome = found.get(row["id"])
+            if outcome is None or outcome == row["outcome"]:
+                previous.append(None if outcome is None else "running")
+                continue
+            connection.execute(update(runs).where(runs.c.id == bindparam("run_id"))
+                               .values(values), param)
+            previous.append(outcome)
+        return previous
+
+    def add_counts(self, connection: Connection, deltas: Mapping[tuple[str, str], int]) -> None:
+        """Add ``deltas`` ((job id, outcome) -> runs) to the counts of each job and of all."""
+        by_key: Counter[tuple[str, str, str]] = Counter()
+        for (job_id, outcome), delta in deltas.items():
+            by_key["job", job_id, outcome] += delta
+            by_key[_ALL[0], _ALL[1], outcome] += delta
+        rows = [{"scope": scope, "job_id": job_id, "outcome": outcome, "n": delta}
+                for (scope, job_id, outcome), delta in by_key.items() if delta]
+        if rows:
+            upsert(connection, self.counts, rows, ("scope", "job_id", "outcome"),
+                   lambda table, new: {"n": table.c.n + new.n})
+
+    def set_last_runs(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Make each run its job's last run, unless one started later is."""
+        newest: dict[str, Mapping[str, Any]] = {}
+        for row in rows:
+            current = newest.get(row["job_id"])
+            if current is None or _started(row) >= _started(current):
+                newest[row["job_id"]] = row
+        if newest:
+            upsert(connection, self.last_runs, [
+                {"job_id": job_id, "run_id": row["id"], "at": _started(row),
+                 "summary": self.summary(row)} for job_id, row in newest.items()],
+                ("job_id",), lambda table, new: {"run_id": new.run_id, "at": new.at,
+                                                 "summary": new.summary},
+                only_if=lambda table, new: table.c.at <= new.at)
+
+    def heartbeat(self, run_ids: Collection[str], now: float) -> None:
+        """Renew the heartbeat of runs this process is running."""
+        runs = self.runs
+        with self.engine.begin() as connection:
+            connection.execute(update(runs).where(runs.c.id.in_(list(run_ids)),
+                                                  runs.c.outcome == "running")
+                               .values(heartbeat_at=now))
+
+    def notify(self) -> None:
+        """Wake the event streams of other processes now (PostgreSQL); SQLite's poll."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as connection:
+                connection.execute(text("SELECT pg_notify(:channel, '')"),
+                                   {"channel": self.channel})
+
+    # -- housekeeping (the leader's) -------------------------------------------------------
+
+    def mark_lost(self, host: str, pid: int, in_flight: Collection[str],
+                  stale_before: float) -> list[dict[str, Any]]:
+        """Mark lost the runs still ``running`` whose process is gone: on this host, a pid
+        that no longer exists (or this process, for a run it is not running); elsewhere, a
+        heartbeat older than ``stale_before``. Returns the runs marked."""
+        runs = self.runs
+        with self.engine.connect() as connection:
+            result = connection.execute(select(runs).where(runs.c.outcome == "running"))
+            columns = list(result.keys())
+            rows = [SimpleNamespace(**dict(zip(columns, row, strict=True))) for row in result]
+        lost = [row for row in rows if (
+            (row.heartbeat_at or row.scheduled_at) < stale_before
+            or (row.host == host and row.pid == pid and row.id not in in_flight)
+            or (row.host == host and row.pid != pid and not process_alive(row.pid)))]
+        if not lost:
+            return []
+        marked = []
+        with self.engine.begin() as connection:
+            for row in lost:
+                message = (f"the process running it ({row.host}, pid {row.pid}) stopped before "
+                           f"it ended; found by {host}, pid {pid}")
+                changed = connection.execute(update(runs).where(
+                    runs.c.id == row.id, runs.c.outcome == "running").values(
+                    outcome="lost", error_type="ProcessLost", error_message=message)).rowcount
+                if changed:
+                    marked.append({**vars(row), "outcome": "lost",
+                                   "error_type": "ProcessLost", "error_message": message})
+            self.add_counts(connection, _moves(marked, "running", "lost"))
+            self.set_last_runs(connection, marked)
+        return marked
+
+    def prune(self, keep_runs: int, keep_seconds: float, keep_events_seconds: float,
+              batch: int = 500) -> int:
+        """Delete the runs that are neither among their job's last ``keep_runs`` nor younger
+        than ``keep_seconds``, and events older than ``keep_events_seconds``; in short
+        transactions of ``batch`` rows, so that no writer waits long. Returns runs deleted."""
+        runs = self.runs
+        cutoff = time.time() - keep_seconds
+        with self.engine.connect() as connection:
+            job_ids = connection.execute(select(runs.c.job_id).where(
+                runs.c.scheduled_at < cutoff).group_by(runs.c.job_id)).scalars().all()
+        deleted = 0
+        for job_id in job_ids:
+            with self.engine.connect() as connection:
+                boundary = connection.execute(
+                    select(runs.c.seq).where(runs.c.job_id == job_id)
+                    .order_by(runs.c.seq.desc()).limit(1).offset(keep_runs)).scalar()
+            if boundary is None:
+                continue  # at most keep_runs runs: all kept
+            while True:
+                with self.engine.begin() as connection:
+                    rows = connection.execute(select(runs.c.seq, runs.c.outcome).where(
+                        runs.c.job_id == job_id, runs.c.seq <= boundary,
+                        runs.c.scheduled_at < cutoff, runs.c.outcome != "running",
+                    ).limit(batch)).all()
+                    if not rows:
+                        break
+                    connection.execute(delete(runs).where(
+                        runs.c.seq.in_([row.seq for row in rows])))
+                    self.add_counts(connection, Counter(
+                        {(job_id, outcome): -n for outcome, n in
+                         Counter(row.outcome for row in rows).items()}))
+                deleted += len(rows)
+        events = self.events
+        event_cutoff = time.time() - keep_events_seconds
+        while True:
+            with self.engine.begin() as connection:
+                seqs = connection.execute(select(events.c.seq).where(
+                    events.c.at < event_cutoff).order_by(events.c.seq).limit(batch)
+                ).scalars().all()
+                if not seqs:
+                    break
+                connection.execute(delete(events).where(events.c.seq.in_(seqs)))
+        return deleted
+
+
+def _moves(rows: Iterable[Mapping[str, Any]], old: str, new: str) -> Counter[tuple[str, str]]:
+    """Count deltas for runs that went from outcome ``old`` to ``new``."""
+    deltas: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        deltas[row["job_id"], old] -= 1
+        deltas[row["job_id"], new] += 1
+    return deltas
+
+
+def _started(row: Mapping[str, Any]) -> float:
+    started = row.get("started_at")
+    return float(row["scheduled_at"] if started is None else started)
+
+
+def upsert(connection: Connection, table: Table, rows: list[dict[str, Any]],
+           key: tuple[str, ...], changes: Callable[[Table, Any], dict[str, Any]],
+           only_if: Callable[[Table, Any], Any] | None = None) -> None:
+    """Insert ``rows``, or where a row with the same ``key`` exists, apply ``changes(table,
+    new)`` to it (``new``: the row proposed; ``only_if``: a condition on both)."""
+    dialect = connection.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        statement: Any = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(table)
+        new: Any = statement.excluded
+        connection.execute(statement.on_conflict_do_update(
+            index_elements=list(key), set_=changes(table, new),
+            where=None if only_if is None else only_if(table, new)), rows)
+        return
+    for row in rows:  # other databases: one row at a time
+        matches = [table.c[name] == row[name] for name in key]
+        found = connection.execute(select(func.count()).select_from(table).where(
+            *matches)).scalar_one()
+        if not found:
+            connection.execute(insert(table).values(row))
+            continue
+        new = SimpleNamespace(**row)
+        condition = [] if only_if is None else [only_if(table, new)]
+        connection.execute(update(table).where(*matches, *condition).values(
+            changes(table, new)))

@@ -1,0 +1,347 @@
+"""Recording runs and events without slowing the scheduler: one writer thread per process.
+
+The executor runs each job through :meth:`RunRecorder.run_job` (APScheduler's ``run_job``,
+with the same log lines and events, recording each run as it starts and ends). Nothing on
+the way to a job's start waits for the database: the recorder queues what happened and its
+thread writes it in batches, one transaction each (a run that starts and ends between two
+writes is one insert). A run is in the database within a write's time of its start, and its
+row's heartbeat is renewed while it runs, so that the next leader can tell a run whose
+process died (``lost``) from a long one. The leader's recorder also prunes the history::
+
+    recorder = RunRecorder(RunHistory(engine), leading=lambda: coordinator.is_leader)
+    recorder.start()
+    executor.run_job = recorder.run_job     # scheduler_api.engine.StoreFirstThreadPoolExecutor
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import reprlib
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.job import Job
+
+from . import engine
+from .history import MAX_MESSAGE, MAX_RESULT, MAX_TRACEBACK, RunHistory, clip
+
+logger = logging.getLogger("scheduler_api")
+
+#: Events and run changes waiting to be written, at most (the database away for a while):
+#: beyond, the oldest are dropped (and counted in a warning).
+MAX_PENDING = 100_000
+#: Rows written in one transaction, at most.
+MAX_BATCH = 2000
+#: How often a running run's heartbeat is renewed, and how old one is when the leader takes
+#: its run for lost (another host's process; on this host a dead pid is seen at once).
+HEARTBEAT_SECONDS = 10.0
+LOST_AFTER_SECONDS = 60.0
+#: How often the leader marks lost runs and prunes.
+HOUSEKEEPING_SECONDS = 60.0
+#: Defaults of SCHEDULER_HISTORY_KEEP_RUNS and SCHEDULER_HISTORY_KEEP_DAYS; events are kept
+#: for a day (a client that reconnects later starts from now).
+KEEP_RUNS = 100
+KEEP_DAYS = 7.0
+KEEP_EVENTS_SECONDS = 86_400.0
+
+#: The scheduler events :meth:`RunRecorder.listen` takes.
+RECORDED_EVENTS = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+
+_repr = reprlib.Repr()
+_repr.maxstring = MAX_RESULT
+_repr.maxother = MAX_RESULT
+_repr.maxlevel = 3
+
+
+def describe_result(value: object) -> str | None:
+    """A return value's repr, bounded (None stays None)."""
+    if value is None:
+        return None
+    try:
+        return clip(_repr.repr(value), MAX_RESULT)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the run
+        return f"<{type(value).__name__} object: repr() failed>"
+
+
+def describe_error(error: BaseException) -> tuple[str, str, str]:
+    """(type, message, traceback) of an exception, each bounded."""
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001
+        message = "<str() failed>"
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # noqa: BLE001
+        text = "<the traceback could not be formatted>"
+    return (clip(type(error).__qualname__, 255), clip(message, MAX_MESSAGE),
+            clip(text, MAX_TRACEBACK))
+
+
+class _RecordedEvent(JobExecutionEvent):  # type: ignore[misc]
+    """An execution event whose run the recorder wrote already (its listener skips it)."""
+
+
+class RunRecorder:
+    """Records runs and events in a :class:`RunHistory` from a thread of its own."""
+
+    def __init__(self, history: RunHistory, leading: Callable[[], bool] = lambda: True,
+                 keep_runs: int = KEEP_RUNS, keep_days: float = KEEP_DAYS) -> None:
+        self.history = history
+        self.leading = leading
+        self.keep_runs = keep_runs
+        self.keep_days = keep_days
+        self.host = socket.gethostname().lower()
+        self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._in_flight: dict[str, dict[str, Any]] = {}
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._idle = True
+        self._thread: threading.Thread | None = None
+        self._dropped = 0
+        self._housekeeping_due = 0.0
+
+    # -- what happened ---------------------------------------------------------------------
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """An event for the live stream (``kind``: job_added, run_finished, ...)."""
+        self._queue("event", {"kind": kind, "data": json.dumps(data, default=str),
+                              "at": time.time()})
+
+    def record(self, job_id: str, reason: str, scheduled_at: datetime, outcome: str,
+               error: tuple[str, str, str] | None = None, result: str | None = None) -> None:
+        """A run that did not start (``missed``, ``skipped``), or one an executor that
+        records nothing itself ran (both ends at once)."""
+        row = self._row(job_id, reason, scheduled_at, outcome)
+        if error is not None:
+            row["error_type"], row["error_message"], row["traceback"] = error
+        row["result"] = result
+        self._queue("insert", row)
+        self._emit_run("run_finished", row)
+
+    def _row(self, job_id: str, reason: str, scheduled_at: datetime,
+             outcome: str) -> dict[str, Any]:
+        return {"id": uuid.uuid4().hex, "job_id": job_id, "reason": reason,
+                "outcome": outcome, "scheduled_at": scheduled_at.timestamp(),
+                "started_at": None, "finished_at": None, "duration": None,
+                "heartbeat_at": None, "error_type": None, "error_message": None,
+                "traceback": None, "result": None, "host": self.host, "pid": os.getpid()}
+
+    def _emit_run(self, kind: str, row: dict[str, Any]) -> None:
+        self.emit(kind, run=self.history.run_from_row(_Row(row)).to_json())
+
+    def run_job(self, job: Job, jobstore_alias: str, run_times: list[datetime],
+                logger_name: str) -> list[JobExecutionEvent]:
+        """APScheduler's ``run_job``, recording each run: the executor's run function."""
+        reason = "run" if isinstance(run_times, engine.ManualRun) else "schedule"
+        events = []
+        job_logger = logging.getLogger(logger_name)
+        for run_time in run_times:
+            if job.misfire_grace_time is not None:
+                late = datetime.now(timezone.utc) - run_time
+                if late > timedelta(seconds=job.misfire_grace_time):
+                    events.append(_RecordedEvent(EVENT_JOB_MISSED, job.id, jobstore_alias,
+                                                 run_time))
+                    job_logger.warning('Run time of job "%s" was missed by %s', job, late)
+                    self.record(job.id, reason, run_time, "missed")
+                    continue
+            job_logger.info('Running job "%s" (scheduled at %s)', job, run_time)
+            row = self._started(job.id, reason, run_time)
+            try:
+                result = job.func(*job.args, **job.kwargs)
+            except BaseException as error:  # as APScheduler: a job's SystemExit is its error
+                events.append(_RecordedEvent(
+                    EVENT_JOB_ERROR, job.id, jobstore_alias, run_time, exception=error,
+                    traceback="".join(traceback.format_tb(error.__traceback__))))
+                job_logger.exception('Job "%s" raised an exception', job)
+                self._finished(row, "error", error=describe_error(error))
+                traceback.clear_frames(error.__traceback__)
+                del error
+            else:
+                events.append(_RecordedEvent(EVENT_JOB_EXECUTED, job.id, jobstore_alias,
+                                             run_time, retval=result))
+                job_logger.info('Job "%s" executed successfully', job)
+                self._finished(row, "success", result=describe_result(result))
+        return events
+
+    def _started(self, job_id: str, reason: str, scheduled_at: datetime) -> dict[str, Any]:
+        row = self._row(job_id, reason, scheduled_at, "running")
+        row["started_at"] = row["heartbeat_at"] = time.time()
+        self._in_flight[row["id"]] = row
+        self._queue("insert", dict(row))
+        self._emit_run("run_started", row)
+        return row
+
+    def _finished(self, row: dict[str, Any], outcome: str,
+                  error: tuple[str, str, str] | None = None, result: str | None = None) -> None:
+        now = time.time()
+        row.update(outcome=outcome, finished_at=now, duration=now - row["started_at"],
+                   result=result)
+        if error is not None:
+            row["error_type"], row["error_message"], row["traceback"] = error
+        self._queue("finish", row)
+        self._emit_run("run_finished", row)
+
+    def listen(self, event: Any) -> None:
+        """The scheduler's listener: runs that :meth:`run_job` did not record (an executor
+        of another kind, ``max_instances`` reached)."""
+        if isinstance(event, _RecordedEvent):
+            return
+        if isinstance(event, JobSubmissionEvent) and event.code == EVENT_JOB_MAX_INSTANCES:
+            for run_time in event.scheduled_run_times:
+                self.record(event.job_id, "schedule", run_time, "skipped")
+        elif isinstance(event, JobExecutionEvent):
+            if event.code == EVENT_JOB_MISSED:
+                self.record(event.job_id, "schedule", event.scheduled_run_time, "missed")
+            elif event.code == EVENT_JOB_ERROR:
+                self.record(event.job_id, "schedule", event.scheduled_run_time, "error",
+                            error=describe_error(event.exception))
+            elif event.code == EVENT_JOB_EXECUTED:
+                self.record(event.job_id, "schedule", event.scheduled_run_time, "success",
+                            result=describe_result(event.retval))
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _queue(self, kind: str, item: dict[str, Any]) -> None:
+        with self._wake:
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                self._dropped += 1
+            self._pending.append((kind, item))
+            self._wake.notify()
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping = False
+        self._housekeeping_due = time.monotonic()  # a new leader looks for lost runs at once
+        self._thread = threading.Thread(target=self._run, name="scheduler_api-recorder",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Write what is pending (for at most ``timeout`` seconds), then stop."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._thread = None
+
+    def housekeeping_now(self) -> None:
+        """Look for lost runs and prune at the next chance (a new leader calls it)."""
+        with self._wake:
+            self._housekeeping_due = 0.0
+            self._wake.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is written; False if it was not in time."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while (self._pending or not self._idle) and time.monotonic() < deadline:
+                self._wake.notify()
+                self._wake.wait(0.01)
+            return not self._pending and self._idle
+
+    def _run(self) -> None:
+        next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        failures = 0
+        batch: list[tuple[str, dict[str, Any]]] = []
+        while True:
+            with self._wake:
+                if not batch:  # the last batch is written: take the next
+                    self._idle = not self._pending
+                    self._wake.notify_all()
+                    wait = min(next_heartbeat, self._housekeeping_due) - time.monotonic()
+                    if not self._pending and not self._stopping and wait > 0:
+                        self._wake.wait(wait)
+                    while self._pending and len(batch) < MAX_BATCH:
+                        batch.append(self._pending.popleft())
+                    self._idle = not batch
+                stopping, dropped, self._dropped = self._stopping, self._dropped, 0
+            if dropped:
+                logger.warning("run history: %d records dropped, the database was away too "
+                               "long", dropped)
+            if stopping and not batch:
+                return
+            try:
+                if batch:
+                    self._write(batch)
+                    batch = []
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = now + HEARTBEAT_SECONDS
+                if now >= self._housekeeping_due and not stopping:
+                    self._housekeeping_due = now + HOUSEKEEPING_SECONDS
+                    if self.leading():
+                        self._housekeeping()
+                failures = 0
+            except Exception:
+                failures += 1
+                logger.warning("run history: cannot write to the job store (try %d); "
+                               "trying again", failures, exc_info=failures == 1)
+                if stopping and failures >= 3:
+                    return
+                with self._wake:
+                    self._wake.wait(min(5.0, 0.1 * 2**failures))
+
+    def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        inserts: dict[str, dict[str, Any]] = {}
+        finishes: dict[str, dict[str, Any]] = {}
+        events = []
+        for kind, item in batch:
+            if kind == "event":
+                events.append(item)
+            elif kind == "insert":
+                inserts[item["id"]] = item
+            elif item["id"] in inserts:  # started and ended within one batch: one insert
+                inserts[item["id"]] = dict(item)
+            else:
+                finishes[item["id"]] = dict(item)
+        with self.history.engine.begin() as connection:
+            self.history.write(connection, list(inserts.values()), list(finishes.values()),
+                               events)
+        # Written as ended: no longer this process's to keep alive (or to vouch for when the
+        # leader looks for lost runs).
+        for row in [*inserts.values(), *finishes.values()]:
+            if row["outcome"] != "running":
+                self._in_flight.pop(row["id"], None)
+        if events:
+            self.history.notify()
+
+    def _heartbeat(self) -> None:
+        ids = list(self._in_flight)
+        if ids:
+            self.history.heartbeat(ids, time.time())
+
+    def _housekeeping(self) -> None:
+        for row in self.history.mark_lost(self.host, os.getpid(), set(self._in_flight),
+                                          time.time() - LOST_AFTER_SECONDS):
+            logger.warning("run %s of job %s was lost: %s", row["id"], row["job_id"],
+                           row["error_message"])
+            self._emit_run("run_finished", row)
+        self.history.prune(self.keep_runs, self.keep_days * 86_400, KEEP_EVENTS_SECONDS)
+
+
+class _Row:
+    """A dict of run columns read as a database row is (``row.job_id``)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
