@@ -347,8 +347,10 @@ class SchedulerAPI:
         try:
             return json_response(self._job_json(self._job(job_id)))
         except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
-            return json_response(broken_job_json(job_id, self.scheduler.stored_job_state(job_id),
-                                                 exc.error))
+            data = broken_job_json(job_id, self.scheduler.stored_job_state(job_id), exc.error)
+            summary = self.scheduler.last_runs([job_id]).get(job_id)
+            data["last_run"] = None if summary is None else json.loads(summary)
+            return json_response(data)
 
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
         body = read_json_body(request)

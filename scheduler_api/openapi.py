@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .history import MAX_RESULT, OUTCOMES, REASONS
 from .jobs import MAX_SECONDS, TRIGGER_FIELDS
 
 JSON = dict[str, Any]
@@ -116,7 +117,8 @@ _SCHEMAS: JSON = {
     }),
     "Job": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
-        **_object({"id": {"type": "string"}, "func": {"type": ["string", "null"]}},
+        **_object({"id": {"type": "string"}, "func": {"type": ["string", "null"]},
+                   "last_run": _ref("LastRun")},
                   required=("id", "name", "func", "args", "kwargs", "trigger")),
         "description": "The trigger's fields appear flat, by trigger type. misfire_grace_time, "
                        "max_instances, coalesce and next_run_time are absent while the job is "
@@ -124,7 +126,7 @@ _SCHEMAS: JSON = {
                        "only without a SQL job store).",
     },
     "BrokenJob": {
-        **_object({"id": {"type": "string"},
+        **_object({"id": {"type": "string"}, "last_run": _ref("LastRun"),
                    "error": {"type": "string",
                              "examples": ["cannot be restored: LookupError: Error resolving "
                                           "reference tasks:gone: could not import module "
@@ -138,7 +140,9 @@ _SCHEMAS: JSON = {
     "JobChange": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
         **_object({"func": _ref("FuncRef"), "trigger": _ref("TriggerType"),
-                   "executor": {"type": "string", "description": "a configured executor"}}),
+                   "executor": {"type": "string", "description": "a configured executor"},
+                   "last_run": {**_ref("LastRun"), "readOnly": True,
+                                "description": "ignored: a job's JSON can be sent back"}}),
     },
     "JobInput": {
         "allOf": [_ref("JobChange")],
@@ -156,6 +160,40 @@ _SCHEMAS: JSON = {
                        "paused.",
     },
     "ListedJob": {"anyOf": [_ref("Job"), _ref("BrokenJob")]},
+    "Outcome": {"enum": list(OUTCOMES), "description": "running until it ends; skipped: "
+                "max_instances were running; missed: later than misfire_grace_time; lost: "
+                "the process running it died (marked by the next leader)"},
+    "Moment": {"type": ["string", "null"], "format": "date-time",
+               "description": "ISO 8601 with offset, in the scheduler's time zone"},
+    "LastRun": {
+        **_object({"id": {"type": "string"}, "outcome": _ref("Outcome"),
+                   "scheduled_at": _ref("Moment"), "started_at": _ref("Moment"),
+                   "duration": {"type": ["number", "null"], "minimum": 0},
+                   "error_message": {"type": ["string", "null"]}},
+                  required=("id", "outcome", "scheduled_at", "started_at", "duration",
+                            "error_message"), additionalProperties=False),
+        "type": ["object", "null"],
+        "description": "The job's last run (the one started last); null if it never ran",
+    },
+    "Run": _object({
+        "id": {"type": "string"}, "job_id": {"type": "string"},
+        "reason": {"enum": list(REASONS),
+                   "description": "schedule: its trigger fired; run: POST /jobs/{id}/run"},
+        "scheduled_at": _ref("Moment"), "started_at": _ref("Moment"),
+        "finished_at": {**_ref("Moment"), "description": "null while it runs"},
+        "duration": {"type": ["number", "null"], "minimum": 0, "description": "seconds"},
+        "outcome": _ref("Outcome"),
+        "error": {**_object({"type": {"type": "string"}, "message": {"type": "string"},
+                             "traceback": {"type": ["string", "null"]}},
+                            required=("type", "message", "traceback"),
+                            additionalProperties=False),
+                  "type": ["object", "null"]},
+        "result": {"type": ["string", "null"], "description": "the return value's repr, cut "
+                   f"to {MAX_RESULT} characters"},
+        "host": {"type": "string"}, "pid": {"type": "integer"},
+    }, required=("id", "job_id", "reason", "scheduled_at", "started_at", "finished_at",
+                 "duration", "outcome", "error", "result", "host", "pid"),
+        additionalProperties=False),
     "ShutdownOptions": _object({"wait": {"type": "boolean", "default": True}},
                                additionalProperties=False),
 }
@@ -178,6 +216,13 @@ _RESPONSES: JSON = {
                           "offset": {"type": "integer", "minimum": 0}},
                          required=("jobs", "total", "limit", "offset"),
                          additionalProperties=False)]})},
+    "Runs": {"description": "Runs, newest first, and how many match in all.",
+             "content": _json(_object({
+                 "runs": {"type": "array", "items": _ref("Run")},
+                 "total": {"type": "integer", "minimum": 0},
+                 "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                 "offset": {"type": "integer", "minimum": 0}},
+                 required=("runs", "total", "limit", "offset"), additionalProperties=False))},
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
         required=("openapi", "info", "paths")))},
@@ -252,6 +297,18 @@ def _body(schema: str, required: bool = True) -> JSON:
 
 
 _NOT_RUNNING = "409 if the scheduler is stopped."
+_RUN_FILTERS = [
+    _ref("Limit", "parameters"), _ref("Offset", "parameters"),
+    {"name": "outcome", "in": "query", "required": False, "style": "form", "explode": False,
+     "description": "only runs with these outcomes (comma-separated, or repeated)",
+     "schema": {"type": "array", "items": _ref("Outcome")}},
+    {"name": "since", "in": "query", "required": False,
+     "description": "only runs scheduled at or after this date-time",
+     "schema": {"type": "string", "format": "date-time"}},
+    {"name": "until", "in": "query", "required": False,
+     "description": "only runs scheduled before this date-time",
+     "schema": {"type": "string", "format": "date-time"}},
+]
 _JOB_PATH = {"parameters": [_ref("JobId", "parameters")]}
 
 
@@ -329,6 +386,15 @@ _DOCUMENT: JSON = {
             "503", description="Another process than the leader asks the leader to run it. "
             + _NOT_RUNNING + " Also 409 if it already runs max_instances times (leader), or "
             "if the stored job cannot be restored.")},
+        "/jobs/{job_id}/runs": {**_JOB_PATH, "get": {
+            **_operation("getJobRuns", "A job's runs, newest first", "200 Runs", "400", "404",
+                         "503", description="Also of a job deleted since, while its runs are "
+                         "kept. 404 if there is no such job and no run of it."),
+            "parameters": _RUN_FILTERS}},
+        "/runs": {"get": {
+            **_operation("getRuns", "Every job's runs, newest first", "200 Runs", "400",
+                         "503"),
+            "parameters": _RUN_FILTERS}},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
     }),
     "components": {

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,12 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 
 from scheduler_api.api import SchedulerAPI
-from scheduler_api.jobs import ALL_TRIGGER_FIELDS, JOB_FIELDS, TRIGGER_FIELDS
+from scheduler_api.jobs import (
+    ALL_TRIGGER_FIELDS,
+    JOB_FIELDS,
+    READ_ONLY_FIELDS,
+    TRIGGER_FIELDS,
+)
 from scheduler_api.openapi import openapi_document
 from scheduler_api.scheduler import APScheduler
 from scheduler_api.server import EXAMPLE_TASKS, create_app, not_found_app
@@ -414,6 +420,8 @@ def exercise_unavailable_store(api: Api) -> None:
     for action in ("/pause", "/resume", "/start", "/shutdown"):  # the state is in the store
         api("POST", action, 503)
     api("GET", "/", 503)
+    api("GET", "/runs", 503)
+    api("GET", "/jobs/stored/runs", 503)
     api("GET", "/openapi.json", 200)
 
 
@@ -429,6 +437,26 @@ def exercise_pages(api: Api) -> None:
         api("GET", f"/jobs?{query}", 400)
 
 
+def exercise_runs(api: Api) -> None:
+    api("POST", "/jobs", 200, {"id": "ran", "func": FUNC, **TRIGGERS["cron"]})
+    assert api("GET", "/jobs/ran", 200)["last_run"] is None
+    api("POST", "/jobs/ran/run", 200)
+    deadline = time.monotonic() + 10
+    while api("GET", "/runs?outcome=success", 200)["total"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page = api("GET", "/jobs/ran/runs?limit=5", 200)
+    assert [(run["job_id"], run["reason"], run["outcome"]) for run in page["runs"]] == [
+        ("ran", "run", "success")]
+    assert api("GET", "/jobs/ran", 200)["last_run"]["id"] == page["runs"][0]["id"]
+    assert api("GET", "/jobs", 200)[0]["last_run"]["outcome"] == "success"
+    for query in ("outcome=nope", "since=yesterday", "limit=0", "colour=red"):
+        api("GET", f"/runs?{query}", 400)
+        api("GET", f"/jobs/ran/runs?{query}", 400)
+    api("GET", "/jobs/never-was/runs", 404)
+    api("DELETE", "/jobs/ran", 204)
+    assert api("GET", "/jobs/ran/runs", 200)["total"] == 1, "a deleted job's runs are kept"
+
+
 def exercise_cross_site(api: Api) -> None:
     api("POST", "/jobs", 200, {"id": "target", "func": FUNC, **TRIGGERS["cron"]})
     for template, item in DOCUMENT["paths"].items():
@@ -442,7 +470,7 @@ def exercise_cross_site(api: Api) -> None:
 
 
 SCENARIOS: list[Callable[[Api], None]] = [
-    exercise_cross_site, exercise_broken_job,
+    exercise_cross_site, exercise_broken_job, exercise_runs,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
     exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
 ]
@@ -534,7 +562,7 @@ def test_schemas_name_every_field_the_api_knows() -> None:
     assert properties_of(schemas["TriggerFields"]) == ALL_TRIGGER_FIELDS | {"trigger"}
     assert schemas["TriggerType"]["enum"] == list(TRIGGER_FIELDS)
     job_input = properties_of(schemas["JobInput"])
-    assert job_input == JOB_FIELDS | ALL_TRIGGER_FIELDS | {"trigger"}
+    assert job_input == JOB_FIELDS | ALL_TRIGGER_FIELDS | READ_ONLY_FIELDS | {"trigger"}
     assert properties_of(schemas["JobPatch"]) == job_input - {"jobstore", "replace_existing"}
     assert set(schemas["Error"]["required"]) == {"error_message"}
     assert schemas["SchedulerInfo"]["properties"]["state"]["enum"] == [
