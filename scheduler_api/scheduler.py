@@ -189,6 +189,7 @@ class APScheduler:
         self.min_interval = settings.get("SCHEDULER_MIN_INTERVAL", self.min_interval)
         self.keep_runs = settings.get("SCHEDULER_HISTORY_KEEP_RUNS", self.keep_runs)
         self.keep_days = settings.get("SCHEDULER_HISTORY_KEEP_DAYS", self.keep_days)
+        self._set_up_history()
         for rule in settings.get("SCHEDULER_API_ALLOWED_FUNCS", ()):
             self.func_policy.allow(rule)
         if settings.get("SCHEDULER_API_ALLOW_ANY_FUNC", False):
@@ -310,11 +311,9 @@ class APScheduler:
 
     def _start_recorder(self) -> RunRecorder:
         """The run history's tables, its recorder, and every run of ours going through it."""
-        if self.history is None or self.recorder is None:
-            self.history = RunHistory(self._engine or private_sqlite_engine(),
-                                      self._tablename, self._scheduler.timezone)
-            self.recorder = RunRecorder(self.history, leading=self._leads_runs,
-                                        keep_runs=self.keep_runs, keep_days=self.keep_days)
+        if self.history is None or self.recorder is None:  # started without init_app
+            self._set_up_history()
+        assert self.history is not None and self.recorder is not None
         retrying_while_busy(self.history.create_schema)
         for executor in engine.executors(self._scheduler).values():
             if isinstance(executor, engine.StoreFirstThreadPoolExecutor):
@@ -324,6 +323,14 @@ class APScheduler:
         self.listing.last_runs = self.history.last_run_summaries
         self.recorder.start()
         return self.recorder
+
+    def _set_up_history(self) -> None:
+        """The history's tables and recorder (no database work: the tables are created by
+        start(), in the process that runs, never in gunicorn's master)."""
+        self.history = RunHistory(self._engine or private_sqlite_engine(), self._tablename,
+                                  self._scheduler.timezone)
+        self.recorder = RunRecorder(self.history, leading=self._leads_runs,
+                                    keep_runs=self.keep_runs, keep_days=self.keep_days)
 
     def _leads_runs(self) -> bool:
         return self.coordinator is None or self.coordinator.is_leader
