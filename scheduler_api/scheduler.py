@@ -330,7 +330,8 @@ class APScheduler:
         self.history = RunHistory(self._engine or private_sqlite_engine(), self._tablename,
                                   self._scheduler.timezone)
         self.recorder = RunRecorder(self.history, leading=self._leads_runs,
-                                    keep_runs=self.keep_runs, keep_days=self.keep_days)
+                                    keep_runs=self.keep_runs, keep_days=self.keep_days,
+                                    live_jobs=self.listing.job_ids)
 
     def _leads_runs(self) -> bool:
         return self.coordinator is None or self.coordinator.is_leader
@@ -343,7 +344,10 @@ class APScheduler:
 
     def _announce_change(self, event: Any) -> None:
         if self.recorder is not None:
-            self.recorder.emit(_CHANGE_KINDS[event.code], job_id=getattr(event, "job_id", None))
+            job_id = getattr(event, "job_id", None)
+            if event.code in (EVENT_JOB_REMOVED, EVENT_ALL_JOBS_REMOVED):
+                self.recorder.forget_last_run(job_id)  # a new job with its id has not run
+            self.recorder.emit(_CHANGE_KINDS[event.code], job_id=job_id)
 
     def _announce_state(self) -> None:
         if self.recorder is not None:
