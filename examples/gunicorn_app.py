@@ -4,7 +4,8 @@
 
 Settings come from the environment: ``SCHEDULER_API_USERNAME`` / ``SCHEDULER_API_PASSWORD``,
 ``SCHEDULER_JOBSTORE_URL`` (default ``sqlite:///scheduler.sqlite`` in the directory gunicorn
-starts in, as for ``scheduler-api``; for several hosts a ``postgresql+psycopg://`` URL), ``SCHEDULER_API_ALLOWED_FUNCS`` (space-separated).
+starts in, as for ``scheduler-api``; for several hosts a ``postgresql+psycopg://`` URL),
+``SCHEDULER_API_ALLOWED_FUNCS`` (space-separated).
 """
 
 from scheduler_api.server import create_app

@@ -64,9 +64,9 @@ def _formatter(fmt: str) -> dict[str, Any]:
 def logging_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
     """The dictConfig of the project's and gunicorn's loggers, in ``fmt`` ("text" or "json").
 
-    The project's loggers log at ``level`` and up, through the root logger's stderr handler
-    (other libraries' records: WARNING and up); gunicorn's error log keeps its
-    ``--log-level``. ValueError naming ``LOG_FORMAT`` or ``LOG_LEVEL`` for an unknown value.
+    The project's loggers, and the jobs' own (through the root logger), log at ``level``
+    and up to stderr; gunicorn's error log keeps its ``--log-level``. ValueError naming
+    ``LOG_FORMAT`` or ``LOG_LEVEL`` for an unknown value.
     """
     fmt, level = fmt.strip().lower(), level.strip().upper()
     if fmt not in FORMATS:
@@ -83,7 +83,7 @@ def logging_config(fmt: str = "text", level: str = "INFO") -> dict[str, Any]:
             "access": {"class": "logging.StreamHandler", "formatter": "default",
                        "stream": "ext://sys.stdout"},
         },
-        "root": {"level": "WARNING", "handlers": ["stderr"]},
+        "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             **{name: {"level": level, "propagate": True} for name in PROJECT_LOGGERS},
             # No level: gunicorn sets it from --log-level before it applies this dict.
