@@ -118,6 +118,8 @@ class SchedulerAPI:
                 Rule("/jobs/<job_id>/runs", endpoint="get_job_runs", methods=["GET"]),
                 Rule("/runs", endpoint="get_runs", methods=["GET"]),
                 Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
+                Rule("/health", endpoint="health", methods=["GET"]),
+                Rule("/ready", endpoint="ready", methods=["GET"]),
             ],
             strict_slashes=False,
             merge_slashes=False,
@@ -299,6 +301,17 @@ class SchedulerAPI:
                 self.scheduler.get_job(job_id) is None:
             raise APIError(404, f"Job {job_id} not found")
         return json_response(body)
+
+    def on_health(self, request: Request) -> JSONResponse:
+        """Alive: this process answers (public, no detail, never asks the store)."""
+        return json_response({"status": "ok"})
+
+    def on_ready(self, request: Request) -> JSONResponse:
+        """Ready for traffic: the store answers a query and a leader exists (public)."""
+        problem = self.scheduler.ready_problem()
+        if problem is not None:
+            return error_response(503, f"not ready: {problem}")
+        return json_response({"status": "ready"})
 
     def on_openapi(self, request: Request) -> JSONResponse:
         return json_response(openapi_document(request.script_root or "/"))

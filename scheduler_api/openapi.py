@@ -252,6 +252,13 @@ _RESPONSES: JSON = {
                        "middleware when its handler fails.",
         "content": {**_json(_ref("Error")), "text/plain": {"schema": {"type": "string"}}},
     },
+    "Health": {"description": "This process is alive.", "content": _json(_object(
+        {"status": {"const": "ok"}}, required=("status",), additionalProperties=False))},
+    "Ready": {"description": "The job store answers a query and a leader runs the jobs.",
+              "content": _json(_object({"status": {"const": "ready"}}, required=("status",),
+                                       additionalProperties=False))},
+    "NotReady": _error("Not ready; error_message says why: 'not ready: the job store does not "
+                       "answer' or 'not ready: no leader: ...'."),
     "Unavailable": _error("The job store is unavailable; try again later."),
     "TooManyRequests": {
         "description": "Too many failed logins from this address or for this username "
@@ -290,6 +297,17 @@ def _operation(operation_id: str, summary: str, ok: str, *statuses: str,
     if body is not None:
         operation["requestBody"] = body
     return operation
+
+
+def _public_operation(operation_id: str, summary: str, *answers: str,
+                      description: str) -> JSON:
+    """An operation served without credentials: no 401 or 429, no security requirement."""
+    responses = {code: _ref(name, "responses")
+                 for code, _, name in (answer.partition(" ") for answer in answers)}
+    responses.update({"405": _ref("MethodNotAllowed", "responses"),
+                      "500": _ref("InternalError", "responses")})
+    return {"operationId": operation_id, "summary": summary, "description": description,
+            "security": [], "responses": dict(sorted(responses.items()))}
 
 
 def _body(schema: str, required: bool = True) -> JSON:
@@ -396,6 +414,14 @@ _DOCUMENT: JSON = {
                          "503"),
             "parameters": _RUN_FILTERS}},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
+        "/health": {"get": _public_operation(
+            "getHealth", "Alive: this process answers", "200 Health",
+            description="No credentials, no detail, never asks the job store (for a load "
+                        "balancer's liveness check). Public on this exact path only.")},
+        "/ready": {"get": _public_operation(
+            "getReady", "Ready: the job store answers and a leader exists", "200 Ready",
+            "503 NotReady", description="No credentials (for a load balancer's readiness "
+                                        "check). Public on this exact path only.")},
     }),
     "components": {
         "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},

@@ -44,14 +44,22 @@ from apscheduler.schedulers.base import (
 )
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import convert_to_datetime, obj_to_ref
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthenticateCallback, AuthMiddleware, HTTPAuth, Throttle, normalize_prefix
 
 from . import engine
 from .api import SchedulerAPI
-from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL, make_engine, read_settings
+from .config import (
+    DEFAULT_JOBSTORE_TABLE,
+    DEFAULT_JOBSTORE_URL,
+    JOB_DEFAULTS,
+    make_engine,
+    read_settings,
+    resolve_jobstore_url,
+)
 from .coordination import Coordinator
 from .deadlines import DeadlineLock, bound_store_waits
 from .funcs import FuncPolicy
@@ -154,12 +162,14 @@ class APScheduler:
         return self._mount(app)
 
     def _load_config(self, settings: Mapping[str, Any]) -> None:
-        jobstores = settings.get("SCHEDULER_JOBSTORES") or {
-            "default": SQLAlchemyJobStore(
-                engine=make_engine(settings.get("SCHEDULER_JOBSTORE_URL", DEFAULT_JOBSTORE_URL)),
-                tablename=settings.get("SCHEDULER_JOBSTORE_TABLE", DEFAULT_JOBSTORE_TABLE),
-            )
-        }
+        jobstores = settings.get("SCHEDULER_JOBSTORES")
+        if not jobstores:
+            url = resolve_jobstore_url(settings.get("SCHEDULER_JOBSTORE_URL",
+                                                    DEFAULT_JOBSTORE_URL))
+            logger.info("job store: %s", url.render_as_string(hide_password=True))
+            jobstores = {"default": SQLAlchemyJobStore(
+                engine=make_engine(url),
+                tablename=settings.get("SCHEDULER_JOBSTORE_TABLE", DEFAULT_JOBSTORE_TABLE))}
         for store in jobstores.values():
             if isinstance(store, SQLAlchemyJobStore):
                 bound_store_waits(store.engine)
@@ -170,11 +180,10 @@ class APScheduler:
             "jobstores": jobstores,
             "executors": settings.get("SCHEDULER_EXECUTORS") or {
                 "default": engine.StoreFirstThreadPoolExecutor()},
+            "job_defaults": {**JOB_DEFAULTS, **settings.get("SCHEDULER_JOB_DEFAULTS", {})},
         }
-        for key, option in (("SCHEDULER_JOB_DEFAULTS", "job_defaults"),
-                            ("SCHEDULER_TIMEZONE", "timezone")):
-            if settings.get(key):
-                options[option] = settings[key]
+        if settings.get("SCHEDULER_TIMEZONE"):
+            options["timezone"] = settings["SCHEDULER_TIMEZONE"]
         self._scheduler.configure(**options)
 
         self.auth = settings.get("SCHEDULER_AUTH", self._auth)
@@ -232,15 +241,22 @@ class APScheduler:
 
     def _mount(self, wsgi_app: Any) -> AuthMiddleware:
         dispatcher = DispatcherMiddleware(wsgi_app, {self.api_prefix: SchedulerAPI(self)})
+        # The health checks are public on their exact paths only (authmw's ``public``).
+        public = [*self.auth_options.get("public", ()), *self.health_paths]
         middleware = self.auth_middleware(
             dispatcher, auth=self._auth, prefixes=[self.api_prefix],
             authenticate=self._authentication_callback, throttle=self.throttle,
-            **self.auth_options)
+            **{**self.auth_options, "public": public})
         if not isinstance(middleware, AuthMiddleware):
             raise TypeError("SCHEDULER_AUTH_MIDDLEWARE must return an authmw.AuthMiddleware, "
                             f"not {type(middleware).__name__}")
         self.middleware = middleware
         return middleware
+
+    @property
+    def health_paths(self) -> tuple[str, str]:
+        """``{prefix}/health`` and ``{prefix}/ready``: answered without credentials."""
+        return f"{self.api_prefix}/health", f"{self.api_prefix}/ready"
 
     # -- scheduler -------------------------------------------------------------------------
 
@@ -279,6 +295,28 @@ class APScheduler:
     def leader(self) -> dict[str, Any] | None:
         """The process that runs the jobs (host, pid, since), when processes elect one."""
         return self.coordinator.leader() if self.coordinator is not None else None
+
+    def ready_problem(self) -> str | None:
+        """Why this process should get no traffic yet (``GET {prefix}/ready``), or None.
+
+        Ready: the job store answers a query and a leader runs the jobs (without an election,
+        a store without a lock: this process's scheduler is started). The reason never holds
+        the database's own error text (the endpoint is public); the log has its type.
+        """
+        try:
+            if self._engine is not None:
+                with self._engine.connect() as connection:
+                    connection.execute(select(1))
+            if self.coordinator is not None:
+                if self.coordinator.leader() is None:
+                    return "no leader: no process runs the jobs"
+                return None
+        except SQLAlchemyError as exc:
+            logger.warning("not ready: the job store does not answer (%s)", type(exc).__name__)
+            return "the job store does not answer"
+        if self._scheduler.state == STATE_STOPPED:
+            return "no leader: the scheduler is not started"
+        return None
 
     def start(self, paused: bool = False) -> bool:
         """Start the scheduler; False (and a warning) if this host is not allowed to.

@@ -37,6 +37,9 @@ class FakeScheduler:
     def leader(self) -> dict[str, Any] | None:
         return {"host": "fake-host", "pid": 1, "since": "2026-12-01T00:00:00+00:00"}
 
+    def ready_problem(self) -> str | None:
+        return None
+
     def pause(self) -> None:
         self.calls.append(("pause", None))
 

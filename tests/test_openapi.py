@@ -391,14 +391,32 @@ def exercise_other_methods(api: Api) -> None:
                 api(method, path, 405)
 
 
+def is_public(item: dict[str, Any]) -> bool:
+    return all(operation.get("security") == [] for operation in operations(item).values())
+
+
 def exercise_unauthenticated(api: Api) -> None:
     for template, item in DOCUMENT["paths"].items():
+        if is_public(item):
+            continue  # exercise_health
         path = template.replace("{job_id}", "job")
         for method in [*operations(item), "put"]:  # before any routing: 405s and 404s too
             for authorization in (None, basic("admin", "wrong"), "Bearer token"):
                 assert api(method.upper(), path, 401, authorization=authorization) == (
                     "Access Denied")
     api("GET", "/no/such/route", 401, authorization=None)
+
+
+def exercise_health(api: Api) -> None:
+    """Public on their exact paths: any credentials or none; other methods are 405."""
+    assert {template for template, item in DOCUMENT["paths"].items() if is_public(item)} == {
+        "/health", "/ready"}
+    for authorization in (None, basic("admin", "wrong"), "Bearer token", AUTHORIZATION):
+        assert api("GET", "/health", 200, authorization=authorization) == {"status": "ok"}
+        assert api("GET", "/ready", 200, authorization=authorization) == {"status": "ready"}
+    for path in ("/health", "/ready"):
+        api("PUT", path, 405, authorization=None)
+        api("GET", path + "/", 401, authorization=None)  # another spelling: protected
 
 
 def exercise_openapi_and_unknown_routes(api: Api) -> None:
@@ -412,6 +430,9 @@ def exercise_unavailable_store(api: Api) -> None:
     api("POST", "/pause", 204)  # so the scheduler's own thread leaves the store alone
     shutil.rmtree(api.store)
     api.scheduler.scheduler._jobstores["default"].engine.dispose()  # no open connection left
+    assert api("GET", "/ready", 503, authorization=None) == {
+        "error_message": "not ready: the job store does not answer"}
+    assert api("GET", "/health", 200, authorization=None) == {"status": "ok"}
     api("GET", "/jobs", 503)
     api("POST", "/jobs", 503, {"id": "other", "func": FUNC})
     for method, suffix in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/pause"),
@@ -470,7 +491,7 @@ def exercise_cross_site(api: Api) -> None:
 
 
 SCENARIOS: list[Callable[[Api], None]] = [
-    exercise_cross_site, exercise_broken_job, exercise_runs,
+    exercise_cross_site, exercise_broken_job, exercise_runs, exercise_health,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
     exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
 ]
@@ -501,7 +522,10 @@ def test_without_coordination(single_process_api: Api) -> None:
     for scenario in (exercise_scheduler, exercise_jobs, exercise_job_errors):
         scenario(api)
     assert api("GET", "/", 200)["leader"] is None
+    assert api("GET", "/ready", 200) == {"status": "ready"}  # this process runs the jobs
     api("POST", "/shutdown", 204)
+    assert api("GET", "/ready", 503) == {
+        "error_message": "not ready: no leader: the scheduler is not started"}
     pending = api("POST", "/jobs", 200, {"id": "pending", "func": FUNC, **TRIGGERS["cron"]})
     assert "next_run_time" not in pending, "the Job schema says: absent while pending"
     assert api("GET", "/jobs", 200) == [pending]  # while shut down, only the pending jobs
