@@ -54,6 +54,7 @@ from .web import (
     NO_CONTENT,
     APIError,
     JSONResponse,
+    TextResponse,
     check_query,
     error_response,
     json_response,
@@ -98,8 +99,11 @@ def _apscheduler_errors(job_id: str, func: object) -> Iterator[None]:
 class SchedulerAPI:
     """The WSGI app of the job API over a :class:`~scheduler_api.protocol.JobScheduler`."""
 
-    def __init__(self, scheduler: JobScheduler) -> None:
+    def __init__(self, scheduler: JobScheduler,
+                 metrics: Callable[[], tuple[bytes, str]] | None = None) -> None:
         self.scheduler = scheduler
+        #: The metrics' body and content type (:mod:`scheduler_api.metrics`); None: a 404.
+        self.metrics = metrics
         self.url_map = Map(
             [
                 Rule("/", endpoint="scheduler_info", methods=["GET"]),
@@ -118,6 +122,7 @@ class SchedulerAPI:
                 Rule("/jobs/<job_id>/runs", endpoint="get_job_runs", methods=["GET"]),
                 Rule("/runs", endpoint="get_runs", methods=["GET"]),
                 Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
+                Rule("/metrics", endpoint="metrics", methods=["GET"]),
             ],
             strict_slashes=False,
             merge_slashes=False,
@@ -299,6 +304,12 @@ class SchedulerAPI:
                 self.scheduler.get_job(job_id) is None:
             raise APIError(404, f"Job {job_id} not found")
         return json_response(body)
+
+    def on_metrics(self, request: Request) -> JSONResponse:
+        if self.metrics is None:
+            raise APIError(404, f"no route {request.path}: metrics are off "
+                           "(SCHEDULER_METRICS_ENABLED, pip install 'authmw[metrics]')")
+        return TextResponse(*self.metrics())
 
     def on_openapi(self, request: Request) -> JSONResponse:
         return json_response(openapi_document(request.script_root or "/"))
