@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 DEFAULT_URL = "http://127.0.0.1:5000/scheduler"
-#: The variables the client reads (``check`` knows them as well as the server's).
-CLIENT_ENVIRONMENT = ("SCHEDULER_API_URL", "SCHEDULER_API_USERNAME", "SCHEDULER_API_PASSWORD")
 TIMEOUT_SECONDS = 30.0
 EXIT_INVALID, EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED = 1, 2, 3, 4
 _CREDENTIALS_HINT = ("set SCHEDULER_API_USERNAME and SCHEDULER_API_PASSWORD, or put the "
@@ -319,9 +317,12 @@ def run_jobs(args: argparse.Namespace, client: Client, out: Callable[[str], None
 
 def run_check(args: argparse.Namespace, environ: Mapping[str, str],
               out: Callable[[str], None]) -> None:
-    from .config_check import check_configuration  # imports APScheduler: only when asked
+    from .config_check import ConfigError, check_configuration  # APScheduler: when asked
 
-    report = check_configuration(args.config, environ)
+    try:
+        report = check_configuration(args.config, environ)
+    except ConfigError as error:
+        raise CLIError(str(error), EXIT_INVALID) from None
     if args.json:
         out(json.dumps(report, indent=1))
     else:

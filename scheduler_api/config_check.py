@@ -4,7 +4,7 @@ what it would serve, without connecting to the store or starting anything::
     report = check_configuration(None, os.environ)      # or "myproject.settings", a module
     report["job store"]     # 'sqlite:///scheduler.sqlite (table apscheduler_jobs)'
 
-A wrong setting is a :class:`~scheduler_api.cli.CLIError` (exit 1) that names it; passwords
+A wrong setting is a :class:`ConfigError` that names it (``check`` exits 1); passwords
 (the API's, the store URL's) are never part of the report or of an error.
 """
 
@@ -24,11 +24,17 @@ from sqlalchemy.exc import ArgumentError
 
 from authmw import HTTPAuth, Throttle, normalize_prefix
 
-from .cli import CLIENT_ENVIRONMENT, EXIT_INVALID, CLIError
 from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL
 from .metrics import metrics_enabled
 from .scheduler import APScheduler
 from .server import ENVIRONMENT, demo_settings
+
+#: The variables ``scheduler-api jobs`` reads (known to ``check`` as well as the server's).
+CLIENT_ENVIRONMENT = ("SCHEDULER_API_URL", "SCHEDULER_API_USERNAME", "SCHEDULER_API_PASSWORD")
+
+
+class ConfigError(Exception):
+    """A setting that is wrong, named in the message (no password in it)."""
 
 
 def _load_module(name: str) -> ModuleType:
@@ -43,8 +49,8 @@ def _load_module(name: str) -> ModuleType:
             return module
         return importlib.import_module(name)
     except Exception as error:  # noqa: BLE001 - any error of the user's module is the answer
-        raise CLIError(f"--config {name}: cannot load it: {type(error).__name__}: {error}",
-                       EXIT_INVALID) from None
+        raise ConfigError(f"--config {name}: cannot load it: {type(error).__name__}: "
+                          f"{error}") from None
 
 
 def _environment_config(environ: Mapping[str, str]) -> tuple[dict[str, Any], str]:
@@ -53,8 +59,8 @@ def _environment_config(environ: Mapping[str, str]) -> tuple[dict[str, Any], str
     unknown = sorted(name for name in environ if name.startswith("SCHEDULER_")
                      and not name.startswith("SCHEDULER_TEST_") and name not in known)
     if unknown:
-        raise CLIError(f"unknown environment variable {unknown[0]} (known: "
-                       f"{', '.join(sorted(known))})", EXIT_INVALID)
+        raise ConfigError(f"unknown environment variable {unknown[0]} (known: "
+                       f"{', '.join(sorted(known))})")
     settings, username, _ = demo_settings(environ)
     return settings, f"user {username!r}, password set (hidden)"
 
@@ -79,8 +85,8 @@ def _hidden(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:  # its message quotes the URL, password and all
-        raise CLIError("SCHEDULER_JOBSTORE_URL is not a database URL "
-                       "(dialect+driver://user:password@host/database)", EXIT_INVALID) from None
+        raise ConfigError("SCHEDULER_JOBSTORE_URL is not a database URL "
+                          "(dialect+driver://user:password@host/database)") from None
 
 
 def _auth(settings: Mapping[str, Any], user: str) -> str:
@@ -107,8 +113,8 @@ def _jobs(settings: Mapping[str, Any]) -> list[str]:
             try:
                 ref_to_obj(func)
             except (LookupError, ValueError, TypeError) as error:
-                raise CLIError(f"SCHEDULER_JOBS: job {job.get('id')!r}: func {func!r} cannot "
-                               f"be imported: {error}", EXIT_INVALID) from None
+                raise ConfigError(f"SCHEDULER_JOBS: job {job.get('id')!r}: func {func!r} "
+                                  f"cannot be imported: {error}") from None
         jobs.append(f"{job.get('id')} ({func}, "
                     f"{job.get('trigger') or 'date'})")
     return jobs
@@ -150,10 +156,10 @@ def check_configuration(module_name: str | None, environ: Mapping[str, str]) -> 
             "metrics": (f"{prefix}/metrics" if metrics_enabled(settings) else
                         "off (SCHEDULER_METRICS_ENABLED, or prometheus-client not installed)"),
         }
-    except CLIError as error:
-        raise CLIError(_redact(str(error), secrets), error.code) from None
+    except ConfigError as error:
+        raise ConfigError(_redact(str(error), secrets)) from None
     except (ValueError, TypeError, ImportError, ArgumentError) as error:
-        raise CLIError(_redact(f"{error}", secrets), EXIT_INVALID) from None
+        raise ConfigError(_redact(f"{error}", secrets)) from None
 
 
 def _redact(text: str, secrets: list[str]) -> str:

@@ -23,9 +23,10 @@ import importlib.util
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import func, select
 
 from . import engine
@@ -35,12 +36,22 @@ from .run_stats import FINAL, HISTOGRAMS, INF, LEADER_CHANGES, SUM, bucket_key
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from .scheduler import APScheduler
-
 #: Default of SCHEDULER_METRICS_MAX_JOBS: jobs with series of their own (the first ones in
 #: the order of their ids); the all-jobs totals count every job.
 MAX_JOBS = 100
 _STATES = ("running", "paused", "stopped")
+
+
+class Observed(Protocol):
+    """What the metrics read of an :class:`~scheduler_api.APScheduler`."""
+
+    history: RunHistory | None
+
+    @property
+    def scheduler(self) -> BaseScheduler: ...
+    @property
+    def state_name(self) -> str: ...
+    def leader(self) -> dict[str, Any] | None: ...
 
 
 def metrics_enabled(settings: Mapping[str, Any]) -> bool:
@@ -117,7 +128,7 @@ def instrument(api: WSGIApplication, auth_options: Mapping[str, Any]
 class Metrics:
     """The registry of one scheduler's metrics."""
 
-    def __init__(self, scheduler: APScheduler, max_jobs: int = MAX_JOBS) -> None:
+    def __init__(self, scheduler: Observed, max_jobs: int = MAX_JOBS) -> None:
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -140,7 +151,7 @@ class Metrics:
 class _StoreCollector:
     """Reads what every process shares, at each scrape."""
 
-    def __init__(self, scheduler: APScheduler, max_jobs: int) -> None:
+    def __init__(self, scheduler: Observed, max_jobs: int) -> None:
         self.scheduler = scheduler
         self.max_jobs = max_jobs
 

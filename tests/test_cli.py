@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
@@ -96,7 +97,7 @@ def test_jobs_add_list_show_pause_resume_run_runs_delete(env, server, capsys, tm
     job_file.write_text(json.dumps({"id": "from-file", "func": FUNC, "trigger": "cron",
                                     "hour": 3, "minute": "*/5"}))
     assert run(capsys, "jobs", "add", str(job_file))[0] == 0
-    sys.stdin = open(job_file)  # noqa: SIM115 - "-" reads stdin
+    sys.stdin = open(job_file)  # "-" reads stdin
     try:
         code, out, _ = run(capsys, "jobs", "add", "-", "--id", "from-stdin", "--json")
     finally:
@@ -178,9 +179,9 @@ def test_an_unreachable_server_exits_4(env, capsys, monkeypatch):
 class _Stub(http.server.BaseHTTPRequestHandler):
     """Answers a 500 with the API's JSON, or a redirect elsewhere."""
 
-    seen: list[str | None] = []
+    seen: ClassVar[list[str | None]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         _Stub.seen.append(self.headers.get("Authorization"))
         if self.path.startswith("/redirect"):
             self.send_response(302)
@@ -227,7 +228,7 @@ def test_credentials_never_come_from_the_command_line(env, capsys, monkeypatch):
         code, _, err = run(capsys, *argv)
         assert code == 2 and "never taken from the command line" in err, argv
     monkeypatch.setenv("SCHEDULER_API_URL", f"http://admin:{PASSWORD}@127.0.0.1:1/scheduler")
-    code, out, err = run(capsys, "jobs", "list")  # run() checks the password is not shown
+    code, _, err = run(capsys, "jobs", "list")  # run() checks the password is not shown
     assert code == 2 and "SCHEDULER_API_URL must not hold credentials" in err
     monkeypatch.setenv("SCHEDULER_API_URL", "ftp://127.0.0.1/scheduler")
     assert run(capsys, "jobs", "list")[0] == 2
