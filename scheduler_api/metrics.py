@@ -108,21 +108,29 @@ def instrument(api: WSGIApplication, auth_options: Mapping[str, Any]
         counters.answers.labels("denied", status[:3], environ.get("authmw.denied", "")).inc()
         return on_deny(environ, start_response, status, headers)
 
-    def counting_api(environ: WSGIEnvironment, start_response: StartResponse
-                     ) -> Iterable[bytes]:
+    return _CountingAPI(api, counters), {**auth_options, "on_deny": counting_denial}
+
+
+class _CountingAPI:
+    """The API app (``.api``), counting the requests authmw let through and the 503s."""
+
+    def __init__(self, api: WSGIApplication, counters: _ProcessCounters) -> None:
+        self.api = api
+        self.counters = counters
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse
+                 ) -> Iterable[bytes]:
         if "authmw.authorization" in environ:
-            counters.answers.labels("allowed", "", "").inc()
+            self.counters.answers.labels("allowed", "", "").inc()
 
         def counting_start(status: str, headers: list[tuple[str, str]],
                            exc_info: Any = None) -> Any:
             if status.startswith("503"):
-                counters.store_errors.inc()
+                self.counters.store_errors.inc()
             return start_response(status, headers, exc_info)
 
-        answer: Iterable[bytes] = api(environ, counting_start)
+        answer: Iterable[bytes] = self.api(environ, counting_start)
         return answer
-
-    return counting_api, {**auth_options, "on_deny": counting_denial}
 
 
 class Metrics:
