@@ -313,6 +313,7 @@ class AuthMiddleware:
     def _refuse(self, environ: WSGIEnvironment, start_response: StartResponse,
                 refusal: _Refusal) -> Iterable[bytes]:
         self._audit(environ, refusal)
+        environ["authmw.denied"] = refusal.reason  # why, for on_deny (metrics count it)
         return self.on_deny(environ, start_response, refusal.status, refusal.headers)
 
     @staticmethod

@@ -54,6 +54,7 @@ from .web import (
     NO_CONTENT,
     APIError,
     JSONResponse,
+    TextResponse,
     check_query,
     error_response,
     json_response,
@@ -98,8 +99,11 @@ def _apscheduler_errors(job_id: str, func: object) -> Iterator[None]:
 class SchedulerAPI:
     """The WSGI app of the job API over a :class:`~scheduler_api.protocol.JobScheduler`."""
 
-    def __init__(self, scheduler: JobScheduler) -> None:
+    def __init__(self, scheduler: JobScheduler,
+                 metrics: Callable[[], tuple[bytes, str]] | None = None) -> None:
         self.scheduler = scheduler
+        #: The metrics' body and content type (:mod:`scheduler_api.metrics`); None: a 404.
+        self.metrics = metrics
         self.url_map = Map(
             [
                 Rule("/", endpoint="scheduler_info", methods=["GET"]),
@@ -120,6 +124,7 @@ class SchedulerAPI:
                 Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
                 Rule("/health", endpoint="health", methods=["GET"]),
                 Rule("/ready", endpoint="ready", methods=["GET"]),
+                Rule("/metrics", endpoint="metrics", methods=["GET"]),
             ],
             strict_slashes=False,
             merge_slashes=False,
@@ -312,6 +317,12 @@ class SchedulerAPI:
         if problem is not None:
             return error_response(503, f"not ready: {problem}")
         return json_response({"status": "ready"})
+
+    def on_metrics(self, request: Request) -> JSONResponse:
+        if self.metrics is None:
+            raise APIError(404, f"no route {request.path}: metrics are off "
+                           "(SCHEDULER_METRICS_ENABLED, pip install 'authmw[metrics]')")
+        return TextResponse(*self.metrics())
 
     def on_openapi(self, request: Request) -> JSONResponse:
         return json_response(openapi_document(request.script_root or "/"))

@@ -109,6 +109,8 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "SCHEDULER_JOBS": _jobs,
     "SCHEDULER_HISTORY_KEEP_RUNS": _count,
     "SCHEDULER_HISTORY_KEEP_DAYS": _days,
+    "SCHEDULER_METRICS_ENABLED": _bool,  # {prefix}/metrics (None: if prometheus-client is there)
+    "SCHEDULER_METRICS_MAX_JOBS": _count,  # jobs with runs series of their own
     "JOBS": _jobs,  # Flask-APScheduler's older name of SCHEDULER_JOBS
 }
 

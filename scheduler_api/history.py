@@ -8,6 +8,9 @@ Four tables beside APScheduler's (``<table>`` is ``SCHEDULER_JOBSTORE_TABLE``):
 - ``<table>_history_counts``: how many runs each job (and all jobs) has per outcome, kept in
   the same transactions as the runs, so that a page's ``total`` is not a count of the table;
 - ``<table>_last_runs``: each job's last run, as the JSON its listing shows (``last_run``);
+- ``<table>_run_stats``: what the metrics count and never decrease (run durations and start
+  lateness by bucket, leader changes; :mod:`scheduler_api.run_stats`), beside the counts'
+  scopes ``ran`` and ``ran_all`` (runs ended, by job and outcome, never pruned);
 - ``<table>_events``: what happened (jobs, runs, the leader, the state), numbered, for the
   live event stream.
 
@@ -60,6 +63,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .config import make_engine
 from .jobs import JSON, iso_8601
+from .run_stats import stat_deltas
 
 #: What a run's ``outcome`` can be. ``running`` until it ends; ``lost`` when the process
 #: running it died (found by the next leader).
@@ -72,6 +76,8 @@ MAX_RESULT = 2000
 MAX_TRACEBACK = 16_000
 #: The key of the counts of all jobs together (a job id is a job's key).
 _ALL = ("all", "")
+#: The scopes of the counts of runs ended, by job and of all jobs, which pruning leaves.
+RAN, RAN_ALL = "ran", "ran_all"
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,12 @@ class RunHistory:
             Column("run_id", String(32), nullable=False),
             Column("at", Float, nullable=False),  # when it started (or was due)
             Column("summary", Text, nullable=False),
+        )
+        self.stats = Table(
+            f"{tablename}_run_stats", metadata,
+            Column("metric", String(32), primary_key=True),
+            Column("bucket", String(16), primary_key=True),
+            Column("value", Float, nullable=False),
         )
         self.events = Table(
             f"{tablename}_events", metadata,
@@ -342,6 +354,7 @@ class RunHistory:
                     deltas[row["job_id"], row["outcome"]] += 1
         self.add_counts(connection, deltas)
         self.set_last_runs(connection, [*inserts, *finishes])
+        self.add_stats(connection, *stat_deltas(inserts, finishes, events))
         if events:
             connection.execute(insert(self.events), events)
 
@@ -388,6 +401,25 @@ class RunHistory:
         if rows:
             upsert(connection, self.counts, rows, ("scope", "job_id", "outcome"),
                    lambda table, new: {"n": table.c.n + new.n})
+
+    def add_stats(self, connection: Connection, totals: Mapping[tuple[str, str], int],
+                  stats: Mapping[tuple[str, str], float]) -> None:
+        """Add runs ended ((job id, outcome) -> runs) and (metric, bucket) amounts to what the
+        metrics count (:func:`~scheduler_api.run_stats.stat_deltas`)."""
+        by_key: Counter[tuple[str, str, str]] = Counter()
+        for (job_id, outcome), delta in totals.items():
+            by_key[RAN, job_id, outcome] += delta
+            by_key[RAN_ALL, "", outcome] += delta
+        rows = [{"scope": scope, "job_id": job_id, "outcome": outcome, "n": delta}
+                for (scope, job_id, outcome), delta in sorted(by_key.items()) if delta]
+        if rows:
+            upsert(connection, self.counts, rows, ("scope", "job_id", "outcome"),
+                   lambda table, new: {"n": table.c.n + new.n})
+        values = [{"metric": metric, "bucket": bucket, "value": value}
+                  for (metric, bucket), value in sorted(stats.items()) if value]
+        if values:
+            upsert(connection, self.stats, values, ("metric", "bucket"),
+                   lambda table, new: {"value": table.c.value + new.value})
 
     def set_last_runs(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         """Make each run its job's last run, unless one started later is."""
@@ -452,6 +484,7 @@ class RunHistory:
                                    "error_type": "ProcessLost", "error_message": message})
             self.add_counts(connection, _moves(marked, "running", "lost"))
             self.set_last_runs(connection, marked)
+            self.add_stats(connection, *stat_deltas([], marked))
         return marked
 
     def prune(self, keep_runs: int, keep_seconds: float, keep_events_seconds: float,
@@ -480,6 +513,16 @@ class RunHistory:
         with self.engine.begin() as connection:
             counts, last_runs = self.counts, self.last_runs
             connection.execute(delete(counts).where(counts.c.scope == "job", counts.c.n == 0))
+            # A removed job none of whose runs is left leaves the metrics too (its series
+            # ends): job ids that come and go would otherwise grow the table for ever.
+            with_runs = set(connection.execute(select(counts.c.job_id).where(
+                counts.c.scope == "job").group_by(counts.c.job_id)).scalars())
+            ended = sorted(set(connection.execute(select(counts.c.job_id).where(
+                counts.c.scope == RAN).group_by(counts.c.job_id)).scalars())
+                - with_runs - set(live_jobs))
+            for start in range(0, len(ended), batch):
+                connection.execute(delete(counts).where(
+                    counts.c.scope == RAN, counts.c.job_id.in_(ended[start:start + batch])))
             gone = sorted(set(connection.execute(select(last_runs.c.job_id).where(
                 last_runs.c.at < cutoff)).scalars()) - set(live_jobs))
             for start in range(0, len(gone), batch):

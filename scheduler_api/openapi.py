@@ -223,6 +223,10 @@ _RESPONSES: JSON = {
                  "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
                  "offset": {"type": "integer", "minimum": 0}},
                  required=("runs", "total", "limit", "offset"), additionalProperties=False))},
+    "Metrics": {"description": "Prometheus metrics, in its text format (see docs/metrics.md); "
+                               "present when prometheus-client is installed and "
+                               "SCHEDULER_METRICS_ENABLED is not false.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}},
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
         required=("openapi", "info", "paths")))},
@@ -422,6 +426,9 @@ _DOCUMENT: JSON = {
             "getReady", "Ready: the job store answers and a leader exists", "200 Ready",
             "503 NotReady", description="No credentials (for a load balancer's readiness "
                                         "check). Public on this exact path only.")},
+        "/metrics": {"get": _operation("getMetrics", "Prometheus metrics", "200 Metrics", "503",
+                                       description="The same whichever process answers, save "
+                                       "the per-process counters (docs/metrics.md).")},
     }),
     "components": {
         "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},

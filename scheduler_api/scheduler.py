@@ -66,6 +66,7 @@ from .funcs import FuncPolicy
 from .history import RunHistory, RunPage, private_sqlite_engine
 from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
 from .listing import JobListing
+from .metrics import MAX_JOBS, Metrics, instrument, metrics_enabled
 from .process import defer_to_workers, retrying_while_busy, start_scheduler
 from .recorder import KEEP_DAYS, KEEP_RUNS, RECORDED_EVENTS, RunRecorder
 
@@ -113,6 +114,8 @@ class APScheduler:
         #: Every run, in the job store's database (see :meth:`get_runs`); set up by start().
         self.history: RunHistory | None = None
         self.recorder: RunRecorder | None = None
+        #: ``{prefix}/metrics`` (None: off; see :mod:`scheduler_api.metrics`).
+        self.metrics: Metrics | None = None
         self._auth: HTTPAuth | None = None
         self._authentication_callback: AuthenticateCallback | None = None
         if app is not None:
@@ -161,6 +164,20 @@ class APScheduler:
             return app
         return self._mount(app)
 
+    def check_config(self, config: object) -> dict[str, Any]:
+        """The settings ``config`` holds, checked as :meth:`init_app` checks them (the jobs of
+        ``SCHEDULER_JOBS`` too), without mounting, storing or starting anything; ValueError
+        or TypeError naming what is wrong (``scheduler-api check``)."""
+        settings = read_settings(config)
+        try:
+            self._load_config(settings)
+            for job in settings.get("SCHEDULER_JOBS") or settings.get("JOBS") or ():
+                self._checked_config_job(dict(job))
+        finally:
+            if self._engine is not None:
+                self._engine.dispose()
+        return settings
+
     def _load_config(self, settings: Mapping[str, Any]) -> None:
         jobstores = settings.get("SCHEDULER_JOBSTORES")
         if not jobstores:
@@ -199,6 +216,8 @@ class APScheduler:
         self.keep_runs = settings.get("SCHEDULER_HISTORY_KEEP_RUNS", self.keep_runs)
         self.keep_days = settings.get("SCHEDULER_HISTORY_KEEP_DAYS", self.keep_days)
         self._set_up_history()
+        self.metrics = Metrics(self, settings.get("SCHEDULER_METRICS_MAX_JOBS", MAX_JOBS)) \
+            if metrics_enabled(settings) else None
         for rule in settings.get("SCHEDULER_API_ALLOWED_FUNCS", ()):
             self.func_policy.allow(rule)
         if settings.get("SCHEDULER_API_ALLOW_ANY_FUNC", False):
@@ -240,13 +259,17 @@ class APScheduler:
             pass  # not importable by reference (a lambda, a nested function): nothing to allow
 
     def _mount(self, wsgi_app: Any) -> AuthMiddleware:
-        dispatcher = DispatcherMiddleware(wsgi_app, {self.api_prefix: SchedulerAPI(self)})
+        api: Any = SchedulerAPI(self)
         # The health checks are public on their exact paths only (authmw's ``public``).
-        public = [*self.auth_options.get("public", ()), *self.health_paths]
+        options = {**self.auth_options,
+                   "public": [*self.auth_options.get("public", ()), *self.health_paths]}
+        if self.metrics is not None:  # served, and counting the answers
+            api.metrics = self.metrics.exposition
+            api, options = instrument(api, options)
+        dispatcher = DispatcherMiddleware(wsgi_app, {self.api_prefix: api})
         middleware = self.auth_middleware(
             dispatcher, auth=self._auth, prefixes=[self.api_prefix],
-            authenticate=self._authentication_callback, throttle=self.throttle,
-            **{**self.auth_options, "public": public})
+            authenticate=self._authentication_callback, throttle=self.throttle, **options)
         if not isinstance(middleware, AuthMiddleware):
             raise TypeError("SCHEDULER_AUTH_MIDDLEWARE must return an authmw.AuthMiddleware, "
                             f"not {type(middleware).__name__}")

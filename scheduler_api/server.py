@@ -45,13 +45,16 @@ def _throttle(max_failures: object) -> Throttle | None:
     return Throttle(max_failures=count, window=60) if count > 0 else None
 
 
-def create_app(config: Mapping[str, Any] | None = None,
-               scheduler: APScheduler | None = None) -> WSGIApplication:
-    """Build the demo app: API enabled, Basic auth from ``SCHEDULER_API_USERNAME``/``PASSWORD``.
+#: The environment variables the demo app reads (``scheduler-api check`` names any other
+#: ``SCHEDULER_*`` variable as unknown).
+ENVIRONMENT = ("SCHEDULER_API_USERNAME", "SCHEDULER_API_PASSWORD", "SCHEDULER_JOBSTORE_URL",
+               "SCHEDULER_JOBSTORE_TABLE", "SCHEDULER_API_ALLOWED_FUNCS",
+               "SCHEDULER_API_MAX_FAILURES")
 
-    ``config`` defaults to the environment; the scheduler is started (and so runs jobs).
-    """
-    config = dict(os.environ if config is None else config)
+
+def demo_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
+    """The demo app's ``init_app`` settings, username and password, from ``config`` (the
+    environment); ValueError naming a setting that is missing or wrong."""
     username = config.get("SCHEDULER_API_USERNAME") or "admin"
     password = config.get("SCHEDULER_API_PASSWORD")
     if not password:
@@ -59,15 +62,31 @@ def create_app(config: Mapping[str, Any] | None = None,
     allowed = config.get("SCHEDULER_API_ALLOWED_FUNCS") or [EXAMPLE_TASKS]
     if isinstance(allowed, str):
         allowed = allowed.split()
-    scheduler = scheduler or APScheduler()
-    app = scheduler.init_app(not_found_app, config={
+    max_failures = str(config.get("SCHEDULER_API_MAX_FAILURES", "10"))
+    if not (max_failures.isascii() and max_failures.isdigit()):
+        raise ValueError("SCHEDULER_API_MAX_FAILURES must be a whole number (0: no throttling), "
+                         f"not {max_failures!r:.60}")
+    settings = {
         "SCHEDULER_API_ENABLED": True,
         "SCHEDULER_AUTH": HTTPBasicAuth(realm="Scheduler API"),
-        "SCHEDULER_THROTTLE": _throttle(config.get("SCHEDULER_API_MAX_FAILURES", "10")),
+        "SCHEDULER_THROTTLE": _throttle(max_failures),
         "SCHEDULER_JOBSTORE_URL": config.get("SCHEDULER_JOBSTORE_URL") or DEFAULT_JOBSTORE_URL,
         "SCHEDULER_JOBSTORE_TABLE": config.get("SCHEDULER_JOBSTORE_TABLE"),
         "SCHEDULER_API_ALLOWED_FUNCS": allowed,
-    })
+    }
+    return settings, username, password
+
+
+def create_app(config: Mapping[str, Any] | None = None,
+               scheduler: APScheduler | None = None) -> WSGIApplication:
+    """Build the demo app: API enabled, Basic auth from ``SCHEDULER_API_USERNAME``/``PASSWORD``.
+
+    ``config`` defaults to the environment; the scheduler is started (and so runs jobs).
+    """
+    settings, username, password = demo_settings(
+        dict(os.environ if config is None else config))
+    scheduler = scheduler or APScheduler()
+    app = scheduler.init_app(not_found_app, config=settings)
 
     @scheduler.authenticate
     def authenticate(auth: Mapping[str, str]) -> bool:
@@ -97,7 +116,10 @@ def read_password_file(path: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="scheduler-api", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="scheduler-api", description=__doc__.splitlines()[0],
+                                     epilog="Also: scheduler-api serve [options] (the same), "
+                                     "scheduler-api jobs ..., scheduler-api check "
+                                     "(see scheduler-api jobs --help)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--jobstore-url", default=os.environ.get("SCHEDULER_JOBSTORE_URL"),

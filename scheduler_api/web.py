@@ -72,6 +72,21 @@ class JSONResponse:
         return [] if environ["REQUEST_METHOD"] == "HEAD" else [self.body]
 
 
+class TextResponse(JSONResponse):
+    """An answer that is not JSON (the metrics' text format), of this content type."""
+
+    __slots__ = ("content_type",)
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        super().__init__(body)
+        self.content_type = content_type
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        start_response(_STATUS_LINES[self.status], [
+            ("Content-Type", self.content_type), ("Content-Length", str(len(self.body)))])
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [self.body]
+
+
 NO_CONTENT = JSONResponse(status=204)
 
 

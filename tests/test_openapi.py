@@ -421,6 +421,7 @@ def exercise_health(api: Api) -> None:
 
 def exercise_openapi_and_unknown_routes(api: Api) -> None:
     assert api("GET", "/openapi.json", 200) == DOCUMENT
+    assert "scheduler_api_jobs{" in api("GET", "/metrics", 200)
     for path in ("/nope", "/jobs/a/b", "/jobs/job/stop"):
         api("GET", path, 404)
 
@@ -443,6 +444,7 @@ def exercise_unavailable_store(api: Api) -> None:
     api("GET", "/", 503)
     api("GET", "/runs", 503)
     api("GET", "/jobs/stored/runs", 503)
+    api("GET", "/metrics", 503)
     api("GET", "/openapi.json", 200)
 
 
