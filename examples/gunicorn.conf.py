@@ -17,9 +17,15 @@ Logs: the project's loggers (job runs, leader changes, ``authmw.audit``) and gun
 go to stderr with time, level and logger name; ``LOG_FORMAT=json`` writes JSON lines,
 ``LOG_LEVEL`` (default INFO) sets the project's level. To send them elsewhere, change
 ``logconfig_dict`` here (see docs/deployment.md).
+
+Metrics (with the ``metrics`` extra): each server start gets a fresh directory for
+prometheus-client's multiprocess mode, unless ``PROMETHEUS_MULTIPROC_DIR`` names one, so that
+authmw's answers and the 503s are counted over every worker (docs/metrics.md).
 """
 
+import importlib.util
 import os
+import tempfile
 
 from scheduler_api.logs import logging_config_from_env
 
@@ -30,3 +36,15 @@ preload_app = True
 pythonpath = os.path.dirname(os.path.abspath(__file__))
 wsgi_app = "gunicorn_app:app"
 logconfig_dict = logging_config_from_env()
+
+if importlib.util.find_spec("prometheus_client") and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    # Set before the app is loaded (preload_app): prometheus-client reads it at import.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scheduler-api-metrics-")
+
+
+def child_exit(server, worker):
+    """A worker's live gauges go with it (its counters stay counted)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ and importlib.util.find_spec("prometheus_client"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

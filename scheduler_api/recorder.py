@@ -252,7 +252,8 @@ class RunRecorder:
             return
         self._stopping = False
         self._stopped.clear()
-        self._housekeeping_due = time.monotonic()  # a new leader looks for lost runs at once
+        # The first once the scheduler has started (its tables exist): housekeeping_now().
+        self._housekeeping_due = time.monotonic() + HOUSEKEEPING_SECONDS
         self._thread = threading.Thread(target=self._run, name="scheduler_api-recorder",
                                         daemon=True)
         self._thread.start()
