@@ -59,6 +59,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .config import make_engine
+from .coordination import advisory_key
 from .jobs import JSON, iso_8601
 
 #: What a run's ``outcome`` can be. ``running`` until it ends; ``lost`` when the process
@@ -197,6 +198,7 @@ class RunHistory:
         self.metadata = metadata
         #: The PostgreSQL channel a recorder notifies after writing events.
         self.channel = f"{tablename}_events"
+        self._events_lock = advisory_key(f"{tablename}_events")
 
     def create_schema(self) -> None:
         self.metadata.create_all(self.engine)
@@ -315,6 +317,13 @@ class RunHistory:
         self.add_counts(connection, deltas)
         self.set_last_runs(connection, [*inserts, *finishes])
         if events:
+            if connection.dialect.name == "postgresql":
+                # Numbers and commits in one order: a stream reads "events after n", and an
+                # event numbered below one already read, committed after it, would never be
+                # seen. Taken last, so no transaction holding it waits for another's rows.
+                # (SQLite has one writer at a time already.)
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": self._events_lock})
             connection.execute(insert(self.events), events)
 
     _FINISH_FIELDS = ("outcome", "finished_at", "duration", "error_type", "error_message",

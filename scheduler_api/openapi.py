@@ -181,6 +181,21 @@ _RESPONSES: JSON = {
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
         required=("openapi", "info", "paths")))},
+    "Events": {
+        "description": "A stream of events that lasts SCHEDULER_EVENTS_MAX_SECONDS (the client "
+                       "reconnects, sending Last-Event-ID): first 'retry:' and a comment, then "
+                       "each event as 'id: <n>', 'event: <kind>', 'data: <JSON>' and a blank "
+                       "line, and ': keepalive' after 15 s without one. Kinds: job_added, "
+                       "job_changed, job_removed, all_jobs_removed (data: job_id), "
+                       "run_started, run_finished (data: run), leader_changed (host, pid), "
+                       "scheduler_state (state).",
+        "headers": {"Cache-Control": _header("no-cache"),
+                    "X-Accel-Buffering": _header("no: a proxy (nginx) passes each event on")},
+        "content": {"text/event-stream": {"schema": {
+            "type": "string",
+            "examples": ['retry: 2000\n\nid: 7\nevent: job_added\ndata: {"job_id": '
+                         '"report"}\n\n']}}},
+    },
     "BadRequest": _error("Invalid body or field: not JSON, not an object, an unknown field or a "
                          "bad value; the message names the field."),
     "Unauthorized": {
@@ -329,6 +344,15 @@ _DOCUMENT: JSON = {
             "503", description="Another process than the leader asks the leader to run it. "
             + _NOT_RUNNING + " Also 409 if it already runs max_instances times (leader), or "
             "if the stored job cannot be restored.")},
+        "/events": {"get": {
+            **_operation("getEvents", "Live events (Server-Sent Events)", "200 Events", "400",
+                         "503", description="From the newest event on; with Last-Event-ID "
+                         "(or last_event_id), the events after that one first. 400 if that "
+                         "id is not a whole number; 503 if the job store is unavailable, or "
+                         "this process serves SCHEDULER_EVENTS_MAX_STREAMS streams already "
+                         "(with Retry-After)."),
+            "parameters": [_ref("LastEventIdHeader", "parameters"),
+                           _ref("LastEventIdQuery", "parameters")]}},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
     }),
     "components": {
@@ -338,6 +362,16 @@ _DOCUMENT: JSON = {
             "Limit": {"name": "limit", "in": "query", "required": False,
                       "description": "Page size (default 100 when offset is given)",
                       "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            "LastEventIdHeader": {
+                "name": "Last-Event-ID", "in": "header", "required": False,
+                "description": "Replay the events after this one (an EventSource sends it "
+                               "when it reconnects)",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+            "LastEventIdQuery": {
+                "name": "last_event_id", "in": "query", "required": False,
+                "description": "As Last-Event-ID, for clients that cannot set headers; the "
+                               "header wins",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
             "Offset": {"name": "offset", "in": "query", "required": False,
                        "description": "Jobs to skip (default 0 when limit is given)",
                        "schema": {"type": "integer", "minimum": 0}},

@@ -28,6 +28,7 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 
 from scheduler_api.api import SchedulerAPI
+from scheduler_api.events import EventLimits
 from scheduler_api.jobs import ALL_TRIGGER_FIELDS, JOB_FIELDS, TRIGGER_FIELDS
 from scheduler_api.openapi import openapi_document
 from scheduler_api.scheduler import APScheduler
@@ -414,6 +415,7 @@ def exercise_unavailable_store(api: Api) -> None:
     for action in ("/pause", "/resume", "/start", "/shutdown"):  # the state is in the store
         api("POST", action, 503)
     api("GET", "/", 503)
+    api("GET", "/events", 503)
     api("GET", "/openapi.json", 200)
 
 
@@ -441,10 +443,29 @@ def exercise_cross_site(api: Api) -> None:
     assert api("GET", "/jobs/target", 200)["next_run_time"] is not None
 
 
+def exercise_events(api: Api) -> None:
+    limits = api.scheduler.event_limits
+    api.scheduler.event_limits = EventLimits(max_seconds=0.3, max_streams=2)
+    try:
+        api("POST", "/jobs", 200, {"id": "watched", "func": FUNC, **TRIGGERS["cron"]})
+        replayed = api("GET", "/events", 200, headers={"Last-Event-ID": "0"})
+        assert "event: job_added" in replayed and '"job_id": "watched"' in replayed
+        assert api("GET", "/events?last_event_id=0", 200) == replayed
+        for bad in ("x", "-1", "1e3", "9" * 19):
+            api("GET", "/events", 400, headers={"Last-Event-ID": bad})
+            api("GET", f"/events?last_event_id={bad}", 400)
+        api("GET", "/events?since=0", 400)
+        api.scheduler.event_limits = EventLimits(max_seconds=0.3, max_streams=0)
+        api("GET", "/events", 503)
+    finally:
+        api.scheduler.event_limits = limits
+
+
 SCENARIOS: list[Callable[[Api], None]] = [
     exercise_cross_site, exercise_broken_job,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
-    exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
+    exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_events,
+    exercise_unavailable_store,
 ]
 
 
