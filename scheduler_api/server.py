@@ -43,6 +43,18 @@ def _throttle(max_failures: object) -> Throttle | None:
     return Throttle(max_failures=count, window=60) if count > 0 else None
 
 
+def _env_number(config: Mapping[str, Any], name: str, kind: type[int] | type[float]) -> Any:
+    """A number setting that the environment gives as text (None when unset)."""
+    value = config.get(name)
+    if not isinstance(value, str):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number, not "
+                         f"{value!r:.60}") from None
+
+
 def create_app(config: Mapping[str, Any] | None = None,
                scheduler: APScheduler | None = None) -> WSGIApplication:
     """Build the demo app: API enabled, Basic auth from ``SCHEDULER_API_USERNAME``/``PASSWORD``.
@@ -65,6 +77,10 @@ def create_app(config: Mapping[str, Any] | None = None,
         "SCHEDULER_JOBSTORE_URL": config.get("SCHEDULER_JOBSTORE_URL") or DEFAULT_JOBSTORE_URL,
         "SCHEDULER_JOBSTORE_TABLE": config.get("SCHEDULER_JOBSTORE_TABLE"),
         "SCHEDULER_API_ALLOWED_FUNCS": allowed,
+        "SCHEDULER_EVENTS_MAX_SECONDS": _env_number(config, "SCHEDULER_EVENTS_MAX_SECONDS",
+                                                    float),
+        "SCHEDULER_EVENTS_MAX_STREAMS": _env_number(config, "SCHEDULER_EVENTS_MAX_STREAMS",
+                                                    int),
     })
 
     @scheduler.authenticate
