@@ -124,7 +124,8 @@ class PostgresListener:
 
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            self._connection.execute(f'LISTEN "{self.channel}"')
+            quoted = self.channel.replace('"', '""')  # an identifier: no parameters here
+            self._connection.execute(f'LISTEN "{quoted}"')
         return self._connection
 
     @property
