@@ -159,6 +159,7 @@ class EventFeed:
         failures = 0
         while True:
             with self.changed:
+                idle = not self.streams
                 while not self.streams:
                     # Idle: no queries, and no LISTEN whose notifications nobody reads
                     # (PostgreSQL's queue of them is shared, and bounded).
@@ -166,6 +167,8 @@ class EventFeed:
                         self._listener.close()
                     self.changed.wait()
             try:
+                if idle:
+                    self._skip_to_newest()
                 self._wait()
                 self._read_new()
                 failures = 0
@@ -176,6 +179,16 @@ class EventFeed:
                 if self._listener is not None:
                     self._listener.close()
                 time.sleep(min(5.0, POLL_SECONDS * 2**failures))
+
+    def _skip_to_newest(self) -> None:
+        """After a while without streams: not every event since then (a day's, perhaps) is
+        read into the recent ones; a stream that wants them reads the database."""
+        newest = self.history.last_event()
+        with self.changed:
+            if newest > self.latest:
+                self.recent.clear()
+                self._recent_bytes = 0
+                self.latest = self.floor = newest
 
     def _wait(self) -> None:
         if self._listener is None:
@@ -285,7 +298,11 @@ class EventStreamBody:
         return self
 
     def __next__(self) -> bytes:
-        return next(self._chunks)
+        try:
+            return next(self._chunks)
+        except BaseException:  # the end (StopIteration) or a failure: the place is free now,
+            self.close()       # also for a server that forgets to call close()
+            raise
 
     def close(self) -> None:
         if self._closed:

@@ -284,6 +284,14 @@ def test_streams_beyond_the_cap_are_a_503_until_one_closes(tmp_path):
             assert again.text.startswith("retry:")
 
 
+def test_a_stream_read_to_its_end_frees_its_place_even_unclosed(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_EVENTS_MAX_SECONDS=1,
+                     SCHEDULER_EVENTS_MAX_STREAMS=1) as (_, client):
+        response = client.get("/events", buffered=False)
+        assert b"".join(response.response).startswith(b"retry:")  # and never closed
+        assert client.get("/events").status_code == 200
+
+
 def test_no_streams_allowed_is_always_a_503(tmp_path):
     with running_api(tmp_path / "jobs.sqlite", SCHEDULER_EVENTS_MAX_STREAMS=0) as (_, client):
         response = client.get("/events")
