@@ -67,6 +67,9 @@ from .jobs import JSON, iso_8601
 OUTCOMES = ("running", "success", "error", "missed", "skipped", "lost")
 #: Why a job ran: its trigger fired, or ``POST /jobs/<id>/run`` (``run_job``) asked.
 REASONS = ("schedule", "run")
+#: What an event of the live stream can be (its ``kind``; see docs/events.md).
+EVENT_KINDS = ("job_added", "job_changed", "job_removed", "all_jobs_removed", "run_started",
+               "run_finished", "leader_changed", "scheduler_state")
 #: How much of an error message, a return value's repr and a traceback is kept (characters).
 MAX_MESSAGE = 2000
 MAX_RESULT = 2000

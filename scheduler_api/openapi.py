@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .history import EVENT_KINDS
 from .jobs import MAX_SECONDS, TRIGGER_FIELDS
 
 JSON = dict[str, Any]
@@ -156,6 +157,18 @@ _SCHEMAS: JSON = {
                        "paused.",
     },
     "ListedJob": {"anyOf": [_ref("Job"), _ref("BrokenJob")]},
+    "Event": _object({
+        "id": {"type": "string", "pattern": "^[0-9]+$",
+               "description": "grows with each event of the job store (with gaps); send it "
+                              "back as Last-Event-ID to resume after it"},
+        "event": {"enum": list(EVENT_KINDS)},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "a JSON object: {job_id} for job_*, {run} (a run as /runs "
+                                "shows it) for run_*, {host, pid} for leader_changed, {state} "
+                                "for scheduler_state"},
+        "retry": {"type": "integer", "minimum": 0},
+    }, required=("id", "event", "data"), additionalProperties=False,
+        description="One event of GET /events, as text/event-stream fields."),
     "ShutdownOptions": _object({"wait": {"type": "boolean", "default": True}},
                                additionalProperties=False),
 }
@@ -191,10 +204,8 @@ _RESPONSES: JSON = {
                        "scheduler_state (state).",
         "headers": {"Cache-Control": _header("no-cache"),
                     "X-Accel-Buffering": _header("no: a proxy (nginx) passes each event on")},
-        "content": {"text/event-stream": {"schema": {
-            "type": "string",
-            "examples": ['retry: 2000\n\nid: 7\nevent: job_added\ndata: {"job_id": '
-                         '"report"}\n\n']}}},
+        # Before OpenAPI 3.2 (itemSchema), the schema of an event stream is each event's.
+        "content": {"text/event-stream": {"schema": _ref("Event")}},
     },
     "BadRequest": _error("Invalid body or field: not JSON, not an object, an unknown field or a "
                          "bad value; the message names the field."),

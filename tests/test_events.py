@@ -26,8 +26,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler_api import events as events_module
 from scheduler_api.events import SEND_TIMEOUT_SECONDS, EventLimits
+from scheduler_api.history import EVENT_KINDS
 
-from .api_helpers import AUTH, APIClient, make_scheduler, running_api
+from .api_helpers import AUTH, APIClient, event_stream_fields, make_scheduler, running_api
 from .conftest import POSTGRES_URL, gunicorn, needs_postgres
 from .test_cluster import AUTH as CLUSTER_AUTH
 from .test_cluster import api as cluster_api
@@ -44,18 +45,9 @@ STREAM_SECONDS = 5
 # -- reading a stream -------------------------------------------------------------------------
 
 def parse_events(text: str) -> list[dict[str, Any]]:
-    """The events of a text/event-stream body (comments and the retry field left out)."""
-    found = []
-    for block in text.split("\n\n"):
-        fields: dict[str, Any] = {}
-        for line in block.split("\n"):
-            name, _, value = line.partition(": ")
-            if name in ("id", "event", "data"):
-                fields[name] = value
-        if "event" in fields:
-            found.append({"id": int(fields["id"]), "event": fields["event"],
-                          "data": json.loads(fields["data"])})
-    return found
+    """The events of a text/event-stream body: id a number, data decoded."""
+    return [{"id": int(fields["id"]), "event": fields["event"],
+             "data": json.loads(fields["data"])} for fields in event_stream_fields(text)]
 
 
 class Stream:
@@ -508,6 +500,7 @@ def test_the_authorization_header_is_in_no_event_and_no_log(api, caplog):
         assert client.post("/jobs", json={"id": "runs", "func": "tests.tasks:record",
                                           "args": [AUTH["Authorization"][:5]]}).status_code == 200
         stream.read_until(seen("run_finished", run_job_id="runs"))
+    assert set(stream.kinds()) <= set(EVENT_KINDS)
     for text in (stream.text, caplog.text):
         assert token not in text and "secret" not in text
         assert "Authorization" not in text and "admin:" not in text

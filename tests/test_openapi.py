@@ -35,6 +35,8 @@ from scheduler_api.scheduler import APScheduler
 from scheduler_api.server import EXAMPLE_TASKS, create_app, not_found_app
 from scheduler_api.web import MAX_BODY_BYTES
 
+from .api_helpers import event_stream_fields
+
 PREFIX = "/scheduler"
 PASSWORD = "s3cret-password"
 DOCUMENT = openapi_document(PREFIX)
@@ -189,6 +191,13 @@ class Api:
             return
         assert response.mimetype in content, f"{context}: {response.mimetype} not declared"
         text = response.get_data(as_text=True)
+        if response.mimetype == "text/event-stream":  # the schema is each event's
+            events = event_stream_fields(text)
+            for event in events:
+                assert_valid(event, where + pointer("content", response.mimetype, "schema"),
+                             f"{context}: event {event.get('id')}")
+                assert isinstance(strict_json(event["data"]), dict), f"{context}: {event}"
+            return
         instance = strict_json(text) if response.mimetype == "application/json" else text
         assert_valid(instance, where + pointer("content", response.mimetype, "schema"), context)
         if sent is not NO_BODY and status.startswith("2"):
