@@ -31,6 +31,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
 from .deadlines import STORE_WAIT_SECONDS, deadline
+from .events import EventStreams
 from .funcs import ForbiddenFunc
 from .history import OUTCOMES
 from .jobs import (
@@ -54,6 +55,7 @@ from .web import (
     NO_CONTENT,
     APIError,
     JSONResponse,
+    Response,
     TextResponse,
     check_query,
     error_response,
@@ -121,6 +123,7 @@ class SchedulerAPI:
                 Rule("/jobs/<job_id>/run", endpoint="run_job", methods=["POST"]),
                 Rule("/jobs/<job_id>/runs", endpoint="get_job_runs", methods=["GET"]),
                 Rule("/runs", endpoint="get_runs", methods=["GET"]),
+                Rule("/events", endpoint="events", methods=["GET"]),
                 Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
                 Rule("/health", endpoint="health", methods=["GET"]),
                 Rule("/ready", endpoint="ready", methods=["GET"]),
@@ -135,6 +138,7 @@ class SchedulerAPI:
         # (path, method) -> endpoint of the routes without a variable part: a few dozen at
         # most, and matching one costs more than parsing a job's body.
         self._static_routes: dict[tuple[str, str], str] = {}
+        self.event_streams = EventStreams()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         # No environ["werkzeug.request"]: that back-reference made every request a reference
@@ -144,7 +148,7 @@ class SchedulerAPI:
             response = self.dispatch(request)
         return response(environ, start_response)
 
-    def dispatch(self, request: Request) -> JSONResponse:
+    def dispatch(self, request: Request) -> Response:
         values: Mapping[str, Any] = {}
         try:
             route = (request.path, request.method)
@@ -158,7 +162,7 @@ class SchedulerAPI:
                 # No store holds one (PostgreSQL refuses NUL in text, a DataError); the API
                 # never made one: not found, on every store alike, without asking it.
                 raise APIError(404, f"Job {values['job_id']} not found")
-            handler: Callable[..., JSONResponse] = getattr(self, f"on_{endpoint}")
+            handler: Callable[..., Response] = getattr(self, f"on_{endpoint}")
             return handler(request, **values)
         except APIError as exc:
             return error_response(exc.status, exc.message, exc.headers)
@@ -323,6 +327,11 @@ class SchedulerAPI:
             raise APIError(404, f"no route {request.path}: metrics are off "
                            "(SCHEDULER_METRICS_ENABLED, pip install 'authmw[metrics]')")
         return TextResponse(*self.metrics())
+
+    def on_events(self, request: Request) -> Response:
+        """Live events as Server-Sent Events (:mod:`scheduler_api.events`)."""
+        return self.event_streams.open(self.scheduler.history, request,
+                                       self.scheduler.event_limits)
 
     def on_openapi(self, request: Request) -> JSONResponse:
         return json_response(openapi_document(request.script_root or "/"))

@@ -67,6 +67,17 @@ def _days(name: str, value: Any) -> float:
     return float(value)
 
 
+def _bounded(kind: type, low: float, high: float, unit: str) -> Callable[[str, Any], Any]:
+    """A number of ``kind`` (int: whole numbers only) from ``low`` to ``high``."""
+    def check(name: str, value: Any) -> Any:
+        types = (int,) if kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, types) or not low <= value <= high:
+            raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number of "
+                             f"{unit} from {low:g} to {high:g}, not {value!r:.60}")
+        return kind(value)
+    return check
+
+
 def _auth_options(name: str, value: Any) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a mapping of AuthMiddleware options, not "
@@ -111,6 +122,8 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "SCHEDULER_HISTORY_KEEP_DAYS": _days,
     "SCHEDULER_METRICS_ENABLED": _bool,  # {prefix}/metrics (None: if prometheus-client is there)
     "SCHEDULER_METRICS_MAX_JOBS": _count,  # jobs with runs series of their own
+    "SCHEDULER_EVENTS_MAX_SECONDS": _bounded(float, 1, 86_400, "seconds"),
+    "SCHEDULER_EVENTS_MAX_STREAMS": _bounded(int, 0, 100_000, "streams"),
     "JOBS": _jobs,  # Flask-APScheduler's older name of SCHEDULER_JOBS
 }
 

@@ -99,27 +99,63 @@ class FileLeaderLock:
         """Nothing to send: the leader polls SQLite."""
 
 
-class PostgresLeaderLock:
-    """A session advisory lock on a dedicated connection that also LISTENs for changes."""
+def advisory_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (64-bit) for ``name``: the same in every process."""
+    digest = hashlib.sha256(f"scheduler_api:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
-    def __init__(self, engine: Engine, key: int, channel: str) -> None:
+
+class PostgresListener:
+    """A dedicated autocommit psycopg connection that LISTENs on one channel.
+
+    Outside SQLAlchemy's pool: a LISTEN holds its session, and a pooled connection is not
+    one's own between checkouts.
+    """
+
+    def __init__(self, engine: Engine, channel: str) -> None:
         url = engine.url.set(drivername="postgresql")
         self.conninfo = url.render_as_string(hide_password=False)
-        self.key = key
         self.channel = channel
         self._connection: Any = None
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """The connection, LISTENing; a new one if there was none or it broke."""
         import psycopg
 
         if self._connection is None or self._connection.closed:
             self._connection = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            self._connection.execute(f'LISTEN "{self.channel}"')
+            quoted = self.channel.replace('"', '""')  # an identifier: no parameters here
+            self._connection.execute(f'LISTEN "{quoted}"')
         return self._connection
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
+    def wait_for_notify(self, timeout: float) -> None:
+        """Return after a NOTIFY on the channel, or after ``timeout`` seconds."""
+        for _ in self.connect().notifies(timeout=timeout, stop_after=1):
+            break
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()  # ends the session (and its LISTEN, its locks)
+            except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                pass
+            self._connection = None
+
+
+class PostgresLeaderLock(PostgresListener):
+    """A session advisory lock on a dedicated connection that also LISTENs for changes."""
+
+    def __init__(self, engine: Engine, key: int, channel: str) -> None:
+        super().__init__(engine, channel)
+        self.key = key
 
     def try_acquire(self) -> bool:
         try:
-            connection = self._connect()
+            connection = self.connect()
             row = connection.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
             return bool(row[0])
         except Exception:
@@ -129,24 +165,18 @@ class PostgresLeaderLock:
 
     def still_held(self) -> bool:
         try:
-            self._connect().execute("SELECT 1")
+            self.connect().execute("SELECT 1")
             return True
         except Exception:  # noqa: BLE001 - a lost session has lost its lock
             self.release()
             return False
 
     def release(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()  # ends the session, and with it the lock
-            except Exception:  # noqa: BLE001, S110 - closing a broken connection
-                pass
-            self._connection = None
+        self.close()  # ends the session, and with it the lock
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
         try:
-            for _ in self._connect().notifies(timeout=timeout, stop_after=1):
-                break
+            self.wait_for_notify(timeout)
         except Exception:  # noqa: BLE001 - nothing to wait on; the caller's loop retries
             stop.wait(timeout)
 
@@ -163,9 +193,7 @@ def lock_for(engine: Engine, tablename: str) -> LeaderLock | None:
             return None
         return FileLeaderLock(Path(database + ".leader.lock"))
     if engine.dialect.name == "postgresql":
-        digest = hashlib.sha256(f"scheduler_api:{tablename}".encode()).digest()
-        return PostgresLeaderLock(engine, int.from_bytes(digest[:8], "big", signed=True),
-                                  f"{tablename}_changes")
+        return PostgresLeaderLock(engine, advisory_key(tablename), f"{tablename}_changes")
     return None
 
 

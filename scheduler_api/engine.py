@@ -34,9 +34,10 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
+from functools import partial
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.events import EVENT_JOB_REMOVED, EVENT_JOB_SUBMITTED, JobEvent, JobSubmissionEvent
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.base import run_job as base_run_job
 from apscheduler.executors.pool import BasePoolExecutor, ThreadPoolExecutor
@@ -335,8 +336,8 @@ def _catch_up(job: Job, now: datetime) -> str:
     return outcome
 
 
-def _bounded_due_jobs(store: BaseJobStore,
-                      get_due_jobs: Callable[[datetime], list[Job]]) -> Callable[..., list[Job]]:
+def _bounded_due_jobs(store: BaseJobStore, get_due_jobs: Callable[[datetime], list[Job]],
+                      removed: Callable[[str], None]) -> Callable[..., list[Job]]:
     def get_bounded_due_jobs(now: datetime) -> list[Job]:
         due = []
         for job in get_due_jobs(now):
@@ -350,11 +351,16 @@ def _bounded_due_jobs(store: BaseJobStore,
                 try:
                     store.remove_job(job.id)
                 except JobLookupError:
-                    pass
+                    continue
+                removed(job.id)  # as APScheduler's remove_job does: listeners hear of it
         return due
 
     get_bounded_due_jobs.bounded = True  # type: ignore[attr-defined]
     return get_bounded_due_jobs
+
+
+def _announce_removal(scheduler: BaseScheduler, alias: str, job_id: str) -> None:
+    scheduler._dispatch_event(JobEvent(EVENT_JOB_REMOVED, job_id, alias))
 
 
 def bound_catch_up(scheduler: BaseScheduler) -> None:
@@ -370,9 +376,10 @@ def bound_catch_up(scheduler: BaseScheduler) -> None:
 
     def process_bounded_jobs() -> Any:
         with scheduler._jobstores_lock:
-            for store in scheduler._jobstores.values():
+            for alias, store in scheduler._jobstores.items():
                 if not getattr(store.get_due_jobs, "bounded", False):
-                    store.get_due_jobs = _bounded_due_jobs(store, store.get_due_jobs)
+                    store.get_due_jobs = _bounded_due_jobs(
+                        store, store.get_due_jobs, partial(_announce_removal, scheduler, alias))
         return process_jobs()
 
     process_bounded_jobs.bounded = True  # type: ignore[attr-defined]

@@ -62,6 +62,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .config import make_engine
+from .coordination import advisory_key
 from .jobs import JSON, iso_8601
 from .run_stats import stat_deltas
 
@@ -70,6 +71,9 @@ from .run_stats import stat_deltas
 OUTCOMES = ("running", "success", "error", "missed", "skipped", "lost")
 #: Why a job ran: its trigger fired, or ``POST /jobs/<id>/run`` (``run_job``) asked.
 REASONS = ("schedule", "run")
+#: What an event of the live stream can be (its ``kind``; see docs/events.md).
+EVENT_KINDS = ("job_added", "job_changed", "job_removed", "all_jobs_removed", "run_started",
+               "run_finished", "leader_changed", "scheduler_state")
 #: How much of an error message, a return value's repr and a traceback is kept (characters).
 MAX_MESSAGE = 2000
 MAX_RESULT = 2000
@@ -226,6 +230,7 @@ class RunHistory:
         self.metadata = metadata
         #: The PostgreSQL channel a recorder notifies after writing events.
         self.channel = f"{tablename}_events"
+        self._events_lock = advisory_key(f"{tablename}_events")
 
     def create_schema(self) -> None:
         self.metadata.create_all(self.engine)
@@ -356,6 +361,13 @@ class RunHistory:
         self.set_last_runs(connection, [*inserts, *finishes])
         self.add_stats(connection, *stat_deltas(inserts, finishes, events))
         if events:
+            if connection.dialect.name == "postgresql":
+                # Numbers and commits in one order: a stream reads "events after n", and an
+                # event numbered below one already read, committed after it, would never be
+                # seen. Taken last, so no transaction holding it waits for another's rows.
+                # (SQLite has one writer at a time already.)
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": self._events_lock})
             connection.execute(insert(self.events), events)
 
     _FINISH_FIELDS = ("outcome", "finished_at", "duration", "error_type", "error_message",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .history import MAX_RESULT, OUTCOMES, REASONS
+from .history import EVENT_KINDS, MAX_RESULT, OUTCOMES, REASONS
 from .jobs import MAX_SECONDS, TRIGGER_FIELDS
 
 JSON = dict[str, Any]
@@ -194,6 +194,18 @@ _SCHEMAS: JSON = {
     }, required=("id", "job_id", "reason", "scheduled_at", "started_at", "finished_at",
                  "duration", "outcome", "error", "result", "host", "pid"),
         additionalProperties=False),
+    "Event": _object({
+        "id": {"type": "string", "pattern": "^[0-9]+$",
+               "description": "grows with each event of the job store (with gaps); send it "
+                              "back as Last-Event-ID to resume after it"},
+        "event": {"enum": list(EVENT_KINDS)},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "a JSON object: {job_id} for job_*, {run} (a run as /runs "
+                                "shows it) for run_*, {host, pid} for leader_changed, {state} "
+                                "for scheduler_state"},
+        "retry": {"type": "integer", "minimum": 0},
+    }, required=("id", "event", "data"), additionalProperties=False,
+        description="One event of GET /events, as text/event-stream fields."),
     "ShutdownOptions": _object({"wait": {"type": "boolean", "default": True}},
                                additionalProperties=False),
 }
@@ -230,6 +242,19 @@ _RESPONSES: JSON = {
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
         required=("openapi", "info", "paths")))},
+    "Events": {
+        "description": "A stream of events that lasts SCHEDULER_EVENTS_MAX_SECONDS (the client "
+                       "reconnects, sending Last-Event-ID): first 'retry:' and a comment, then "
+                       "each event as 'id: <n>', 'event: <kind>', 'data: <JSON>' and a blank "
+                       "line, and ': keepalive' after 15 s without one. Kinds: job_added, "
+                       "job_changed, job_removed, all_jobs_removed (data: job_id), "
+                       "run_started, run_finished (data: run), leader_changed (host, pid), "
+                       "scheduler_state (state).",
+        "headers": {"Cache-Control": _header("no-cache"),
+                    "X-Accel-Buffering": _header("no: a proxy (nginx) passes each event on")},
+        # Before OpenAPI 3.2 (itemSchema), the schema of an event stream is each event's.
+        "content": {"text/event-stream": {"schema": _ref("Event")}},
+    },
     "BadRequest": _error("Invalid body or field: not JSON, not an object, an unknown field or a "
                          "bad value; the message names the field."),
     "Unauthorized": {
@@ -417,6 +442,15 @@ _DOCUMENT: JSON = {
             **_operation("getRuns", "Every job's runs, newest first", "200 Runs", "400",
                          "503"),
             "parameters": _RUN_FILTERS}},
+        "/events": {"get": {
+            **_operation("getEvents", "Live events (Server-Sent Events)", "200 Events", "400",
+                         "503", description="From the newest event on; with Last-Event-ID "
+                         "(or last_event_id), the events after that one first. 400 if that "
+                         "id is not a whole number; 503 if the job store is unavailable, or "
+                         "this process serves SCHEDULER_EVENTS_MAX_STREAMS streams already "
+                         "(with Retry-After)."),
+            "parameters": [_ref("LastEventIdHeader", "parameters"),
+                           _ref("LastEventIdQuery", "parameters")]}},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
         "/health": {"get": _public_operation(
             "getHealth", "Alive: this process answers", "200 Health",
@@ -437,6 +471,16 @@ _DOCUMENT: JSON = {
             "Limit": {"name": "limit", "in": "query", "required": False,
                       "description": "Page size (default 100 when offset is given)",
                       "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            "LastEventIdHeader": {
+                "name": "Last-Event-ID", "in": "header", "required": False,
+                "description": "Replay the events after this one (an EventSource sends it "
+                               "when it reconnects)",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
+            "LastEventIdQuery": {
+                "name": "last_event_id", "in": "query", "required": False,
+                "description": "As Last-Event-ID, for clients that cannot set headers; the "
+                               "header wins",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
             "Offset": {"name": "offset", "in": "query", "required": False,
                        "description": "Jobs to skip (default 0 when limit is given)",
                        "schema": {"type": "integer", "minimum": 0}},

@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from apscheduler.job import Job
 
+from .events import EventLimits
 from .funcs import FuncPolicy
-from .history import RunPage
+from .history import RunHistory, RunPage
 
 
 class JobScheduler(Protocol):
@@ -31,6 +32,10 @@ class JobScheduler(Protocol):
     min_interval: float
     host_name: str
     allowed_hosts: list[str]
+    #: The run history, whose events ``/events`` streams; None until the scheduler starts.
+    history: RunHistory | None
+    #: How long an event stream lasts, and how many a process serves at once.
+    event_limits: EventLimits
 
     @property
     def timezone(self) -> tzinfo: ...

@@ -372,7 +372,11 @@ class RunRecorder:
         self._unwritten_ends.difference_update(finishes)
         self._unwritten_ends.difference_update(inserts)
         if events:
-            self.history.notify()
+            try:
+                self.history.notify()
+            except Exception:  # written already: a failed wake-up must not write them twice
+                logger.warning("run history: cannot notify the event streams (they see the "
+                               "events at their next poll)", exc_info=True)
 
     def _heartbeat(self) -> None:
         ids = list(self._in_flight)

@@ -62,6 +62,7 @@ from .config import (
 )
 from .coordination import Coordinator
 from .deadlines import DeadlineLock, bound_store_waits
+from .events import EventLimits
 from .funcs import FuncPolicy
 from .history import RunHistory, RunPage, private_sqlite_engine
 from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
@@ -111,6 +112,7 @@ class APScheduler:
         self._tablename = DEFAULT_JOBSTORE_TABLE
         self.keep_runs = KEEP_RUNS
         self.keep_days = KEEP_DAYS
+        self.event_limits = EventLimits()
         #: Every run, in the job store's database (see :meth:`get_runs`); set up by start().
         self.history: RunHistory | None = None
         self.recorder: RunRecorder | None = None
@@ -218,6 +220,11 @@ class APScheduler:
         self._set_up_history()
         self.metrics = Metrics(self, settings.get("SCHEDULER_METRICS_MAX_JOBS", MAX_JOBS)) \
             if metrics_enabled(settings) else None
+        self.event_limits = EventLimits(
+            max_seconds=settings.get("SCHEDULER_EVENTS_MAX_SECONDS",
+                                     self.event_limits.max_seconds),
+            max_streams=settings.get("SCHEDULER_EVENTS_MAX_STREAMS",
+                                     self.event_limits.max_streams))
         for rule in settings.get("SCHEDULER_API_ALLOWED_FUNCS", ()):
             self.func_policy.allow(rule)
         if settings.get("SCHEDULER_API_ALLOW_ANY_FUNC", False):

@@ -49,7 +49,20 @@ def _throttle(max_failures: object) -> Throttle | None:
 #: ``SCHEDULER_*`` variable as unknown).
 ENVIRONMENT = ("SCHEDULER_API_USERNAME", "SCHEDULER_API_PASSWORD", "SCHEDULER_JOBSTORE_URL",
                "SCHEDULER_JOBSTORE_TABLE", "SCHEDULER_API_ALLOWED_FUNCS",
-               "SCHEDULER_API_MAX_FAILURES")
+               "SCHEDULER_API_MAX_FAILURES", "SCHEDULER_EVENTS_MAX_SECONDS",
+               "SCHEDULER_EVENTS_MAX_STREAMS")
+
+
+def _env_number(config: Mapping[str, Any], name: str, kind: type[int] | type[float]) -> Any:
+    """A number setting that the environment gives as text (None when unset)."""
+    value = config.get(name)
+    if not isinstance(value, str):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number, not "
+                         f"{value!r:.60}") from None
 
 
 def demo_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
@@ -73,6 +86,10 @@ def demo_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
         "SCHEDULER_JOBSTORE_URL": config.get("SCHEDULER_JOBSTORE_URL") or DEFAULT_JOBSTORE_URL,
         "SCHEDULER_JOBSTORE_TABLE": config.get("SCHEDULER_JOBSTORE_TABLE"),
         "SCHEDULER_API_ALLOWED_FUNCS": allowed,
+        "SCHEDULER_EVENTS_MAX_SECONDS": _env_number(config, "SCHEDULER_EVENTS_MAX_SECONDS",
+                                                    float),
+        "SCHEDULER_EVENTS_MAX_STREAMS": _env_number(config, "SCHEDULER_EVENTS_MAX_STREAMS",
+                                                    int),
     }
     return settings, username, password
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -88,6 +88,10 @@ class TextResponse(JSONResponse):
 
 
 NO_CONTENT = JSONResponse(status=204)
+
+#: What a route handler answers: a WSGI app for this one request (a JSONResponse, or a
+#: streamed body such as the event stream's).
+Response = Callable[["WSGIEnvironment", "StartResponse"], Iterable[bytes]]
 
 
 def json_response(data: Any, status: int = 200,

@@ -14,6 +14,22 @@ from scheduler_api import APScheduler
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:secret").decode()}
 
 
+def event_stream_fields(text: str) -> list[dict[str, str]]:
+    """The events of a text/event-stream body, each as its fields (``id``, ``event``,
+    ``data``, ``retry``); comments, and blocks without an event (the opening ``retry:``),
+    left out."""
+    found = []
+    for block in text.split("\n\n"):
+        fields = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            if name in ("id", "event", "data", "retry"):
+                fields[name] = value
+        if "event" in fields:
+            found.append(fields)
+    return found
+
+
 def plain_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"the wrapped app"]

@@ -63,7 +63,10 @@ def live_api(tmp_path_factory):
     env = {"SCHEDULER_API_USERNAME": "admin", "SCHEDULER_API_PASSWORD": "secret",
            "SCHEDULER_API_ALLOWED_FUNCS": "scheduler_api.example_tasks:*",
            "SCHEDULER_JOBSTORE_URL": f"sqlite:///{folder / 'jobs.sqlite'}",
-           "SCHEDULER_API_MAX_FAILURES": "0"}  # wrong credentials are sent on purpose
+           "SCHEDULER_API_MAX_FAILURES": "0",  # wrong credentials are sent on purpose
+           # Streams of 1 s: a request for /events is answered in time (its 10 s timeout),
+           # and the run stays within its time budget.
+           "SCHEDULER_EVENTS_MAX_SECONDS": "1"}
     # No request-line or header-size limit: gunicorn's own 414 and 431 come before the API
     # and are not in its document; negative cases with long query strings must reach it.
     with gunicorn("scheduler_api.server:create_app()", "--threads", "2",

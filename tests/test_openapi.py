@@ -29,6 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 
 from scheduler_api.api import SchedulerAPI
+from scheduler_api.events import EventLimits
 from scheduler_api.jobs import (
     ALL_TRIGGER_FIELDS,
     JOB_FIELDS,
@@ -39,6 +40,8 @@ from scheduler_api.openapi import openapi_document
 from scheduler_api.scheduler import APScheduler
 from scheduler_api.server import EXAMPLE_TASKS, create_app, not_found_app
 from scheduler_api.web import MAX_BODY_BYTES
+
+from .api_helpers import event_stream_fields
 
 PREFIX = "/scheduler"
 PASSWORD = "s3cret-password"
@@ -194,6 +197,13 @@ class Api:
             return
         assert response.mimetype in content, f"{context}: {response.mimetype} not declared"
         text = response.get_data(as_text=True)
+        if response.mimetype == "text/event-stream":  # the schema is each event's
+            events = event_stream_fields(text)
+            for event in events:
+                assert_valid(event, where + pointer("content", response.mimetype, "schema"),
+                             f"{context}: event {event.get('id')}")
+                assert isinstance(strict_json(event["data"]), dict), f"{context}: {event}"
+            return
         instance = strict_json(text) if response.mimetype == "application/json" else text
         assert_valid(instance, where + pointer("content", response.mimetype, "schema"), context)
         if sent is not NO_BODY and status.startswith("2"):
@@ -445,6 +455,7 @@ def exercise_unavailable_store(api: Api) -> None:
     api("GET", "/runs", 503)
     api("GET", "/jobs/stored/runs", 503)
     api("GET", "/metrics", 503)
+    api("GET", "/events", 503)
     api("GET", "/openapi.json", 200)
 
 
@@ -492,10 +503,29 @@ def exercise_cross_site(api: Api) -> None:
     assert api("GET", "/jobs/target", 200)["next_run_time"] is not None
 
 
+def exercise_events(api: Api) -> None:
+    limits = api.scheduler.event_limits
+    api.scheduler.event_limits = EventLimits(max_seconds=0.3, max_streams=2)
+    try:
+        api("POST", "/jobs", 200, {"id": "watched", "func": FUNC, **TRIGGERS["cron"]})
+        replayed = api("GET", "/events", 200, headers={"Last-Event-ID": "0"})
+        assert "event: job_added" in replayed and '"job_id": "watched"' in replayed
+        assert api("GET", "/events?last_event_id=0", 200) == replayed
+        for bad in ("x", "-1", "1e3", "9" * 19):
+            api("GET", "/events", 400, headers={"Last-Event-ID": bad})
+            api("GET", f"/events?last_event_id={bad}", 400)
+        api("GET", "/events?since=0", 400)
+        api.scheduler.event_limits = EventLimits(max_seconds=0.3, max_streams=0)
+        api("GET", "/events", 503)
+    finally:
+        api.scheduler.event_limits = limits
+
+
 SCENARIOS: list[Callable[[Api], None]] = [
     exercise_cross_site, exercise_broken_job, exercise_runs, exercise_health,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
-    exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
+    exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_events,
+    exercise_unavailable_store,
 ]
 
 
