@@ -114,12 +114,25 @@ class RunPage:
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, keeping its end (where a traceback says what
-    failed) as well as its start."""
+    """``text`` cut to at most ``limit`` characters, the note saying so included, keeping its
+    end (where a traceback says what failed) as well as its start."""
     if len(text) <= limit:
         return text
-    head = limit // 4
-    return f"{text[:head]}\n... [{len(text) - limit} characters cut] ...\n{text[-(limit - head):]}"
+    # Room for the note with the longest count it can show (fewer than len(text) are cut).
+    keep = limit - len(f"\n... [{len(text)} characters cut] ...\n")
+    if keep < 2:
+        return text[:limit]
+    head = keep // 4
+    return (f"{text[:head]}\n... [{len(text) - keep} characters cut] ...\n"
+            f"{text[len(text) - (keep - head):]}")
+
+
+def storable(text: str) -> str:
+    """``text`` as every database stores it: a NUL (which PostgreSQL refuses) and an unpaired
+    surrogate (which UTF-8 cannot encode) written as their escapes."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def process_alive(pid: int) -> bool:

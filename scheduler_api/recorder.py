@@ -38,9 +38,10 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 from apscheduler.job import Job
+from sqlalchemy.exc import DataError, IntegrityError
 
 from . import engine
-from .history import MAX_MESSAGE, MAX_RESULT, MAX_TRACEBACK, RunHistory, clip
+from .history import MAX_MESSAGE, MAX_RESULT, MAX_TRACEBACK, RunHistory, clip, storable
 
 logger = logging.getLogger("scheduler_api")
 
@@ -61,6 +62,9 @@ KEEP_RUNS = 100
 KEEP_DAYS = 7.0
 KEEP_EVENTS_SECONDS = 86_400.0
 
+#: Errors of a value the database refuses, as opposed to one it cannot take now.
+_REFUSED = (DataError, IntegrityError, UnicodeError)
+
 #: The scheduler events :meth:`RunRecorder.listen` takes.
 RECORDED_EVENTS = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
 
@@ -75,7 +79,7 @@ def describe_result(value: object) -> str | None:
     if value is None:
         return None
     try:
-        return clip(_repr.repr(value), MAX_RESULT)
+        return clip(storable(_repr.repr(value)), MAX_RESULT)
     except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the run
         return f"<{type(value).__name__} object: repr() failed>"
 
@@ -90,8 +94,8 @@ def describe_error(error: BaseException) -> tuple[str, str, str]:
         text = "".join(traceback.format_exception(error))
     except Exception:  # noqa: BLE001
         text = "<the traceback could not be formatted>"
-    return (clip(type(error).__qualname__, 255), clip(message, MAX_MESSAGE),
-            clip(text, MAX_TRACEBACK))
+    return (clip(storable(type(error).__qualname__), 255), clip(storable(message), MAX_MESSAGE),
+            clip(storable(text), MAX_TRACEBACK))
 
 
 class _RecordedEvent(JobExecutionEvent):  # type: ignore[misc]
@@ -299,10 +303,32 @@ class RunRecorder:
                                "trying again", failures, exc_info=failures == 1)
                 if stopping and failures >= 3:
                     return
+                # Back off: new records (and flush()) notify the condition, and would
+                # otherwise make every one of them a new try against a database that is away.
+                retry_at = time.monotonic() + min(5.0, 0.1 * 2**failures)
                 with self._wake:
-                    self._wake.wait(min(5.0, 0.1 * 2**failures))
+                    while not self._stopping and (left := retry_at - time.monotonic()) > 0:
+                        self._wake.wait(left)
 
     def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        """Write ``batch`` in one transaction; if the database refuses a value in it (not an
+        outage), each record alone, dropping those it still refuses: one record must not
+        hold up every later one for ever. Records written are taken off ``batch``."""
+        try:
+            self._write_together(batch)
+        except _REFUSED:
+            while batch:
+                kind, item = batch[0]
+                try:
+                    self._write_together(batch[:1])
+                except _REFUSED:
+                    logger.warning("run history: the database refused a record (%s of job "
+                                   "%.100r); it is dropped", kind, item.get("job_id"),
+                                   exc_info=True)
+                del batch[0]
+        batch.clear()
+
+    def _write_together(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         inserts: dict[str, dict[str, Any]] = {}
         finishes: dict[str, dict[str, Any]] = {}
         events = []
@@ -324,7 +350,10 @@ class RunRecorder:
             if row["outcome"] != "running":
                 self._in_flight.pop(row["id"], None)
         if events:
-            self.history.notify()
+            try:
+                self.history.notify()
+            except Exception:  # noqa: BLE001 - written already; streams poll as well
+                logger.debug("run history: notification failed", exc_info=True)
 
     def _heartbeat(self) -> None:
         ids = list(self._in_flight)
