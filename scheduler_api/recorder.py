@@ -352,7 +352,7 @@ class RunRecorder:
         if events:
             try:
                 self.history.notify()
-            except Exception:  # noqa: BLE001 - written already; streams poll as well
+            except Exception:  # written already; the streams poll as well
                 logger.debug("run history: notification failed", exc_info=True)
 
     def _heartbeat(self) -> None:

@@ -18,6 +18,7 @@ from apscheduler.executors.debug import DebugExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from authmw import compare_secrets
 from scheduler_api import engine
@@ -407,7 +408,7 @@ def test_prune_keeps_each_jobs_last_runs_and_young_ones_and_the_counts_stay_true
 def test_the_leaders_housekeeping_prunes_with_the_configured_retention(tmp_path,
                                                                      store_config):
     with running_api(tmp_path / "jobs.sqlite", SCHEDULER_HISTORY_KEEP_RUNS=2,
-                     SCHEDULER_HISTORY_KEEP_DAYS=0.5, **store_config) as (scheduler, client):
+                     SCHEDULER_HISTORY_KEEP_DAYS=0.5, **store_config) as (scheduler, _):
         recorder = scheduler.recorder
         assert (recorder.keep_runs, recorder.keep_days) == (2, 0.5)
         old = datetime.now(timezone.utc) - timedelta(days=1)
@@ -506,7 +507,7 @@ def test_the_memory_job_store_keeps_its_history_in_a_private_sqlite_file(tmp_pat
 
 def test_a_locked_database_loses_no_record_once_it_is_back(tmp_path):
     store = tmp_path / "jobs.sqlite"
-    with running_api(store) as (scheduler, client):
+    with running_api(store) as (scheduler, _):
         scheduler.add_job("quick", "tests.tasks:record", next_run_time=None)
         scheduler.add_job("bad", "tests.tasks:fail", next_run_time=None)
         with held_sqlite_write_lock(store, "EXCLUSIVE"):
@@ -517,6 +518,45 @@ def test_a_locked_database_loses_no_record_once_it_is_back(tmp_path):
         assert scheduler.recorder.flush(timeout=20)
         outcomes = sorted(run.outcome for run in scheduler.get_runs().runs)
         assert outcomes == ["error", "success", "success"]
+        assert_totals_are_real_counts(scheduler)
+
+
+def test_the_writer_backs_off_while_the_database_is_away_and_then_writes_everything(
+        history_api, monkeypatch):
+    scheduler, client = history_api
+    recorder, history = scheduler.recorder, scheduler.history
+    write, attempts = history.write, []
+
+    def unreachable(*args: Any) -> None:
+        attempts.append(time.monotonic())
+        raise OperationalError("INSERT ...", {}, ConnectionError("the database is away"))
+
+    monkeypatch.setattr(history, "write", unreachable)
+    started = time.monotonic()
+    for n in range(50):  # every record, and every flush, wakes the writer
+        recorder.record("away", "schedule", BASE + timedelta(minutes=n), "success")
+        recorder.flush(timeout=0.03)
+    elapsed = time.monotonic() - started
+    # tries at 0.2, 0.4, 0.8 s... apart, not one for each of the 50 records and flushes
+    assert 2 <= len(attempts) <= 3 + elapsed / 0.2, (len(attempts), elapsed)
+    monkeypatch.setattr(history, "write", write)
+    assert recorder.flush(timeout=15)
+    assert client.get("/runs").json["total"] == 50
+    assert_totals_are_real_counts(scheduler)
+
+
+def test_a_record_the_database_refuses_is_dropped_alone_and_later_ones_are_written(tmp_path,
+                                                                                   caplog):
+    with running_api(tmp_path / "unused.sqlite",
+                     SCHEDULER_JOBSTORES={"default": MemoryJobStore()}) as (scheduler, client):
+        # A memory store takes any id; SQLite cannot encode this one in UTF-8.
+        scheduler.add_job("lone \ud800 surrogate", "tests.tasks:record", **NOW_PLUS)
+        scheduler.add_job("plain", "tests.tasks:record", **NOW_PLUS)
+        ended_runs(scheduler, "plain")
+        assert [run["job_id"] for run in client.get("/runs").json["runs"]] == ["plain"]
+        assert "the database refused a record" in caplog.text
+        scheduler.add_job("later", "tests.tasks:record", **NOW_PLUS)
+        ended_runs(scheduler, "later")
         assert_totals_are_real_counts(scheduler)
 
 
