@@ -325,6 +325,8 @@ class RunRecorder:
                     logger.warning("run history: the database refused a record (%s of job "
                                    "%.100r); it is dropped", kind, item.get("job_id"),
                                    exc_info=True)
+                    if kind != "event" and item["outcome"] != "running":
+                        self._in_flight.pop(item["id"], None)  # ended: nothing to keep alive
                 del batch[0]
         batch.clear()
 

@@ -327,6 +327,20 @@ def test_pages_are_newest_first_with_totals_and_filters(history_api):
     assert_totals_are_real_counts(scheduler)
 
 
+def test_dates_without_an_offset_are_in_the_schedulers_time_zone(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_TIMEZONE="Asia/Tokyo") as (
+            scheduler, client):
+        series = recorded_series(scheduler)
+        after_ten = [when for _, _, when in series if when >= BASE + timedelta(minutes=10)]
+        tokyo = "2026-11-01T09:10:00"  # 00:10 UTC
+        body = client.get("/runs", query_string={"since": tokyo}).json
+        assert body["total"] == len(after_ten)
+        assert body["runs"][-1]["scheduled_at"] == "2026-11-01T09:10:00+09:00"
+        naive = datetime.fromisoformat(tokyo)
+        assert scheduler.get_runs(since=naive).total == len(after_ten)
+        assert scheduler.get_runs(until=naive).total == len(series) - len(after_ten)
+
+
 @pytest.mark.parametrize("path", ["/runs", "/jobs/alpha/runs"])
 @pytest.mark.parametrize("query, field", [
     ({"outcome": "succes"}, "outcome"),
@@ -558,6 +572,7 @@ def test_a_record_the_database_refuses_is_dropped_alone_and_later_ones_are_writt
         scheduler.add_job("later", "tests.tasks:record", **NOW_PLUS)
         ended_runs(scheduler, "later")
         assert_totals_are_real_counts(scheduler)
+        assert not scheduler.recorder._in_flight  # no heartbeat kept up for the dropped run
 
 
 # -- secrets ----------------------------------------------------------------------------------
