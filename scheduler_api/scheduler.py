@@ -176,6 +176,11 @@ class APScheduler:
             if settings.get(key):
                 options[option] = settings[key]
         self._scheduler.configure(**options)
+        # Readable at once (a host not allowed to run the scheduler still shows the runs of
+        # those that are); start() creates its tables and starts recording.
+        self.history = RunHistory(self._engine or private_sqlite_engine(), self._tablename,
+                                  self._scheduler.timezone)
+        self.listing.last_runs = self.history.last_run_summaries
 
         self.auth = settings.get("SCHEDULER_AUTH", self._auth)
         self.throttle = settings.get("SCHEDULER_THROTTLE", self.throttle)
@@ -310,9 +315,10 @@ class APScheduler:
 
     def _start_recorder(self) -> RunRecorder:
         """The run history's tables, its recorder, and every run of ours going through it."""
-        if self.history is None or self.recorder is None:
+        if self.history is None:  # started without init_app
             self.history = RunHistory(self._engine or private_sqlite_engine(),
                                       self._tablename, self._scheduler.timezone)
+        if self.recorder is None or self.recorder.history is not self.history:
             self.recorder = RunRecorder(self.history, leading=self._leads_runs,
                                         keep_runs=self.keep_runs, keep_days=self.keep_days)
         retrying_while_busy(self.history.create_schema)

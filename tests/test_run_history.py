@@ -575,6 +575,31 @@ def test_a_record_the_database_refuses_is_dropped_alone_and_later_ones_are_writt
         assert not scheduler.recorder._in_flight  # no heartbeat kept up for the dropped run
 
 
+def test_a_host_not_allowed_to_run_the_scheduler_shows_the_runs_of_those_that_are(
+        tmp_path, store_config):
+    with running_api(tmp_path / "jobs.sqlite", **store_config) as (scheduler, _):
+        watcher, app = make_scheduler(tmp_path / "jobs.sqlite",
+                                      SCHEDULER_ALLOWED_HOSTS=["elsewhere"], **store_config)
+        assert watcher.start() is False
+        client = APIClient(app)
+        scheduler.add_job("shared", "tests.tasks:fail", trigger="cron", hour="3")
+        scheduler.run_job("shared")
+        run, = ended_runs(scheduler, "shared")
+        assert [r["id"] for r in client.get("/runs").json["runs"]] == [run.id]
+        assert client.get("/jobs/shared/runs").json["total"] == 1
+        assert client.get("/runs", query_string={"outcome": "error"}).json["total"] == 1
+        assert watcher.get_runs("shared").runs == [run]
+        assert watcher.last_runs(["shared"])["shared"].startswith(f'{{"id":"{run.id}"')
+
+
+def test_before_any_process_started_on_a_store_there_are_no_runs(tmp_path):
+    scheduler, app = make_scheduler(tmp_path / "jobs.sqlite")  # never started
+    body = APIClient(app).get("/runs")
+    assert body.status_code == 200
+    assert body.json == {"runs": [], "total": 0, "limit": 100, "offset": 0}
+    assert scheduler.last_runs(["any"]) == {}
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 PASSWORD = "Zq8-history-pass-7731"
