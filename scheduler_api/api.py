@@ -214,8 +214,10 @@ class SchedulerAPI:
 
     def _job_json(self, job: Job, ran: bool = True) -> JSON:
         """A job's JSON with its ``last_run`` (``ran=False``: a job just added, none)."""
-        data = job_to_json(job)
-        summary = self.scheduler.last_runs([job.id]).get(job.id) if ran else None
+        return self._with_last_run(job_to_json(job), job.id, ran)
+
+    def _with_last_run(self, data: JSON, job_id: str, ran: bool = True) -> JSON:
+        summary = self.scheduler.last_runs([job_id]).get(job_id) if ran else None
         data["last_run"] = None if summary is None else json.loads(summary)
         return data
 
@@ -350,8 +352,8 @@ class SchedulerAPI:
         try:
             return json_response(self._job_json(self._job(job_id)))
         except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
-            return json_response(broken_job_json(job_id, self.scheduler.stored_job_state(job_id),
-                                                 exc.error))
+            return json_response(self._with_last_run(broken_job_json(
+                job_id, self.scheduler.stored_job_state(job_id), exc.error), job_id))
 
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
         body = read_json_body(request)

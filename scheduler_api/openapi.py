@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .history import OUTCOMES, REASONS
 from .jobs import MAX_SECONDS, TRIGGER_FIELDS
 
 JSON = dict[str, Any]
@@ -114,17 +115,49 @@ _SCHEMAS: JSON = {
         "coalesce": {"type": "boolean"},
         "next_run_time": {**_ref("DateTime"), "description": "null: the job is paused"},
     }),
+    "Outcome": {"enum": list(OUTCOMES),
+                "description": "running until it ends; skipped: max_instances reached; lost: "
+                               "the process running it died (found by the next leader)"},
+    "LastRun": {
+        **_object({"id": {"type": "string"}, "outcome": _ref("Outcome"),
+                   "scheduled_at": _ref("DateTime"), "started_at": _ref("DateTime"),
+                   "duration": {"type": ["number", "null"]},
+                   "error_message": {"type": ["string", "null"]}},
+                  required=("id", "outcome", "scheduled_at", "started_at", "duration",
+                            "error_message"), additionalProperties=False),
+        "type": ["object", "null"],
+        "description": "The job's last run (the one started last); null if it never ran.",
+    },
+    "Run": _object({
+        "id": {"type": "string"}, "job_id": {"type": "string"},
+        "reason": {"enum": list(REASONS),
+                   "description": "schedule: its trigger fired; run: POST /jobs/{job_id}/run"},
+        "scheduled_at": {**_ref("DateTime"), "type": "string"},
+        "started_at": _ref("DateTime"), "finished_at": _ref("DateTime"),
+        "duration": {"type": ["number", "null"], "description": "seconds"},
+        "outcome": _ref("Outcome"),
+        "error": {**_object({"type": {"type": "string"},
+                             "message": {"type": ["string", "null"]},
+                             "traceback": {"type": ["string", "null"]}},
+                            required=("type", "message", "traceback"),
+                            additionalProperties=False), "type": ["object", "null"]},
+        "result": {"type": ["string", "null"], "description": "the return value's repr, cut"},
+        "host": {"type": "string"}, "pid": {"type": "integer"},
+    }, required=("id", "job_id", "reason", "scheduled_at", "started_at", "finished_at",
+                 "duration", "outcome", "error", "result", "host", "pid"),
+        additionalProperties=False, description="One run of a job, as recorded."),
     "Job": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
-        **_object({"id": {"type": "string"}, "func": {"type": ["string", "null"]}},
-                  required=("id", "name", "func", "args", "kwargs", "trigger")),
+        **_object({"id": {"type": "string"}, "func": {"type": ["string", "null"]},
+                   "last_run": _ref("LastRun")},
+                  required=("id", "name", "func", "args", "kwargs", "trigger", "last_run")),
         "description": "The trigger's fields appear flat, by trigger type. misfire_grace_time, "
                        "max_instances, coalesce and next_run_time are absent while the job is "
                        "pending (added while the scheduler is shut down, which /shutdown does "
                        "only without a SQL job store).",
     },
     "BrokenJob": {
-        **_object({"id": {"type": "string"},
+        **_object({"id": {"type": "string"}, "last_run": _ref("LastRun"),
                    "error": {"type": "string",
                              "examples": ["cannot be restored: LookupError: Error resolving "
                                           "reference tasks:gone: could not import module "
@@ -138,7 +171,8 @@ _SCHEMAS: JSON = {
     "JobChange": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
         **_object({"func": _ref("FuncRef"), "trigger": _ref("TriggerType"),
-                   "executor": {"type": "string", "description": "a configured executor"}}),
+                   "executor": {"type": "string", "description": "a configured executor"},
+                   "last_run": {"description": "what a Job shows; ignored"}}),
     },
     "JobInput": {
         "allOf": [_ref("JobChange")],
@@ -178,6 +212,14 @@ _RESPONSES: JSON = {
                           "offset": {"type": "integer", "minimum": 0}},
                          required=("jobs", "total", "limit", "offset"),
                          additionalProperties=False)]})},
+    "Runs": {"description": "A page of runs, newest first, and how many match in all.",
+             "content": _json(_object({"runs": {"type": "array", "items": _ref("Run")},
+                                       "total": {"type": "integer", "minimum": 0},
+                                       "limit": {"type": "integer", "minimum": 1,
+                                                 "maximum": 1000},
+                                       "offset": {"type": "integer", "minimum": 0}},
+                                      required=("runs", "total", "limit", "offset"),
+                                      additionalProperties=False))},
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
         required=("openapi", "info", "paths")))},
@@ -252,6 +294,8 @@ def _body(schema: str, required: bool = True) -> JSON:
 
 
 _NOT_RUNNING = "409 if the scheduler is stopped."
+_RUN_QUERY = [_ref(name, "parameters") for name in ("RunLimit", "Offset", "Outcome", "Since",
+                                                     "Until")]
 _JOB_PATH = {"parameters": [_ref("JobId", "parameters")]}
 
 
@@ -329,6 +373,12 @@ _DOCUMENT: JSON = {
             "503", description="Another process than the leader asks the leader to run it. "
             + _NOT_RUNNING + " Also 409 if it already runs max_instances times (leader), or "
             "if the stored job cannot be restored.")},
+        "/jobs/{job_id}/runs": {**_JOB_PATH, "get": {**_operation(
+            "getJobRuns", "A job's runs, newest first", "200 Runs", "400", "404", "503",
+            description="Also of a job deleted since, while its runs are kept. 404 if there "
+            "is no such job and no run of one."), "parameters": _RUN_QUERY}},
+        "/runs": {"get": {**_operation("getRuns", "Every job's runs, newest first", "200 Runs",
+                                       "400", "503"), "parameters": _RUN_QUERY}},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
     }),
     "components": {
@@ -339,8 +389,23 @@ _DOCUMENT: JSON = {
                       "description": "Page size (default 100 when offset is given)",
                       "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
             "Offset": {"name": "offset", "in": "query", "required": False,
-                       "description": "Jobs to skip (default 0 when limit is given)",
+                       "description": "Jobs (or runs) to skip (default 0 when limit is given)",
                        "schema": {"type": "integer", "minimum": 0}},
+            "RunLimit": {"name": "limit", "in": "query", "required": False,
+                         "description": "Page size (default 100)",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            "Outcome": {"name": "outcome", "in": "query", "required": False,
+                        "style": "form", "explode": True,
+                        "description": "Only runs with these outcomes: repeated, or "
+                                       "comma-separated (error,lost); another value is a 400",
+                        "schema": {"type": "array", "items": {"type": "string"}}},
+            "Since": {"name": "since", "in": "query", "required": False,
+                      "description": "Only runs scheduled at or after this date-time (without "
+                                     "an offset: in the scheduler's time zone)",
+                      "schema": {"type": "string", "format": "date-time"}},
+            "Until": {"name": "until", "in": "query", "required": False,
+                      "description": "Only runs scheduled before this date-time",
+                      "schema": {"type": "string", "format": "date-time"}},
         },
         "schemas": _SCHEMAS,
         "responses": _RESPONSES,

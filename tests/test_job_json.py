@@ -84,7 +84,7 @@ def test_job_fields_follow_flask_apscheduler(api):
                                      "trigger": "interval", "seconds": 90}).json
     assert list(job) == ["id", "name", "func", "args", "kwargs", "trigger", "minutes",
                          "seconds", "start_date", "timezone", "jitter", "misfire_grace_time",
-                         "max_instances", "coalesce", "next_run_time"]
+                         "max_instances", "coalesce", "next_run_time", "last_run"]
     assert (job["minutes"], job["seconds"]) == (1, 30)
     assert job["name"] == "j"
     assert job["func"] == "tests.tasks:record"

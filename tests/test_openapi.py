@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 
 from scheduler_api.api import SchedulerAPI
-from scheduler_api.jobs import ALL_TRIGGER_FIELDS, JOB_FIELDS, TRIGGER_FIELDS
+from scheduler_api.jobs import ALL_TRIGGER_FIELDS, JOB_FIELDS, READ_ONLY_FIELDS, TRIGGER_FIELDS
 from scheduler_api.openapi import openapi_document
 from scheduler_api.scheduler import APScheduler
 from scheduler_api.server import EXAMPLE_TASKS, create_app, not_found_app
@@ -377,6 +378,33 @@ def exercise_broken_job(api: Api) -> None:
     api("GET", "/jobs/broken", 404)
 
 
+def exercise_runs(api: Api) -> None:
+    """The run history: pages of runs, filters, and last_run in the job's JSON."""
+    api("POST", "/jobs", 200, {"id": "ran", "func": FUNC, "trigger": "cron", "hour": 3})
+    assert api("GET", "/jobs/ran/runs", 200) == {"runs": [], "total": 0, "limit": 100,
+                                                 "offset": 0}
+    api("POST", "/jobs/ran/run", 200)
+    deadline = time.monotonic() + 10
+    while not api.scheduler.get_runs("ran", outcome="success").total:
+        assert time.monotonic() < deadline, "the run was not recorded"
+        api.scheduler.recorder.flush()
+    run, = api("GET", "/jobs/ran/runs", 200)["runs"]
+    assert (run["outcome"], run["reason"]) == ("success", "run")
+    query = ("limit=5&offset=0&outcome=success,error&outcome=lost"
+             "&since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00")
+    assert api("GET", f"/jobs/ran/runs?{query}", 200)["runs"] == [run]
+    assert run in api("GET", f"/runs?{query}", 200)["runs"]
+    job = api("GET", "/jobs/ran", 200)
+    assert job["last_run"]["id"] == run["id"]
+    # What a job answers, last_run included, posts back as is (last_run is ignored).
+    assert api("POST", "/jobs", 200, {**job, "id": "ran copy"})["last_run"] is None
+    api("GET", "/jobs/missing/runs", 404)
+    for query in ("outcome=nope", "limit=0", "limit=1001", "offset=-1", "since=yesterday",
+                  "until=2026-13-01T00:00:00Z", "colour=red"):
+        api("GET", f"/runs?{query}", 400)
+        api("GET", f"/jobs/ran/runs?{query}", 400)
+
+
 def exercise_other_methods(api: Api) -> None:
     for template, item in DOCUMENT["paths"].items():
         path = template.replace("{job_id}", "job")
@@ -414,6 +442,8 @@ def exercise_unavailable_store(api: Api) -> None:
     for action in ("/pause", "/resume", "/start", "/shutdown"):  # the state is in the store
         api("POST", action, 503)
     api("GET", "/", 503)
+    api("GET", "/runs", 503)
+    api("GET", "/jobs/stored/runs", 503)
     api("GET", "/openapi.json", 200)
 
 
@@ -444,6 +474,7 @@ def exercise_cross_site(api: Api) -> None:
 SCENARIOS: list[Callable[[Api], None]] = [
     exercise_cross_site, exercise_broken_job,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
+    exercise_runs,
     exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
 ]
 
@@ -534,7 +565,7 @@ def test_schemas_name_every_field_the_api_knows() -> None:
     assert properties_of(schemas["TriggerFields"]) == ALL_TRIGGER_FIELDS | {"trigger"}
     assert schemas["TriggerType"]["enum"] == list(TRIGGER_FIELDS)
     job_input = properties_of(schemas["JobInput"])
-    assert job_input == JOB_FIELDS | ALL_TRIGGER_FIELDS | {"trigger"}
+    assert job_input == JOB_FIELDS | ALL_TRIGGER_FIELDS | READ_ONLY_FIELDS | {"trigger"}
     assert properties_of(schemas["JobPatch"]) == job_input - {"jobstore", "replace_existing"}
     assert set(schemas["Error"]["required"]) == {"error_message"}
     assert schemas["SchedulerInfo"]["properties"]["state"]["enum"] == [
