@@ -124,7 +124,7 @@ def test_a_state_that_cannot_even_be_unpickled_shows_the_id_and_the_error(
         assert listed.status_code == 200, listed.data
         shown = client.get("/jobs/opaque").json
         assert listed.json == [shown]
-        assert set(shown) == {"id", "error"}
+        assert set(shown) == {"id", "error", "last_run"} and shown["last_run"] is None
         assert shown["error"].startswith("cannot be restored: ModuleNotFoundError: ")
         assert client.delete("/jobs/opaque").status_code == 204
         assert client.get("/jobs").json == []

@@ -605,9 +605,11 @@ def test_before_any_process_started_on_a_store_there_are_no_runs(tmp_path):
 PASSWORD = "Zq8-history-pass-7731"
 
 
-def test_no_password_or_authorization_value_is_ever_stored_in_the_history(tmp_path):
+def test_no_password_or_authorization_value_is_ever_stored_in_the_history(tmp_path,
+                                                                         store_config):
     scheduler, app = make_scheduler(tmp_path / "jobs.sqlite", SCHEDULER_EXECUTORS={
-        "default": engine.StoreFirstThreadPoolExecutor(), "inline": DebugExecutor()})
+        "default": engine.StoreFirstThreadPoolExecutor(), "inline": DebugExecutor()},
+        **store_config)
     scheduler.authenticate(lambda auth: compare_secrets(auth["username"], "admin")
                            and compare_secrets(auth["password"], PASSWORD))
     scheduler.start()
