@@ -118,6 +118,8 @@ class SchedulerAPI:
                 Rule("/jobs/<job_id>/runs", endpoint="get_job_runs", methods=["GET"]),
                 Rule("/runs", endpoint="get_runs", methods=["GET"]),
                 Rule("/openapi.json", endpoint="openapi", methods=["GET"]),
+                Rule("/health", endpoint="health", methods=["GET"]),
+                Rule("/ready", endpoint="ready", methods=["GET"]),
             ],
             strict_slashes=False,
             merge_slashes=False,
@@ -214,10 +216,8 @@ class SchedulerAPI:
 
     def _job_json(self, job: Job, ran: bool = True) -> JSON:
         """A job's JSON with its ``last_run`` (``ran=False``: a job just added, none)."""
-        return self._with_last_run(job_to_json(job), job.id, ran)
-
-    def _with_last_run(self, data: JSON, job_id: str, ran: bool = True) -> JSON:
-        summary = self.scheduler.last_runs([job_id]).get(job_id) if ran else None
+        data = job_to_json(job)
+        summary = self.scheduler.last_runs([job.id]).get(job.id) if ran else None
         data["last_run"] = None if summary is None else json.loads(summary)
         return data
 
@@ -297,13 +297,21 @@ class SchedulerAPI:
     def on_get_job_runs(self, request: Request, job_id: str) -> JSONResponse:
         """One job's runs, newest first (also of a job deleted since, while any are kept)."""
         body, total = self._runs(request, job_id)
-        # Not found: no such job, and no run of one (a filter matching none of the runs of a
-        # deleted job is an empty page, as it is for a job that exists).
         if not total and self.scheduler.stored_job_state(job_id) is None and \
-                self.scheduler.get_job(job_id) is None and \
-                not self.scheduler.get_runs(job_id, limit=1).total:
+                self.scheduler.get_job(job_id) is None:
             raise APIError(404, f"Job {job_id} not found")
         return json_response(body)
+
+    def on_health(self, request: Request) -> JSONResponse:
+        """Alive: this process answers (public, no detail, never asks the store)."""
+        return json_response({"status": "ok"})
+
+    def on_ready(self, request: Request) -> JSONResponse:
+        """Ready for traffic: the store answers a query and a leader exists (public)."""
+        problem = self.scheduler.ready_problem()
+        if problem is not None:
+            return error_response(503, f"not ready: {problem}")
+        return json_response({"status": "ready"})
 
     def on_openapi(self, request: Request) -> JSONResponse:
         return json_response(openapi_document(request.script_root or "/"))
@@ -352,8 +360,10 @@ class SchedulerAPI:
         try:
             return json_response(self._job_json(self._job(job_id)))
         except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
-            return json_response(self._with_last_run(broken_job_json(
-                job_id, self.scheduler.stored_job_state(job_id), exc.error), job_id))
+            data = broken_job_json(job_id, self.scheduler.stored_job_state(job_id), exc.error)
+            summary = self.scheduler.last_runs([job_id]).get(job_id)
+            data["last_run"] = None if summary is None else json.loads(summary)
+            return json_response(data)
 
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
         body = read_json_body(request)

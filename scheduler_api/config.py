@@ -10,12 +10,13 @@ configuration errors do, instead of being silently ignored::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from datetime import tzinfo
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from authmw import HTTPAuth, Throttle
 
@@ -23,6 +24,11 @@ from .deadlines import SQLITE_BUSY_TIMEOUT_MS
 
 DEFAULT_JOBSTORE_URL = "sqlite:///scheduler.sqlite"
 DEFAULT_JOBSTORE_TABLE = "apscheduler_jobs"
+#: Job defaults that survive a restart or a leader takeover (APScheduler's own grace time is
+#: 1 s: every run due while the processes restart was reported missed). A run up to 60 s
+#: late still runs, once for all the run times it missed (coalesce). Each key of
+#: ``SCHEDULER_JOB_DEFAULTS`` replaces its own here.
+JOB_DEFAULTS: Mapping[str, Any] = {"misfire_grace_time": 60, "coalesce": True}
 #: What ``SCHEDULER_AUTH_OPTIONS`` may hold: ``AuthMiddleware``'s keyword arguments that the
 #: other settings do not give (``auth``, ``authenticate``, ``throttle``, ``prefixes``).
 AUTH_OPTIONS = frozenset({"rules", "public", "cors_preflight", "on_deny"})
@@ -132,7 +138,23 @@ def read_settings(config: object) -> dict[str, Any]:
     return settings
 
 
-def make_engine(url: str) -> Engine:
+def resolve_jobstore_url(url: str) -> URL:
+    """``url`` with a relative SQLite file made absolute (from the working directory now), so
+    that a later ``chdir`` never moves the store and the start-up log can name its file::
+
+        resolve_jobstore_url("sqlite:///scheduler.sqlite").database   # '/srv/app/scheduler.sqlite'
+
+    In-memory SQLite and other databases are returned as they are.
+    """
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or \
+            database.startswith("file:") or os.path.isabs(database):
+        return parsed
+    return parsed.set(database=os.path.abspath(database))
+
+
+def make_engine(url: str | URL) -> Engine:
     """An engine fit for a job store shared by several processes."""
     backend = make_url(url).get_backend_name()
     if backend == "postgresql":

@@ -513,7 +513,7 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
         super().start(scheduler, alias)
         scheduler.add_listener(self._release, EVENT_JOB_SUBMITTED)
         for store in jobstores(scheduler).values():
-            _after_writes(store, self._release_job)
+            _after_writes(store, self._release_job, self._drop_job)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         if isinstance(run_times, ManualRun):  # nothing to store first
@@ -527,6 +527,14 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
             held = self._held.pop(job_id, ())
         for job, run_times in held:
             self._submit(job, run_times)
+
+    def _drop_job(self, job_id: str) -> None:
+        """Its next run time could not be stored: it did not run, and stays due in the store
+        (the scheduler submits it again), so it is no running instance either."""
+        with self._held_lock:
+            held = self._held.pop(job_id, ())
+        for _ in held:
+            self._run_job_success(job_id, [])
 
     def _release(self, event: object = None) -> None:
         with self._held_lock:
@@ -552,18 +560,31 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
         super().shutdown(wait)
 
 
-def _after_writes(store: BaseJobStore, written: Callable[[str], None]) -> None:
-    """Call ``written(job_id)`` after ``store`` updated or removed a job (once per store)."""
+def _after_writes(store: BaseJobStore, written: Callable[[str], None],
+                  failed: Callable[[str], None]) -> None:
+    """Call ``written(job_id)`` after ``store`` updated or removed a job, ``failed(job_id)``
+    when it could not (once per store)."""
     if getattr(store.update_job, "reports_writes", False):
         return
     update_job, remove_job = store.update_job, store.remove_job
 
     def update_and_report(job: Job) -> None:
-        update_job(job)
+        try:
+            update_job(job)
+        except BaseException:
+            failed(job.id)
+            raise
         written(job.id)
 
     def remove_and_report(job_id: str) -> None:
-        remove_job(job_id)
+        try:
+            remove_job(job_id)
+        except JobLookupError:  # gone already: nothing will run it twice
+            written(job_id)
+            raise
+        except BaseException:
+            failed(job_id)
+            raise
         written(job_id)
 
     update_and_report.reports_writes = True  # type: ignore[attr-defined]

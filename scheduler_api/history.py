@@ -51,14 +51,12 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    inspect,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .config import make_engine
 from .jobs import JSON, iso_8601
@@ -115,26 +113,29 @@ class RunPage:
     total: int
 
 
+def storable(text: str) -> str:
+    """``text`` as every database takes it: lone surrogates (from a file name decoded with
+    surrogateescape, say) and NUL (PostgreSQL refuses it) written as escapes."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` characters, the note saying so included, keeping its
-    end (where a traceback says what failed) as well as its start."""
+    """``text`` made storable and cut to at most ``limit`` characters, keeping its end (where
+    a traceback says what failed) as well as its start."""
+    text = storable(text)
     if len(text) <= limit:
         return text
-    # Room for the note with the longest count it can show (fewer than len(text) are cut).
-    keep = limit - len(f"\n... [{len(text)} characters cut] ...\n")
-    if keep < 2:
+    marker = f"\n... [{len(text)} characters, cut] ...\n"
+    if len(marker) >= limit:
         return text[:limit]
-    head = keep // 4
-    return (f"{text[:head]}\n... [{len(text) - keep} characters cut] ...\n"
-            f"{text[len(text) - (keep - head):]}")
-
-
-def storable(text: str) -> str:
-    """``text`` as every database stores it: a NUL (which PostgreSQL refuses) and an unpaired
-    surrogate (which UTF-8 cannot encode) written as their escapes."""
-    if text.isascii() and "\x00" not in text:
-        return text
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    head = (limit - len(marker)) // 4
+    return text[:head] + marker + text[len(text) - (limit - len(marker) - head):]
 
 
 def process_alive(pid: int) -> bool:
@@ -182,6 +183,7 @@ class RunHistory:
             Column("traceback", Text),
             Column("result", Text),
             Column("host", String(255), nullable=False),
+            Column("node", String(255), nullable=False),  # host and pid namespace
             Column("pid", Integer, nullable=False),
         )
         Index(f"ix_{tablename}_history_job", self.runs.c.job_id, self.runs.c.seq)
@@ -256,18 +258,13 @@ class RunHistory:
         if until is not None:
             conditions.append(runs.c.scheduled_at < until.timestamp())
         query = select(runs).where(*conditions).order_by(runs.c.seq.desc())
-        try:
-            with self.engine.connect() as connection:
-                rows = connection.execute(query.limit(limit).offset(offset)).all()
-                if since is None and until is None:
-                    total = self._counted(connection, job_id, outcomes)
-                else:  # a range: counted through the scheduled-time index
-                    total = connection.execute(
-                        select(func.count()).select_from(runs).where(*conditions)).scalar_one()
-        except (OperationalError, ProgrammingError):
-            if self._tables_exist():
-                raise
-            return RunPage([], 0)  # no process has started on this store yet: no runs
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit).offset(offset)).all()
+            if since is None and until is None:
+                total = self._counted(connection, job_id, outcomes)
+            else:  # a range: counted through the scheduled-time index
+                total = connection.execute(
+                    select(func.count()).select_from(runs).where(*conditions)).scalar_one()
         return RunPage([self.run_from_row(row) for row in rows], int(total))
 
     def _counted(self, connection: Connection, job_id: str | None,
@@ -280,9 +277,6 @@ class RunHistory:
             query = query.where(counts.c.outcome.in_(list(outcomes)))
         return int(connection.execute(query).scalar_one())
 
-    def _tables_exist(self) -> bool:
-        return inspect(self.engine).has_table(self.runs.name)
-
     def get(self, run_id: str) -> Run | None:
         with self.engine.connect() as connection:
             row = connection.execute(select(self.runs).where(self.runs.c.id == run_id)).first()
@@ -292,20 +286,15 @@ class RunHistory:
         """Job id -> its ``last_run`` JSON text, for these jobs (all when None)."""
         table = self.last_runs
         query = select(table.c.job_id, table.c.summary)
-        found: dict[str, str] = {}
-        try:
-            with self.engine.connect() as connection:
-                if job_ids is None:
-                    return dict(connection.execute(query).all())
-                ids = list(job_ids)
-                for start in range(0, len(ids), 500):  # within every database's limit
-                    found.update(connection.execute(
-                        query.where(table.c.job_id.in_(ids[start:start + 500]))).all())
-        except (OperationalError, ProgrammingError):
-            if self._tables_exist():
-                raise
-            return {}  # no process has started on this store yet: no runs
-        return found
+        with self.engine.connect() as connection:
+            if job_ids is None:
+                return dict(connection.execute(query).all())
+            found: dict[str, str] = {}
+            ids = list(job_ids)
+            for start in range(0, len(ids), 500):  # within every database's parameter limit
+                found.update(connection.execute(
+                    query.where(table.c.job_id.in_(ids[start:start + 500]))).all())
+            return found
 
     def events_after(self, seq: int, limit: int = 100) -> list[tuple[int, str, str]]:
         """Events numbered above ``seq``, oldest first: (seq, kind, JSON data)."""
@@ -323,13 +312,24 @@ class RunHistory:
     # -- writing (the recorder's thread; the leader's housekeeping) ------------------------
 
     def write(self, connection: Connection, inserts: list[dict[str, Any]],
-              finishes: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
-        """Record new runs, the ends of runs recorded earlier, and events, in one transaction.
+              finishes: list[dict[str, Any]], events: list[dict[str, Any]],
+              forgotten: Collection[str | None] = ()) -> None:
+        """Record new runs, the ends of runs recorded earlier, and events, in one transaction;
+        first forget the last runs of ``forgotten`` jobs (removed; None: all jobs).
 
         ``inserts`` and ``finishes`` are whole rows of the runs table. A finish whose run is
         no longer ``running`` (the next leader took it for lost while it still ran) sets the
-        outcome it really had.
+        outcome it really had. Rows are locked in one order (by key) in every transaction
+        that changes them, so that two never wait for each other (PostgreSQL deadlocks).
         """
+        if forgotten:
+            table = self.last_runs
+            if None in forgotten:
+                connection.execute(delete(table))
+            else:
+                connection.execute(delete(table).where(table.c.job_id.in_(sorted(
+                    job_id for job_id in forgotten if job_id is not None))))
+        finishes = sorted(finishes, key=lambda row: row["id"])
         deltas: Counter[tuple[str, str]] = Counter()
         if inserts:
             connection.execute(insert(self.runs), inserts)
@@ -384,7 +384,7 @@ class RunHistory:
             by_key["job", job_id, outcome] += delta
             by_key[_ALL[0], _ALL[1], outcome] += delta
         rows = [{"scope": scope, "job_id": job_id, "outcome": outcome, "n": delta}
-                for (scope, job_id, outcome), delta in by_key.items() if delta]
+                for (scope, job_id, outcome), delta in sorted(by_key.items()) if delta]
         if rows:
             upsert(connection, self.counts, rows, ("scope", "job_id", "outcome"),
                    lambda table, new: {"n": table.c.n + new.n})
@@ -399,7 +399,7 @@ class RunHistory:
         if newest:
             upsert(connection, self.last_runs, [
                 {"job_id": job_id, "run_id": row["id"], "at": _started(row),
-                 "summary": self.summary(row)} for job_id, row in newest.items()],
+                 "summary": self.summary(row)} for job_id, row in sorted(newest.items())],
                 ("job_id",), lambda table, new: {"run_id": new.run_id, "at": new.at,
                                                  "summary": new.summary},
                 only_if=lambda table, new: table.c.at <= new.at)
@@ -421,27 +421,29 @@ class RunHistory:
 
     # -- housekeeping (the leader's) -------------------------------------------------------
 
-    def mark_lost(self, host: str, pid: int, in_flight: Collection[str],
+    def mark_lost(self, node: str, pid: int, mine: Collection[str],
                   stale_before: float) -> list[dict[str, Any]]:
-        """Mark lost the runs still ``running`` whose process is gone: on this host, a pid
-        that no longer exists (or this process, for a run it is not running); elsewhere, a
-        heartbeat older than ``stale_before``. Returns the runs marked."""
+        """Mark lost the runs still ``running`` whose process is gone: on this node (host and
+        pid namespace), a pid that no longer exists (or this process, for a run that is not
+        among ``mine``); elsewhere, a heartbeat older than ``stale_before``. Returns the runs
+        marked."""
         runs = self.runs
         with self.engine.connect() as connection:
             result = connection.execute(select(runs).where(runs.c.outcome == "running"))
             columns = list(result.keys())
             rows = [SimpleNamespace(**dict(zip(columns, row, strict=True))) for row in result]
-        lost = [row for row in rows if (
+        lost = sorted((row for row in rows if (
             (row.heartbeat_at or row.scheduled_at) < stale_before
-            or (row.host == host and row.pid == pid and row.id not in in_flight)
-            or (row.host == host and row.pid != pid and not process_alive(row.pid)))]
+            or (row.node == node and row.pid == pid and row.id not in mine)
+            or (row.node == node and row.pid != pid and not process_alive(row.pid)))),
+            key=lambda row: row.id)
         if not lost:
             return []
         marked = []
         with self.engine.begin() as connection:
             for row in lost:
                 message = (f"the process running it ({row.host}, pid {row.pid}) stopped before "
-                           f"it ended; found by {host}, pid {pid}")
+                           f"it ended; found by {node.partition('/')[0]}, pid {pid}")
                 changed = connection.execute(update(runs).where(
                     runs.c.id == row.id, runs.c.outcome == "running").values(
                     outcome="lost", error_type="ProcessLost", error_message=message)).rowcount
@@ -453,37 +455,36 @@ class RunHistory:
         return marked
 
     def prune(self, keep_runs: int, keep_seconds: float, keep_events_seconds: float,
-              batch: int = 500) -> int:
-        """Delete the runs that are neither among their job's last ``keep_runs`` nor younger
-        than ``keep_seconds``, and events older than ``keep_events_seconds``; in short
-        transactions of ``batch`` rows, so that no writer waits long. Returns runs deleted."""
+              live_jobs: Collection[str], batch: int = 500) -> int:
+        """Delete runs older than ``keep_seconds`` except each live job's last ``keep_runs``
+        (a removed job's runs are kept for their age only), with what only they kept (their
+        count rows, a removed job's last run); and events older than ``keep_events_seconds``.
+        In transactions of ``batch`` rows, so that no writer waits long. Returns runs deleted.
+        """
         runs = self.runs
         cutoff = time.time() - keep_seconds
         with self.engine.connect() as connection:
-            job_ids = connection.execute(select(runs.c.job_id).where(
-                runs.c.scheduled_at < cutoff).group_by(runs.c.job_id)).scalars().all()
+            old_jobs = set(connection.execute(select(runs.c.job_id).where(
+                runs.c.scheduled_at < cutoff).group_by(runs.c.job_id)).scalars())
+        removed = sorted(old_jobs - set(live_jobs))
         deleted = 0
-        for job_id in job_ids:
+        for start in range(0, len(removed), batch):
+            deleted += self._delete_old(removed[start:start + batch], None, cutoff, batch)
+        for job_id in sorted(old_jobs & set(live_jobs)):
             with self.engine.connect() as connection:
                 boundary = connection.execute(
                     select(runs.c.seq).where(runs.c.job_id == job_id)
                     .order_by(runs.c.seq.desc()).limit(1).offset(keep_runs)).scalar()
-            if boundary is None:
-                continue  # at most keep_runs runs: all kept
-            while True:
-                with self.engine.begin() as connection:
-                    rows = connection.execute(select(runs.c.seq, runs.c.outcome).where(
-                        runs.c.job_id == job_id, runs.c.seq <= boundary,
-                        runs.c.scheduled_at < cutoff, runs.c.outcome != "running",
-                    ).limit(batch)).all()
-                    if not rows:
-                        break
-                    connection.execute(delete(runs).where(
-                        runs.c.seq.in_([row.seq for row in rows])))
-                    self.add_counts(connection, Counter(
-                        {(job_id, outcome): -n for outcome, n in
-                         Counter(row.outcome for row in rows).items()}))
-                deleted += len(rows)
+            if boundary is not None:  # more than keep_runs runs
+                deleted += self._delete_old([job_id], boundary, cutoff, batch)
+        with self.engine.begin() as connection:
+            counts, last_runs = self.counts, self.last_runs
+            connection.execute(delete(counts).where(counts.c.scope == "job", counts.c.n == 0))
+            gone = sorted(set(connection.execute(select(last_runs.c.job_id).where(
+                last_runs.c.at < cutoff)).scalars()) - set(live_jobs))
+            for start in range(0, len(gone), batch):
+                connection.execute(delete(last_runs).where(
+                    last_runs.c.job_id.in_(gone[start:start + batch])))
         events = self.events
         event_cutoff = time.time() - keep_events_seconds
         while True:
@@ -496,6 +497,28 @@ class RunHistory:
                 connection.execute(delete(events).where(events.c.seq.in_(seqs)))
         return deleted
 
+    def _delete_old(self, job_ids: list[str], up_to: int | None, cutoff: float,
+                    batch: int) -> int:
+        """Delete these jobs' ended runs scheduled before ``cutoff`` (and numbered at most
+        ``up_to``), ``batch`` rows per transaction."""
+        runs = self.runs
+        conditions = [runs.c.job_id.in_(job_ids), runs.c.scheduled_at < cutoff,
+                      runs.c.outcome != "running"]
+        if up_to is not None:
+            conditions.append(runs.c.seq <= up_to)
+        deleted = 0
+        while True:
+            with self.engine.begin() as connection:
+                rows = connection.execute(select(runs.c.seq, runs.c.job_id, runs.c.outcome)
+                                          .where(*conditions).order_by(runs.c.seq)
+                                          .limit(batch)).all()
+                if not rows:
+                    return deleted
+                connection.execute(delete(runs).where(runs.c.seq.in_([row.seq for row in rows])))
+                self.add_counts(connection, Counter(
+                    {key: -n for key, n in Counter((row.job_id, row.outcome)
+                                                   for row in rows).items()}))
+            deleted += len(rows)
 
 def _moves(rows: Iterable[Mapping[str, Any]], old: str, new: str) -> Counter[tuple[str, str]]:
     """Count deltas for runs that went from outcome ``old`` to ``new``."""

@@ -566,15 +566,17 @@ def job_options_from_json(body: JSON) -> JSON:
     return options
 
 
-#: Fields a job's JSON shows that a body may repeat, and that are ignored there: what GET
-#: answers posts back as is.
+#: Fields a job's JSON shows that are not the job's to set: taken back as sent, and ignored,
+#: so that what GET answers can be posted back.
 READ_ONLY_FIELDS = frozenset({"last_run"})
 
 
 def check_known_fields(body: JSON) -> None:
     for field in body:
-        if field not in JOB_FIELDS and field not in ALL_TRIGGER_FIELDS and \
-                field not in READ_ONLY_FIELDS and field != "trigger":
+        if field in READ_ONLY_FIELDS:
+            if body[field] is not None and not isinstance(body[field], dict):
+                raise InvalidField(field, "is read-only: send it back as answered, or not at all")
+        elif field not in JOB_FIELDS and field not in ALL_TRIGGER_FIELDS and field != "trigger":
             raise InvalidField(field, "is not a known job or trigger field")
 
 

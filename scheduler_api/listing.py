@@ -191,6 +191,17 @@ class JobListing:
             logger.warning("job %s %s; it is listed with its error until it is deleted",
                            job_id, key[1])
 
+    def job_ids(self) -> list[str]:
+        """The ids of every job in every store (a SQL store's without restoring them)."""
+        ids: list[str] = []
+        for store in engine.jobstores(self.scheduler).values():
+            if isinstance(store, SQLAlchemyJobStore):
+                with store.engine.connect() as connection:
+                    ids += connection.execute(select(store.jobs_t.c.id)).scalars()
+            else:
+                ids += [job.id for job in store.get_all_jobs()]
+        return ids
+
     def stored_state(self, job_id: str) -> bytes | None:
         """The pickled state of a job in a SQL store, as stored; None if there is none."""
         for store in engine.jobstores(self.scheduler).values():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .history import OUTCOMES, REASONS
+from .history import MAX_RESULT, OUTCOMES, REASONS
 from .jobs import MAX_SECONDS, TRIGGER_FIELDS
 
 JSON = dict[str, Any]
@@ -115,42 +115,11 @@ _SCHEMAS: JSON = {
         "coalesce": {"type": "boolean"},
         "next_run_time": {**_ref("DateTime"), "description": "null: the job is paused"},
     }),
-    "Outcome": {"enum": list(OUTCOMES),
-                "description": "running until it ends; skipped: max_instances reached; lost: "
-                               "the process running it died (found by the next leader)"},
-    "LastRun": {
-        **_object({"id": {"type": "string"}, "outcome": _ref("Outcome"),
-                   "scheduled_at": _ref("DateTime"), "started_at": _ref("DateTime"),
-                   "duration": {"type": ["number", "null"]},
-                   "error_message": {"type": ["string", "null"]}},
-                  required=("id", "outcome", "scheduled_at", "started_at", "duration",
-                            "error_message"), additionalProperties=False),
-        "type": ["object", "null"],
-        "description": "The job's last run (the one started last); null if it never ran.",
-    },
-    "Run": _object({
-        "id": {"type": "string"}, "job_id": {"type": "string"},
-        "reason": {"enum": list(REASONS),
-                   "description": "schedule: its trigger fired; run: POST /jobs/{job_id}/run"},
-        "scheduled_at": {**_ref("DateTime"), "type": "string"},
-        "started_at": _ref("DateTime"), "finished_at": _ref("DateTime"),
-        "duration": {"type": ["number", "null"], "description": "seconds"},
-        "outcome": _ref("Outcome"),
-        "error": {**_object({"type": {"type": "string"},
-                             "message": {"type": ["string", "null"]},
-                             "traceback": {"type": ["string", "null"]}},
-                            required=("type", "message", "traceback"),
-                            additionalProperties=False), "type": ["object", "null"]},
-        "result": {"type": ["string", "null"], "description": "the return value's repr, cut"},
-        "host": {"type": "string"}, "pid": {"type": "integer"},
-    }, required=("id", "job_id", "reason", "scheduled_at", "started_at", "finished_at",
-                 "duration", "outcome", "error", "result", "host", "pid"),
-        additionalProperties=False, description="One run of a job, as recorded."),
     "Job": {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
         **_object({"id": {"type": "string"}, "func": {"type": ["string", "null"]},
                    "last_run": _ref("LastRun")},
-                  required=("id", "name", "func", "args", "kwargs", "trigger", "last_run")),
+                  required=("id", "name", "func", "args", "kwargs", "trigger")),
         "description": "The trigger's fields appear flat, by trigger type. misfire_grace_time, "
                        "max_instances, coalesce and next_run_time are absent while the job is "
                        "pending (added while the scheduler is shut down, which /shutdown does "
@@ -172,7 +141,8 @@ _SCHEMAS: JSON = {
         "allOf": [_ref("JobOptions"), _ref("TriggerFields")],
         **_object({"func": _ref("FuncRef"), "trigger": _ref("TriggerType"),
                    "executor": {"type": "string", "description": "a configured executor"},
-                   "last_run": {"description": "what a Job shows; ignored"}}),
+                   "last_run": {**_ref("LastRun"), "readOnly": True,
+                                "description": "ignored: a job's JSON can be sent back"}}),
     },
     "JobInput": {
         "allOf": [_ref("JobChange")],
@@ -190,6 +160,40 @@ _SCHEMAS: JSON = {
                        "paused.",
     },
     "ListedJob": {"anyOf": [_ref("Job"), _ref("BrokenJob")]},
+    "Outcome": {"enum": list(OUTCOMES), "description": "running until it ends; skipped: "
+                "max_instances were running; missed: later than misfire_grace_time; lost: "
+                "the process running it died (marked by the next leader)"},
+    "Moment": {"type": ["string", "null"], "format": "date-time",
+               "description": "ISO 8601 with offset, in the scheduler's time zone"},
+    "LastRun": {
+        **_object({"id": {"type": "string"}, "outcome": _ref("Outcome"),
+                   "scheduled_at": _ref("Moment"), "started_at": _ref("Moment"),
+                   "duration": {"type": ["number", "null"], "minimum": 0},
+                   "error_message": {"type": ["string", "null"]}},
+                  required=("id", "outcome", "scheduled_at", "started_at", "duration",
+                            "error_message"), additionalProperties=False),
+        "type": ["object", "null"],
+        "description": "The job's last run (the one started last); null if it never ran",
+    },
+    "Run": _object({
+        "id": {"type": "string"}, "job_id": {"type": "string"},
+        "reason": {"enum": list(REASONS),
+                   "description": "schedule: its trigger fired; run: POST /jobs/{id}/run"},
+        "scheduled_at": _ref("Moment"), "started_at": _ref("Moment"),
+        "finished_at": {**_ref("Moment"), "description": "null while it runs"},
+        "duration": {"type": ["number", "null"], "minimum": 0, "description": "seconds"},
+        "outcome": _ref("Outcome"),
+        "error": {**_object({"type": {"type": "string"}, "message": {"type": "string"},
+                             "traceback": {"type": ["string", "null"]}},
+                            required=("type", "message", "traceback"),
+                            additionalProperties=False),
+                  "type": ["object", "null"]},
+        "result": {"type": ["string", "null"], "description": "the return value's repr, cut "
+                   f"to {MAX_RESULT} characters"},
+        "host": {"type": "string"}, "pid": {"type": "integer"},
+    }, required=("id", "job_id", "reason", "scheduled_at", "started_at", "finished_at",
+                 "duration", "outcome", "error", "result", "host", "pid"),
+        additionalProperties=False),
     "ShutdownOptions": _object({"wait": {"type": "boolean", "default": True}},
                                additionalProperties=False),
 }
@@ -212,14 +216,13 @@ _RESPONSES: JSON = {
                           "offset": {"type": "integer", "minimum": 0}},
                          required=("jobs", "total", "limit", "offset"),
                          additionalProperties=False)]})},
-    "Runs": {"description": "A page of runs, newest first, and how many match in all.",
-             "content": _json(_object({"runs": {"type": "array", "items": _ref("Run")},
-                                       "total": {"type": "integer", "minimum": 0},
-                                       "limit": {"type": "integer", "minimum": 1,
-                                                 "maximum": 1000},
-                                       "offset": {"type": "integer", "minimum": 0}},
-                                      required=("runs", "total", "limit", "offset"),
-                                      additionalProperties=False))},
+    "Runs": {"description": "Runs, newest first, and how many match in all.",
+             "content": _json(_object({
+                 "runs": {"type": "array", "items": _ref("Run")},
+                 "total": {"type": "integer", "minimum": 0},
+                 "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                 "offset": {"type": "integer", "minimum": 0}},
+                 required=("runs", "total", "limit", "offset"), additionalProperties=False))},
     "OpenAPI": {"description": "This document.", "content": _json(_object(
         {"openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"}},
         required=("openapi", "info", "paths")))},
@@ -249,6 +252,13 @@ _RESPONSES: JSON = {
                        "middleware when its handler fails.",
         "content": {**_json(_ref("Error")), "text/plain": {"schema": {"type": "string"}}},
     },
+    "Health": {"description": "This process is alive.", "content": _json(_object(
+        {"status": {"const": "ok"}}, required=("status",), additionalProperties=False))},
+    "Ready": {"description": "The job store answers a query and a leader runs the jobs.",
+              "content": _json(_object({"status": {"const": "ready"}}, required=("status",),
+                                       additionalProperties=False))},
+    "NotReady": _error("Not ready; error_message says why: 'not ready: the job store does not "
+                       "answer' or 'not ready: no leader: ...'."),
     "Unavailable": _error("The job store is unavailable; try again later."),
     "TooManyRequests": {
         "description": "Too many failed logins from this address or for this username "
@@ -289,13 +299,34 @@ def _operation(operation_id: str, summary: str, ok: str, *statuses: str,
     return operation
 
 
+def _public_operation(operation_id: str, summary: str, *answers: str,
+                      description: str) -> JSON:
+    """An operation served without credentials: no 401 or 429, no security requirement."""
+    responses = {code: _ref(name, "responses")
+                 for code, _, name in (answer.partition(" ") for answer in answers)}
+    responses.update({"405": _ref("MethodNotAllowed", "responses"),
+                      "500": _ref("InternalError", "responses")})
+    return {"operationId": operation_id, "summary": summary, "description": description,
+            "security": [], "responses": dict(sorted(responses.items()))}
+
+
 def _body(schema: str, required: bool = True) -> JSON:
     return {"required": required, "content": _json(_ref(schema))}
 
 
 _NOT_RUNNING = "409 if the scheduler is stopped."
-_RUN_QUERY = [_ref(name, "parameters") for name in ("RunLimit", "Offset", "Outcome", "Since",
-                                                     "Until")]
+_RUN_FILTERS = [
+    _ref("Limit", "parameters"), _ref("Offset", "parameters"),
+    {"name": "outcome", "in": "query", "required": False, "style": "form", "explode": False,
+     "description": "only runs with these outcomes (comma-separated, or repeated)",
+     "schema": {"type": "array", "items": _ref("Outcome")}},
+    {"name": "since", "in": "query", "required": False,
+     "description": "only runs scheduled at or after this date-time",
+     "schema": {"type": "string", "format": "date-time"}},
+    {"name": "until", "in": "query", "required": False,
+     "description": "only runs scheduled before this date-time",
+     "schema": {"type": "string", "format": "date-time"}},
+]
 _JOB_PATH = {"parameters": [_ref("JobId", "parameters")]}
 
 
@@ -373,13 +404,24 @@ _DOCUMENT: JSON = {
             "503", description="Another process than the leader asks the leader to run it. "
             + _NOT_RUNNING + " Also 409 if it already runs max_instances times (leader), or "
             "if the stored job cannot be restored.")},
-        "/jobs/{job_id}/runs": {**_JOB_PATH, "get": {**_operation(
-            "getJobRuns", "A job's runs, newest first", "200 Runs", "400", "404", "503",
-            description="Also of a job deleted since, while its runs are kept. 404 if there "
-            "is no such job and no run of one."), "parameters": _RUN_QUERY}},
-        "/runs": {"get": {**_operation("getRuns", "Every job's runs, newest first", "200 Runs",
-                                       "400", "503"), "parameters": _RUN_QUERY}},
+        "/jobs/{job_id}/runs": {**_JOB_PATH, "get": {
+            **_operation("getJobRuns", "A job's runs, newest first", "200 Runs", "400", "404",
+                         "503", description="Also of a job deleted since, while its runs are "
+                         "kept. 404 if there is no such job and no run of it."),
+            "parameters": _RUN_FILTERS}},
+        "/runs": {"get": {
+            **_operation("getRuns", "Every job's runs, newest first", "200 Runs", "400",
+                         "503"),
+            "parameters": _RUN_FILTERS}},
         "/openapi.json": {"get": _operation("getOpenAPI", "This document", "200 OpenAPI")},
+        "/health": {"get": _public_operation(
+            "getHealth", "Alive: this process answers", "200 Health",
+            description="No credentials, no detail, never asks the job store (for a load "
+                        "balancer's liveness check). Public on this exact path only.")},
+        "/ready": {"get": _public_operation(
+            "getReady", "Ready: the job store answers and a leader exists", "200 Ready",
+            "503 NotReady", description="No credentials (for a load balancer's readiness "
+                                        "check). Public on this exact path only.")},
     }),
     "components": {
         "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
@@ -389,23 +431,8 @@ _DOCUMENT: JSON = {
                       "description": "Page size (default 100 when offset is given)",
                       "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
             "Offset": {"name": "offset", "in": "query", "required": False,
-                       "description": "Jobs (or runs) to skip (default 0 when limit is given)",
+                       "description": "Jobs to skip (default 0 when limit is given)",
                        "schema": {"type": "integer", "minimum": 0}},
-            "RunLimit": {"name": "limit", "in": "query", "required": False,
-                         "description": "Page size (default 100)",
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-            "Outcome": {"name": "outcome", "in": "query", "required": False,
-                        "style": "form", "explode": True,
-                        "description": "Only runs with these outcomes: repeated, or "
-                                       "comma-separated (error,lost); another value is a 400",
-                        "schema": {"type": "array", "items": {"type": "string"}}},
-            "Since": {"name": "since", "in": "query", "required": False,
-                      "description": "Only runs scheduled at or after this date-time (without "
-                                     "an offset: in the scheduler's time zone)",
-                      "schema": {"type": "string", "format": "date-time"}},
-            "Until": {"name": "until", "in": "query", "required": False,
-                      "description": "Only runs scheduled before this date-time",
-                      "schema": {"type": "string", "format": "date-time"}},
         },
         "schemas": _SCHEMAS,
         "responses": _RESPONSES,

@@ -25,7 +25,7 @@ import time
 import traceback
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -38,7 +38,7 @@ from apscheduler.events import (
     JobSubmissionEvent,
 )
 from apscheduler.job import Job
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import engine
 from .history import MAX_MESSAGE, MAX_RESULT, MAX_TRACEBACK, RunHistory, clip, storable
@@ -62,9 +62,6 @@ KEEP_RUNS = 100
 KEEP_DAYS = 7.0
 KEEP_EVENTS_SECONDS = 86_400.0
 
-#: Errors of a value the database refuses, as opposed to one it cannot take now.
-_REFUSED = (DataError, IntegrityError, UnicodeError)
-
 #: The scheduler events :meth:`RunRecorder.listen` takes.
 RECORDED_EVENTS = EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
 
@@ -79,23 +76,23 @@ def describe_result(value: object) -> str | None:
     if value is None:
         return None
     try:
-        return clip(storable(_repr.repr(value)), MAX_RESULT)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the run
-        return f"<{type(value).__name__} object: repr() failed>"
+        return clip(_repr.repr(value), MAX_RESULT)
+    except BaseException:  # noqa: BLE001 - a broken __repr__ (even SystemExit) must not lose the run
+        return clip(f"<{type(value).__qualname__} object: repr() failed>", MAX_RESULT)
 
 
 def describe_error(error: BaseException) -> tuple[str, str, str]:
     """(type, message, traceback) of an exception, each bounded."""
     try:
         message = str(error)
-    except Exception:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001 - as describe_result
         message = "<str() failed>"
     try:
         text = "".join(traceback.format_exception(error))
-    except Exception:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001
         text = "<the traceback could not be formatted>"
-    return (clip(storable(type(error).__qualname__), 255), clip(storable(message), MAX_MESSAGE),
-            clip(storable(text), MAX_TRACEBACK))
+    return (clip(type(error).__qualname__, 255), clip(message, MAX_MESSAGE),
+            clip(text, MAX_TRACEBACK))
 
 
 class _RecordedEvent(JobExecutionEvent):  # type: ignore[misc]
@@ -106,15 +103,26 @@ class RunRecorder:
     """Records runs and events in a :class:`RunHistory` from a thread of its own."""
 
     def __init__(self, history: RunHistory, leading: Callable[[], bool] = lambda: True,
-                 keep_runs: int = KEEP_RUNS, keep_days: float = KEEP_DAYS) -> None:
+                 keep_runs: int = KEEP_RUNS, keep_days: float = KEEP_DAYS,
+                 live_jobs: Callable[[], Collection[str]] = list) -> None:
         self.history = history
+        #: Whether this process leads (it marks lost runs and prunes), and the ids of the
+        #: jobs there are (a removed job's runs are kept for their age only).
         self.leading = leading
+        self.live_jobs = live_jobs
         self.keep_runs = keep_runs
         self.keep_days = keep_days
-        self.host = socket.gethostname().lower()
+        self.host = storable(socket.gethostname().lower())
+        #: Where a pid means one process: the host and its pid namespace (containers that
+        #: share a host name, with --network host, do not share pids).
+        self.node = f"{self.host}/{pid_namespace()}"
         self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        #: Runs of this process that are running (their heartbeat is renewed), and those that
+        #: ended but are not written yet: the leader must not take either for lost.
         self._in_flight: dict[str, dict[str, Any]] = {}
+        self._unwritten_ends: set[str] = set()
         self._wake = threading.Condition()
+        self._stopped = threading.Event()
         self._stopping = False
         self._idle = True
         self._thread: threading.Thread | None = None
@@ -141,11 +149,12 @@ class RunRecorder:
 
     def _row(self, job_id: str, reason: str, scheduled_at: datetime,
              outcome: str) -> dict[str, Any]:
-        return {"id": uuid.uuid4().hex, "job_id": job_id, "reason": reason,
+        return {"id": uuid.uuid4().hex, "job_id": storable(job_id), "reason": reason,
                 "outcome": outcome, "scheduled_at": scheduled_at.timestamp(),
                 "started_at": None, "finished_at": None, "duration": None,
                 "heartbeat_at": None, "error_type": None, "error_message": None,
-                "traceback": None, "result": None, "host": self.host, "pid": os.getpid()}
+                "traceback": None, "result": None, "host": self.host, "node": self.node,
+                "pid": os.getpid()}
 
     def _emit_run(self, kind: str, row: dict[str, Any]) -> None:
         self.emit(kind, run=self.history.run_from_row(_Row(row)).to_json())
@@ -199,6 +208,8 @@ class RunRecorder:
                    result=result)
         if error is not None:
             row["error_type"], row["error_message"], row["traceback"] = error
+        self._unwritten_ends.add(row["id"])
+        self._in_flight.pop(row["id"], None)
         self._queue("finish", row)
         self._emit_run("run_finished", row)
 
@@ -222,10 +233,16 @@ class RunRecorder:
 
     # -- the writer thread -----------------------------------------------------------------
 
+    def forget_last_run(self, job_id: str | None) -> None:
+        """A job was removed (None: all of them): a new job with its id has no last run."""
+        self._queue("forget", {"job_id": job_id})
+
     def _queue(self, kind: str, item: dict[str, Any]) -> None:
         with self._wake:
             if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
+                dropped_kind, dropped = self._pending.popleft()
+                if dropped_kind == "finish":
+                    self._unwritten_ends.discard(dropped["id"])
                 self._dropped += 1
             self._pending.append((kind, item))
             self._wake.notify()
@@ -234,6 +251,7 @@ class RunRecorder:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stopping = False
+        self._stopped.clear()
         self._housekeeping_due = time.monotonic()  # a new leader looks for lost runs at once
         self._thread = threading.Thread(target=self._run, name="scheduler_api-recorder",
                                         daemon=True)
@@ -243,6 +261,7 @@ class RunRecorder:
         """Write what is pending (for at most ``timeout`` seconds), then stop."""
         with self._wake:
             self._stopping = True
+            self._stopped.set()
             self._wake.notify()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -285,58 +304,59 @@ class RunRecorder:
             if stopping and not batch:
                 return
             try:
-                if batch:
+                if batch and failures:
+                    # After a failure, one record at a time: one the database refuses is
+                    # dropped instead of holding back every record after it.
+                    batch = self._write_each(batch)
+                elif batch:
                     self._write(batch)
                     batch = []
                 now = time.monotonic()
                 if now >= next_heartbeat:
-                    self._heartbeat()
                     next_heartbeat = now + HEARTBEAT_SECONDS
+                    self._heartbeat()
                 if now >= self._housekeeping_due and not stopping:
                     self._housekeeping_due = now + HOUSEKEEPING_SECONDS
                     if self.leading():
                         self._housekeeping()
-                failures = 0
-            except Exception:
+                failures = 0 if not batch else failures + 1
+            except Exception as error:  # noqa: BLE001 - the database away: keep the batch, retry
                 failures += 1
-                logger.warning("run history: cannot write to the job store (try %d); "
-                               "trying again", failures, exc_info=failures == 1)
+                logger.warning("run history: cannot write to the job store (try %d): %s",
+                               failures, describe_database_error(error))
+            if failures:
                 if stopping and failures >= 3:
                     return
-                # Back off: new records (and flush()) notify the condition, and would
-                # otherwise make every one of them a new try against a database that is away.
-                retry_at = time.monotonic() + min(5.0, 0.1 * 2**failures)
-                with self._wake:
-                    while not self._stopping and (left := retry_at - time.monotonic()) > 0:
-                        self._wake.wait(left)
+                # Not woken by new records (they come all the time): by stop() only.
+                self._stopped.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))
+
+    def _write_each(self, batch: list[tuple[str, dict[str, Any]]]
+                    ) -> list[tuple[str, dict[str, Any]]]:
+        """Write records one at a time; drop those the database refuses; return the rest
+        when it cannot be reached."""
+        for index, item in enumerate(batch):
+            try:
+                self._write([item])
+            except (OperationalError, InterfaceError):
+                return batch[index:]
+            except Exception as error:  # noqa: BLE001 - a value it refuses: drop that one
+                logger.warning("run history: the job store refused a %s record of job %r; it "
+                               "is dropped: %s", item[0], item[1].get("job_id"),
+                               describe_database_error(error))
+                if item[0] == "finish":
+                    self._unwritten_ends.discard(item[1]["id"])
+        return []
 
     def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        """Write ``batch`` in one transaction; if the database refuses a value in it (not an
-        outage), each record alone, dropping those it still refuses: one record must not
-        hold up every later one for ever. Records written are taken off ``batch``."""
-        try:
-            self._write_together(batch)
-        except _REFUSED:
-            while batch:
-                kind, item = batch[0]
-                try:
-                    self._write_together(batch[:1])
-                except _REFUSED:
-                    logger.warning("run history: the database refused a record (%s of job "
-                                   "%.100r); it is dropped", kind, item.get("job_id"),
-                                   exc_info=True)
-                    if kind != "event" and item["outcome"] != "running":
-                        self._in_flight.pop(item["id"], None)  # ended: nothing to keep alive
-                del batch[0]
-        batch.clear()
-
-    def _write_together(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         inserts: dict[str, dict[str, Any]] = {}
         finishes: dict[str, dict[str, Any]] = {}
         events = []
+        forgotten: list[str | None] = []
         for kind, item in batch:
             if kind == "event":
                 events.append(item)
+            elif kind == "forget":
+                forgotten.append(item["job_id"])
             elif kind == "insert":
                 inserts[item["id"]] = item
             elif item["id"] in inserts:  # started and ended within one batch: one insert
@@ -345,17 +365,13 @@ class RunRecorder:
                 finishes[item["id"]] = dict(item)
         with self.history.engine.begin() as connection:
             self.history.write(connection, list(inserts.values()), list(finishes.values()),
-                               events)
-        # Written as ended: no longer this process's to keep alive (or to vouch for when the
-        # leader looks for lost runs).
-        for row in [*inserts.values(), *finishes.values()]:
-            if row["outcome"] != "running":
-                self._in_flight.pop(row["id"], None)
+                               events, forgotten)
+        # Written as ended: no longer this process's to vouch for when the leader looks for
+        # lost runs.
+        self._unwritten_ends.difference_update(finishes)
+        self._unwritten_ends.difference_update(inserts)
         if events:
-            try:
-                self.history.notify()
-            except Exception:  # written already; the streams poll as well
-                logger.debug("run history: notification failed", exc_info=True)
+            self.history.notify()
 
     def _heartbeat(self) -> None:
         ids = list(self._in_flight)
@@ -363,12 +379,28 @@ class RunRecorder:
             self.history.heartbeat(ids, time.time())
 
     def _housekeeping(self) -> None:
-        for row in self.history.mark_lost(self.host, os.getpid(), set(self._in_flight),
+        mine = set(self._in_flight) | self._unwritten_ends
+        for row in self.history.mark_lost(self.node, os.getpid(), mine,
                                           time.time() - LOST_AFTER_SECONDS):
             logger.warning("run %s of job %s was lost: %s", row["id"], row["job_id"],
                            row["error_message"])
             self._emit_run("run_finished", row)
-        self.history.prune(self.keep_runs, self.keep_days * 86_400, KEEP_EVENTS_SECONDS)
+        self.history.prune(self.keep_runs, self.keep_days * 86_400, KEEP_EVENTS_SECONDS,
+                           self.live_jobs())
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (Linux), or "" where there is none to tell."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
+def describe_database_error(error: BaseException) -> str:
+    """A database error without the statement's parameters (a run's result, traceback)."""
+    original = getattr(error, "orig", None) or error
+    return clip(f"{type(original).__name__}: {original}", 300)
 
 
 class _Row:

@@ -44,14 +44,22 @@ from apscheduler.schedulers.base import (
 )
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.util import convert_to_datetime, obj_to_ref
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from authmw import AuthenticateCallback, AuthMiddleware, HTTPAuth, Throttle, normalize_prefix
 
 from . import engine
 from .api import SchedulerAPI
-from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL, make_engine, read_settings
+from .config import (
+    DEFAULT_JOBSTORE_TABLE,
+    DEFAULT_JOBSTORE_URL,
+    JOB_DEFAULTS,
+    make_engine,
+    read_settings,
+    resolve_jobstore_url,
+)
 from .coordination import Coordinator
 from .deadlines import DeadlineLock, bound_store_waits
 from .funcs import FuncPolicy
@@ -154,12 +162,14 @@ class APScheduler:
         return self._mount(app)
 
     def _load_config(self, settings: Mapping[str, Any]) -> None:
-        jobstores = settings.get("SCHEDULER_JOBSTORES") or {
-            "default": SQLAlchemyJobStore(
-                engine=make_engine(settings.get("SCHEDULER_JOBSTORE_URL", DEFAULT_JOBSTORE_URL)),
-                tablename=settings.get("SCHEDULER_JOBSTORE_TABLE", DEFAULT_JOBSTORE_TABLE),
-            )
-        }
+        jobstores = settings.get("SCHEDULER_JOBSTORES")
+        if not jobstores:
+            url = resolve_jobstore_url(settings.get("SCHEDULER_JOBSTORE_URL",
+                                                    DEFAULT_JOBSTORE_URL))
+            logger.info("job store: %s", url.render_as_string(hide_password=True))
+            jobstores = {"default": SQLAlchemyJobStore(
+                engine=make_engine(url),
+                tablename=settings.get("SCHEDULER_JOBSTORE_TABLE", DEFAULT_JOBSTORE_TABLE))}
         for store in jobstores.values():
             if isinstance(store, SQLAlchemyJobStore):
                 bound_store_waits(store.engine)
@@ -170,17 +180,11 @@ class APScheduler:
             "jobstores": jobstores,
             "executors": settings.get("SCHEDULER_EXECUTORS") or {
                 "default": engine.StoreFirstThreadPoolExecutor()},
+            "job_defaults": {**JOB_DEFAULTS, **settings.get("SCHEDULER_JOB_DEFAULTS", {})},
         }
-        for key, option in (("SCHEDULER_JOB_DEFAULTS", "job_defaults"),
-                            ("SCHEDULER_TIMEZONE", "timezone")):
-            if settings.get(key):
-                options[option] = settings[key]
+        if settings.get("SCHEDULER_TIMEZONE"):
+            options["timezone"] = settings["SCHEDULER_TIMEZONE"]
         self._scheduler.configure(**options)
-        # Readable at once (a host not allowed to run the scheduler still shows the runs of
-        # those that are); start() creates its tables and starts recording.
-        self.history = RunHistory(self._engine or private_sqlite_engine(), self._tablename,
-                                  self._scheduler.timezone)
-        self.listing.last_runs = self.history.last_run_summaries
 
         self.auth = settings.get("SCHEDULER_AUTH", self._auth)
         self.throttle = settings.get("SCHEDULER_THROTTLE", self.throttle)
@@ -194,6 +198,7 @@ class APScheduler:
         self.min_interval = settings.get("SCHEDULER_MIN_INTERVAL", self.min_interval)
         self.keep_runs = settings.get("SCHEDULER_HISTORY_KEEP_RUNS", self.keep_runs)
         self.keep_days = settings.get("SCHEDULER_HISTORY_KEEP_DAYS", self.keep_days)
+        self._set_up_history()
         for rule in settings.get("SCHEDULER_API_ALLOWED_FUNCS", ()):
             self.func_policy.allow(rule)
         if settings.get("SCHEDULER_API_ALLOW_ANY_FUNC", False):
@@ -236,15 +241,22 @@ class APScheduler:
 
     def _mount(self, wsgi_app: Any) -> AuthMiddleware:
         dispatcher = DispatcherMiddleware(wsgi_app, {self.api_prefix: SchedulerAPI(self)})
+        # The health checks are public on their exact paths only (authmw's ``public``).
+        public = [*self.auth_options.get("public", ()), *self.health_paths]
         middleware = self.auth_middleware(
             dispatcher, auth=self._auth, prefixes=[self.api_prefix],
             authenticate=self._authentication_callback, throttle=self.throttle,
-            **self.auth_options)
+            **{**self.auth_options, "public": public})
         if not isinstance(middleware, AuthMiddleware):
             raise TypeError("SCHEDULER_AUTH_MIDDLEWARE must return an authmw.AuthMiddleware, "
                             f"not {type(middleware).__name__}")
         self.middleware = middleware
         return middleware
+
+    @property
+    def health_paths(self) -> tuple[str, str]:
+        """``{prefix}/health`` and ``{prefix}/ready``: answered without credentials."""
+        return f"{self.api_prefix}/health", f"{self.api_prefix}/ready"
 
     # -- scheduler -------------------------------------------------------------------------
 
@@ -284,6 +296,28 @@ class APScheduler:
         """The process that runs the jobs (host, pid, since), when processes elect one."""
         return self.coordinator.leader() if self.coordinator is not None else None
 
+    def ready_problem(self) -> str | None:
+        """Why this process should get no traffic yet (``GET {prefix}/ready``), or None.
+
+        Ready: the job store answers a query and a leader runs the jobs (without an election,
+        a store without a lock: this process's scheduler is started). The reason never holds
+        the database's own error text (the endpoint is public); the log has its type.
+        """
+        try:
+            if self._engine is not None:
+                with self._engine.connect() as connection:
+                    connection.execute(select(1))
+            if self.coordinator is not None:
+                if self.coordinator.leader() is None:
+                    return "no leader: no process runs the jobs"
+                return None
+        except SQLAlchemyError as exc:
+            logger.warning("not ready: the job store does not answer (%s)", type(exc).__name__)
+            return "the job store does not answer"
+        if self._scheduler.state == STATE_STOPPED:
+            return "no leader: the scheduler is not started"
+        return None
+
     def start(self, paused: bool = False) -> bool:
         """Start the scheduler; False (and a warning) if this host is not allowed to.
 
@@ -315,12 +349,9 @@ class APScheduler:
 
     def _start_recorder(self) -> RunRecorder:
         """The run history's tables, its recorder, and every run of ours going through it."""
-        if self.history is None:  # started without init_app
-            self.history = RunHistory(self._engine or private_sqlite_engine(),
-                                      self._tablename, self._scheduler.timezone)
-        if self.recorder is None or self.recorder.history is not self.history:
-            self.recorder = RunRecorder(self.history, leading=self._leads_runs,
-                                        keep_runs=self.keep_runs, keep_days=self.keep_days)
+        if self.history is None or self.recorder is None:  # started without init_app
+            self._set_up_history()
+        assert self.history is not None and self.recorder is not None
         retrying_while_busy(self.history.create_schema)
         for executor in engine.executors(self._scheduler).values():
             if isinstance(executor, engine.StoreFirstThreadPoolExecutor):
@@ -330,6 +361,15 @@ class APScheduler:
         self.listing.last_runs = self.history.last_run_summaries
         self.recorder.start()
         return self.recorder
+
+    def _set_up_history(self) -> None:
+        """The history's tables and recorder (no database work: the tables are created by
+        start(), in the process that runs, never in gunicorn's master)."""
+        self.history = RunHistory(self._engine or private_sqlite_engine(), self._tablename,
+                                  self._scheduler.timezone)
+        self.recorder = RunRecorder(self.history, leading=self._leads_runs,
+                                    keep_runs=self.keep_runs, keep_days=self.keep_days,
+                                    live_jobs=self.listing.job_ids)
 
     def _leads_runs(self) -> bool:
         return self.coordinator is None or self.coordinator.is_leader
@@ -342,7 +382,10 @@ class APScheduler:
 
     def _announce_change(self, event: Any) -> None:
         if self.recorder is not None:
-            self.recorder.emit(_CHANGE_KINDS[event.code], job_id=getattr(event, "job_id", None))
+            job_id = getattr(event, "job_id", None)
+            if event.code in (EVENT_JOB_REMOVED, EVENT_ALL_JOBS_REMOVED):
+                self.recorder.forget_last_run(job_id)  # a new job with its id has not run
+            self.recorder.emit(_CHANGE_KINDS[event.code], job_id=job_id)
 
     def _announce_state(self) -> None:
         if self.recorder is not None:
@@ -501,13 +544,10 @@ class APScheduler:
                  limit: int = 100, offset: int = 0) -> RunPage:
         """Recorded runs, newest first: of one job or of all, with these outcomes (any when
         empty), scheduled from ``since`` (included) to ``until`` (excluded); a page of
-        ``limit`` from ``offset``, and how many match in all (``.runs``, ``.total``).
-        A date without a time zone is in the scheduler's, as everywhere in APScheduler."""
+        ``limit`` from ``offset``, and how many match in all (``.runs``, ``.total``)."""
         if self.history is None:
             raise RuntimeError("the run history is set up when the scheduler starts")
         outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
-        since, until = (None if moment is None else convert_to_datetime(
-            moment, self.timezone, name) for moment, name in ((since, "since"), (until, "until")))
         return self.history.page(job_id, outcomes, since, until, limit, offset)
 
     def last_runs(self, job_ids: Collection[str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.config
 import os
 import secrets
 import sys
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from authmw import HTTPBasicAuth, Throttle, compare_secrets
 
 from .config import DEFAULT_JOBSTORE_URL
+from .logs import logging_config_from_env
 from .scheduler import APScheduler
 
 if TYPE_CHECKING:
@@ -99,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     parser.add_argument("--jobstore-url", default=os.environ.get("SCHEDULER_JOBSTORE_URL"),
-                        help=f"database URL of the job store (default {DEFAULT_JOBSTORE_URL})")
+                        help=f"database URL of the job store (default {DEFAULT_JOBSTORE_URL}, "
+                             "in the directory the command starts in)")
     parser.add_argument("--username", default=os.environ.get("SCHEDULER_API_USERNAME", "admin"))
     secret = parser.add_mutually_exclusive_group()
     secret.add_argument("--password-file", metavar="PATH",
@@ -111,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--allow-func", action="append", metavar="MODULE:NAME",
                         help=f"a callable the API may schedule (default {EXAMPLE_TASKS})")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        logging.config.dictConfig(logging_config_from_env())
+    except ValueError as exc:
+        parser.error(str(exc))  # an unknown LOG_FORMAT or LOG_LEVEL, named
     if args.password_file is not None:
         try:
             password = read_password_file(args.password_file)

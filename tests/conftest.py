@@ -83,14 +83,20 @@ def free_port() -> int:
 
 @contextmanager
 def gunicorn(app_spec: str, *args: str, env: dict[str, str] | None = None,
-             timeout: float = 30) -> Iterator[tuple[str, int]]:
-    """Run a real gunicorn serving ``app_spec`` on a free loopback port; yield (host, port)."""
+             timeout: float = 30, output: Path | None = None,
+             cwd: Path = ROOT) -> Iterator[tuple[str, int]]:
+    """Run a real gunicorn serving ``app_spec`` on a free loopback port; yield (host, port).
+
+    ``output``: a file that gets gunicorn's stdout and stderr (its logs), else stderr is
+    read only to explain a failed start.
+    """
     port = free_port()
+    log = open(output, "wb") if output is not None else None
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
          "--graceful-timeout", "2", *args, app_spec],
-        cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=cwd, env={**os.environ, **(env or {})},
+        stdout=log or subprocess.DEVNULL, stderr=log or subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -100,9 +106,9 @@ def gunicorn(app_spec: str, *args: str, env: dict[str, str] | None = None,
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"gunicorn did not start: {process.stderr.read().decode()}"  # type: ignore[union-attr]
-                    ) from None
+                    said = (output.read_bytes() if output is not None
+                            else process.stderr.read())  # type: ignore[union-attr]
+                    raise RuntimeError(f"gunicorn did not start: {said.decode()}") from None
                 time.sleep(0.05)
         yield "127.0.0.1", port
     finally:
@@ -112,7 +118,10 @@ def gunicorn(app_spec: str, *args: str, env: dict[str, str] | None = None,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        process.stderr.close()  # type: ignore[union-attr]
+        if log is not None:
+            log.close()
+        else:
+            process.stderr.close()  # type: ignore[union-attr]
 
 
 def raw_request(address: tuple[str, int], target: str, method: str = "GET",

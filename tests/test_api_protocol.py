@@ -4,7 +4,8 @@ scheduler, no store, no facade (``scheduler_api.protocol.JobScheduler``)."""
 from __future__ import annotations
 
 import json
-from datetime import timezone
+from collections.abc import Collection
+from datetime import datetime, timezone
 from typing import Any
 
 from apscheduler.job import Job
@@ -13,6 +14,7 @@ from werkzeug.test import Client
 
 from scheduler_api.api import SchedulerAPI
 from scheduler_api.funcs import FuncPolicy
+from scheduler_api.history import Run, RunPage
 from scheduler_api.protocol import JobScheduler
 
 
@@ -34,6 +36,9 @@ class FakeScheduler:
 
     def leader(self) -> dict[str, Any] | None:
         return {"host": "fake-host", "pid": 1, "since": "2026-12-01T00:00:00+00:00"}
+
+    def ready_problem(self) -> str | None:
+        return None
 
     def pause(self) -> None:
         self.calls.append(("pause", None))
@@ -82,6 +87,20 @@ class FakeScheduler:
     def run_job(self, id: str, jobstore: str | None = None) -> Job:
         raise JobLookupError(id)
 
+    def get_runs(self, job_id: str | None = None, outcome: str | Collection[str] = (),
+                 since: datetime | None = None, until: datetime | None = None,
+                 limit: int = 100, offset: int = 0) -> RunPage:
+        self.calls.append(("get_runs", (job_id, list(outcome), since, limit, offset)))
+        moment = datetime(2026, 12, 1, tzinfo=timezone.utc)
+        run = Run(id="r1", job_id="a", reason="schedule", outcome="error", scheduled_at=moment,
+                  started_at=moment, finished_at=moment, duration=0.5, error_type="ValueError",
+                  error_message="bad", traceback="Traceback ...", result=None, host="fake-host",
+                  pid=1)
+        return RunPage([run], 7)
+
+    def last_runs(self, job_ids: Collection[str]) -> dict[str, str]:
+        return {}
+
 
 def client() -> tuple[FakeScheduler, Client]:
     fake = FakeScheduler()
@@ -99,6 +118,17 @@ def test_the_api_serves_the_scheduler_it_is_given() -> None:
     assert api.post("/pause").status_code == 204
     assert api.post("/shutdown", json={"wait": False}).status_code == 204
     assert fake.calls == [("pause", None), ("stop_all", False)]
+
+
+def test_runs_are_read_through_the_scheduler() -> None:
+    fake, api = client()
+    page = api.get("/runs?outcome=error,lost&since=2026-11-30T00:00:00Z&limit=1").get_json()
+    assert (page["total"], page["limit"], page["offset"]) == (7, 1, 0)
+    assert page["runs"][0]["error"] == {"type": "ValueError", "message": "bad",
+                                        "traceback": "Traceback ..."}
+    assert page["runs"][0]["started_at"] == "2026-12-01T00:00:00+00:00"
+    assert fake.calls == [("get_runs", (None, ["error", "lost"],
+                                        datetime(2026, 11, 30, tzinfo=timezone.utc), 1, 0))]
 
 
 def test_the_api_validates_before_it_asks_the_scheduler() -> None:

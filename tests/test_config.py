@@ -93,11 +93,13 @@ def test_a_factory_builds_the_apis_middleware(tmp_path):
 
     def factory(app, **options):
         built.update(options)
-        return AuditedMiddleware(app, **options, public=["/scheduler/openapi.json"])
+        public = [*options.pop("public"), "/scheduler/openapi.json"]  # the health checks too
+        return AuditedMiddleware(app, **options, public=public)
 
     scheduler, app = init(tmp_path, SCHEDULER_AUTH_MIDDLEWARE=factory)
     assert isinstance(app, AuditedMiddleware) and scheduler.middleware is app
     assert built["prefixes"] == ["/scheduler"] and isinstance(built["auth"], HTTPBasicAuth)
+    assert app.public == {"/scheduler/health", "/scheduler/ready", "/scheduler/openapi.json"}
     scheduler.authenticate(check)  # registered on the factory's middleware
     assert app.authenticate_callback is check
 

@@ -86,6 +86,7 @@ def test_job_fields_follow_flask_apscheduler(api):
                          "seconds", "start_date", "timezone", "jitter", "misfire_grace_time",
                          "max_instances", "coalesce", "next_run_time", "last_run"]
     assert (job["minutes"], job["seconds"]) == (1, 30)
+    assert job["last_run"] is None, "a job just added has not run"
     assert job["name"] == "j"
     assert job["func"] == "tests.tasks:record"
     assert job["next_run_time"].endswith("+00:00")

@@ -29,7 +29,12 @@ from referencing.jsonschema import DRAFT202012
 from werkzeug.test import Client, TestResponse
 
 from scheduler_api.api import SchedulerAPI
-from scheduler_api.jobs import ALL_TRIGGER_FIELDS, JOB_FIELDS, READ_ONLY_FIELDS, TRIGGER_FIELDS
+from scheduler_api.jobs import (
+    ALL_TRIGGER_FIELDS,
+    JOB_FIELDS,
+    READ_ONLY_FIELDS,
+    TRIGGER_FIELDS,
+)
 from scheduler_api.openapi import openapi_document
 from scheduler_api.scheduler import APScheduler
 from scheduler_api.server import EXAMPLE_TASKS, create_app, not_found_app
@@ -378,33 +383,6 @@ def exercise_broken_job(api: Api) -> None:
     api("GET", "/jobs/broken", 404)
 
 
-def exercise_runs(api: Api) -> None:
-    """The run history: pages of runs, filters, and last_run in the job's JSON."""
-    api("POST", "/jobs", 200, {"id": "ran", "func": FUNC, "trigger": "cron", "hour": 3})
-    assert api("GET", "/jobs/ran/runs", 200) == {"runs": [], "total": 0, "limit": 100,
-                                                 "offset": 0}
-    api("POST", "/jobs/ran/run", 200)
-    deadline = time.monotonic() + 10
-    while not api.scheduler.get_runs("ran", outcome="success").total:
-        assert time.monotonic() < deadline, "the run was not recorded"
-        api.scheduler.recorder.flush()
-    run, = api("GET", "/jobs/ran/runs", 200)["runs"]
-    assert (run["outcome"], run["reason"]) == ("success", "run")
-    query = ("limit=5&offset=0&outcome=success,error&outcome=lost"
-             "&since=2000-01-01T00:00:00Z&until=2999-01-01T00:00:00")
-    assert api("GET", f"/jobs/ran/runs?{query}", 200)["runs"] == [run]
-    assert run in api("GET", f"/runs?{query}", 200)["runs"]
-    job = api("GET", "/jobs/ran", 200)
-    assert job["last_run"]["id"] == run["id"]
-    # What a job answers, last_run included, posts back as is (last_run is ignored).
-    assert api("POST", "/jobs", 200, {**job, "id": "ran copy"})["last_run"] is None
-    api("GET", "/jobs/missing/runs", 404)
-    for query in ("outcome=nope", "limit=0", "limit=1001", "offset=-1", "since=yesterday",
-                  "until=2026-13-01T00:00:00Z", "colour=red"):
-        api("GET", f"/runs?{query}", 400)
-        api("GET", f"/jobs/ran/runs?{query}", 400)
-
-
 def exercise_other_methods(api: Api) -> None:
     for template, item in DOCUMENT["paths"].items():
         path = template.replace("{job_id}", "job")
@@ -413,14 +391,32 @@ def exercise_other_methods(api: Api) -> None:
                 api(method, path, 405)
 
 
+def is_public(item: dict[str, Any]) -> bool:
+    return all(operation.get("security") == [] for operation in operations(item).values())
+
+
 def exercise_unauthenticated(api: Api) -> None:
     for template, item in DOCUMENT["paths"].items():
+        if is_public(item):
+            continue  # exercise_health
         path = template.replace("{job_id}", "job")
         for method in [*operations(item), "put"]:  # before any routing: 405s and 404s too
             for authorization in (None, basic("admin", "wrong"), "Bearer token"):
                 assert api(method.upper(), path, 401, authorization=authorization) == (
                     "Access Denied")
     api("GET", "/no/such/route", 401, authorization=None)
+
+
+def exercise_health(api: Api) -> None:
+    """Public on their exact paths: any credentials or none; other methods are 405."""
+    assert {template for template, item in DOCUMENT["paths"].items() if is_public(item)} == {
+        "/health", "/ready"}
+    for authorization in (None, basic("admin", "wrong"), "Bearer token", AUTHORIZATION):
+        assert api("GET", "/health", 200, authorization=authorization) == {"status": "ok"}
+        assert api("GET", "/ready", 200, authorization=authorization) == {"status": "ready"}
+    for path in ("/health", "/ready"):
+        api("PUT", path, 405, authorization=None)
+        api("GET", path + "/", 401, authorization=None)  # another spelling: protected
 
 
 def exercise_openapi_and_unknown_routes(api: Api) -> None:
@@ -434,6 +430,9 @@ def exercise_unavailable_store(api: Api) -> None:
     api("POST", "/pause", 204)  # so the scheduler's own thread leaves the store alone
     shutil.rmtree(api.store)
     api.scheduler.scheduler._jobstores["default"].engine.dispose()  # no open connection left
+    assert api("GET", "/ready", 503, authorization=None) == {
+        "error_message": "not ready: the job store does not answer"}
+    assert api("GET", "/health", 200, authorization=None) == {"status": "ok"}
     api("GET", "/jobs", 503)
     api("POST", "/jobs", 503, {"id": "other", "func": FUNC})
     for method, suffix in (("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/pause"),
@@ -459,6 +458,26 @@ def exercise_pages(api: Api) -> None:
         api("GET", f"/jobs?{query}", 400)
 
 
+def exercise_runs(api: Api) -> None:
+    api("POST", "/jobs", 200, {"id": "ran", "func": FUNC, **TRIGGERS["cron"]})
+    assert api("GET", "/jobs/ran", 200)["last_run"] is None
+    api("POST", "/jobs/ran/run", 200)
+    deadline = time.monotonic() + 10
+    while api("GET", "/runs?outcome=success", 200)["total"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    page = api("GET", "/jobs/ran/runs?limit=5", 200)
+    assert [(run["job_id"], run["reason"], run["outcome"]) for run in page["runs"]] == [
+        ("ran", "run", "success")]
+    assert api("GET", "/jobs/ran", 200)["last_run"]["id"] == page["runs"][0]["id"]
+    assert api("GET", "/jobs", 200)[0]["last_run"]["outcome"] == "success"
+    for query in ("outcome=nope", "since=yesterday", "limit=0", "colour=red"):
+        api("GET", f"/runs?{query}", 400)
+        api("GET", f"/jobs/ran/runs?{query}", 400)
+    api("GET", "/jobs/never-was/runs", 404)
+    api("DELETE", "/jobs/ran", 204)
+    assert api("GET", "/jobs/ran/runs", 200)["total"] == 1, "a deleted job's runs are kept"
+
+
 def exercise_cross_site(api: Api) -> None:
     api("POST", "/jobs", 200, {"id": "target", "func": FUNC, **TRIGGERS["cron"]})
     for template, item in DOCUMENT["paths"].items():
@@ -472,9 +491,8 @@ def exercise_cross_site(api: Api) -> None:
 
 
 SCENARIOS: list[Callable[[Api], None]] = [
-    exercise_cross_site, exercise_broken_job,
+    exercise_cross_site, exercise_broken_job, exercise_runs, exercise_health,
     exercise_scheduler, exercise_jobs, exercise_job_errors, exercise_other_methods, exercise_pages,
-    exercise_runs,
     exercise_unauthenticated, exercise_openapi_and_unknown_routes, exercise_unavailable_store,
 ]
 
@@ -504,7 +522,10 @@ def test_without_coordination(single_process_api: Api) -> None:
     for scenario in (exercise_scheduler, exercise_jobs, exercise_job_errors):
         scenario(api)
     assert api("GET", "/", 200)["leader"] is None
+    assert api("GET", "/ready", 200) == {"status": "ready"}  # this process runs the jobs
     api("POST", "/shutdown", 204)
+    assert api("GET", "/ready", 503) == {
+        "error_message": "not ready: no leader: the scheduler is not started"}
     pending = api("POST", "/jobs", 200, {"id": "pending", "func": FUNC, **TRIGGERS["cron"]})
     assert "next_run_time" not in pending, "the Job schema says: absent while pending"
     assert api("GET", "/jobs", 200) == [pending]  # while shut down, only the pending jobs
