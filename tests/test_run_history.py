@@ -525,6 +525,23 @@ def test_a_foreign_executor_still_gets_its_runs_recorded_by_outcome(tmp_path, st
         assert_totals_are_real_counts(scheduler)
 
 
+def test_a_run_released_after_its_pool_shut_down_gives_its_instance_back(tmp_path):
+    """A shutdown racing a scheduling step: the store write that releases a held run finds
+    the pool shut down. Neither the scheduling thread (whose write it is) may die of it, nor
+    the job keep an instance that never runs (max_instances would skip it after a restart)."""
+    with running_api(tmp_path / "jobs.sqlite") as (scheduler, _):
+        job = scheduler.add_job("held", "tests.tasks:record", next_run_time=None,
+                                max_instances=1)
+        executor = engine.executors(scheduler.scheduler)["default"]
+        executor._pool.shutdown(wait=True)  # as APScheduler's shutdown does, mid-step
+        executor.submit_job(job, [datetime.now(timezone.utc)])  # held until stored
+        store = engine.jobstores(scheduler.scheduler)["default"]
+        store.update_job(job)  # the write that releases it: no error reaches the writer
+        executor._pool = type(executor._pool)(1)
+        executor.submit_job(job, engine.ManualRun([datetime.now(timezone.utc)]))
+        ended_runs(scheduler, "held")  # the instance was given back: it runs
+
+
 def test_the_memory_job_store_keeps_its_history_in_a_private_sqlite_file(tmp_path):
     with running_api(tmp_path / "unused.sqlite",
                      SCHEDULER_JOBSTORES={"default": MemoryJobStore()}) as (scheduler, client):
