@@ -306,8 +306,11 @@ class SchedulerAPI:
     def on_get_job_runs(self, request: Request, job_id: str) -> JSONResponse:
         """One job's runs, newest first (also of a job deleted since, while any are kept)."""
         body, total = self._runs(request, job_id)
+        # Not found: no such job, and no run of one (a filter matching none of the runs of a
+        # deleted job is an empty page, as it is for a job that exists).
         if not total and self.scheduler.stored_job_state(job_id) is None and \
-                self.scheduler.get_job(job_id) is None:
+                self.scheduler.get_job(job_id) is None and \
+                not self.scheduler.get_runs(job_id, limit=1).total:
             raise APIError(404, f"Job {job_id} not found")
         return json_response(body)
 

@@ -559,8 +559,16 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
             else:
                 self._run_job_success(job.id, future.result())
 
-        self._pool.submit(self.run_job, job, job._jobstore_alias, run_times,
-                          self._logger.name).add_done_callback(done)
+        try:
+            future = self._pool.submit(self.run_job, job, job._jobstore_alias, run_times,
+                                       self._logger.name)
+        except RuntimeError as error:
+            # The pool was shut down while the scheduler wrote the job (a shutdown racing a
+            # scheduling step): the run does not happen, its instance is given back, and the
+            # scheduling thread, whose store write called this, goes on.
+            self._run_job_error(job.id, error, error.__traceback__)
+            return
+        future.add_done_callback(done)
 
     def shutdown(self, wait: bool = True) -> None:
         self._release()

@@ -54,12 +54,14 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from .config import make_engine
 from .coordination import advisory_key
@@ -275,14 +277,22 @@ class RunHistory:
         if until is not None:
             conditions.append(runs.c.scheduled_at < until.timestamp())
         query = select(runs).where(*conditions).order_by(runs.c.seq.desc())
-        with self.engine.connect() as connection:
-            rows = connection.execute(query.limit(limit).offset(offset)).all()
-            if since is None and until is None:
-                total = self._counted(connection, job_id, outcomes)
-            else:  # a range: counted through the scheduled-time index
-                total = connection.execute(
-                    select(func.count()).select_from(runs).where(*conditions)).scalar_one()
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(query.limit(limit).offset(offset)).all()
+                if since is None and until is None:
+                    total = self._counted(connection, job_id, outcomes)
+                else:  # a range: counted through the scheduled-time index
+                    total = connection.execute(
+                        select(func.count()).select_from(runs).where(*conditions)).scalar_one()
+        except (OperationalError, ProgrammingError):
+            if self._tables_exist():
+                raise
+            return RunPage([], 0)  # no process has started on this store yet: no runs
         return RunPage([self.run_from_row(row) for row in rows], int(total))
+
+    def _tables_exist(self) -> bool:
+        return inspect(self.engine).has_table(self.runs.name)
 
     def _counted(self, connection: Connection, job_id: str | None,
                  outcomes: Collection[str]) -> int:
@@ -303,15 +313,20 @@ class RunHistory:
         """Job id -> its ``last_run`` JSON text, for these jobs (all when None)."""
         table = self.last_runs
         query = select(table.c.job_id, table.c.summary)
-        with self.engine.connect() as connection:
-            if job_ids is None:
-                return dict(connection.execute(query).all())
-            found: dict[str, str] = {}
-            ids = list(job_ids)
-            for start in range(0, len(ids), 500):  # within every database's parameter limit
-                found.update(connection.execute(
-                    query.where(table.c.job_id.in_(ids[start:start + 500]))).all())
-            return found
+        found: dict[str, str] = {}
+        try:
+            with self.engine.connect() as connection:
+                if job_ids is None:
+                    return dict(connection.execute(query).all())
+                ids = list(job_ids)
+                for start in range(0, len(ids), 500):  # within every database's limit
+                    found.update(connection.execute(
+                        query.where(table.c.job_id.in_(ids[start:start + 500]))).all())
+        except (OperationalError, ProgrammingError):
+            if self._tables_exist():
+                raise
+            return {}  # no process has started on this store yet: no runs
+        return found
 
     def events_after(self, seq: int, limit: int = 100) -> list[tuple[int, str, str]]:
         """Events numbered above ``seq``, oldest first: (seq, kind, JSON data)."""

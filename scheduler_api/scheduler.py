@@ -574,10 +574,13 @@ class APScheduler:
                  limit: int = 100, offset: int = 0) -> RunPage:
         """Recorded runs, newest first: of one job or of all, with these outcomes (any when
         empty), scheduled from ``since`` (included) to ``until`` (excluded); a page of
-        ``limit`` from ``offset``, and how many match in all (``.runs``, ``.total``)."""
+        ``limit`` from ``offset``, and how many match in all (``.runs``, ``.total``).
+        A date without a time zone is in the scheduler's, as everywhere in APScheduler."""
         if self.history is None:
             raise RuntimeError("the run history is set up when the scheduler starts")
         outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
+        since, until = (None if moment is None else convert_to_datetime(
+            moment, self.timezone, name) for moment, name in ((since, "since"), (until, "until")))
         return self.history.page(job_id, outcomes, since, until, limit, offset)
 
     def last_runs(self, job_ids: Collection[str]) -> dict[str, str]:
