@@ -151,14 +151,19 @@ def clip(text: str, limit: int) -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host."""
+    """Whether a process with this id runs on this host (a zombie, dead but not yet reaped
+    by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # it exists, as another user's
-    return True
+        pass  # it exists, as another user's
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc to tell: it exists
 
 
 def private_sqlite_engine() -> Engine:
