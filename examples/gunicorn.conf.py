@@ -31,7 +31,11 @@ from scheduler_api.logs import logging_config_from_env
 
 bind = "127.0.0.1:8000"  # in a container: --bind 0.0.0.0:8000 on the command line
 workers = 4
-threads = 4
+threads = 8
+# Each event stream (GET /scheduler/events) holds a thread for up to two minutes: at most half
+# of each worker's threads stream, so the API and the health checks always have threads left
+# (a stream past the cap is a 503, not a request queued behind the streams).
+os.environ.setdefault("SCHEDULER_EVENTS_MAX_STREAMS", str(threads // 2))
 preload_app = True
 pythonpath = os.path.dirname(os.path.abspath(__file__))
 wsgi_app = "gunicorn_app:app"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import netrc
 import os
@@ -65,7 +66,14 @@ class Client:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Client:
         base = environ.get("SCHEDULER_API_URL") or DEFAULT_URL
-        parts = urllib.parse.urlsplit(base)
+        try:
+            parts = urllib.parse.urlsplit(base)
+            parts.port  # noqa: B018 - a port that is not a number raises here
+            if any(ord(character) < 33 or ord(character) == 127 for character in base):
+                raise ValueError("a control character or space")
+        except ValueError:
+            raise CLIError(f"SCHEDULER_API_URL is not a URL, such as {DEFAULT_URL}",
+                           EXIT_USAGE) from None
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
             raise CLIError("SCHEDULER_API_URL must not hold credentials (user:password@); "
                            + _CREDENTIALS_HINT, EXIT_USAGE)  # and the URL is not repeated
@@ -99,7 +107,10 @@ class Client:
             with opener.open(request, timeout=TIMEOUT_SECONDS) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
-            raise _refusal(error.code, error.read(), self.authorization is None) from None
+            raise _refusal(error.code, error.read(), self.authorization) from None
+        except (ValueError, http.client.InvalidURL):  # a control character in the URL
+            raise CLIError("SCHEDULER_API_URL is not a URL the request can be sent to",
+                           EXIT_USAGE) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise CLIError(f"cannot reach the server at {self.base}: {reason}",
@@ -112,17 +123,29 @@ class Client:
         return (json.loads(raw) if raw else None), raw
 
 
-def _refusal(status: int, raw: bytes, anonymous: bool) -> CLIError:
-    """The error of a non-2xx answer: the API's error_message, or what the status says."""
+def _refusal(status: int, raw: bytes, authorization: str | None) -> CLIError:
+    """The error of a non-2xx answer: the API's error_message, or what the status says; never
+    the credentials sent, should the server echo them."""
     try:
         message = str(json.loads(raw)["error_message"])
     except (ValueError, KeyError, TypeError):
         message = raw.decode("utf-8", "replace").strip()[:200] or "no details"
     if status == 401:
-        message = ("no credentials were sent: " if anonymous else
+        message = ("no credentials were sent: " if authorization is None else
                    "the server refused the credentials: ") + _CREDENTIALS_HINT
+    elif authorization is not None and _holds_credentials(message, authorization):
+        message = "the server's answer is not shown: it repeats the credentials sent"
     return CLIError(f"{clean(message)} (HTTP {status})",
                     EXIT_REFUSED if 400 <= status < 500 else EXIT_FAILED)
+
+
+def _holds_credentials(text: str, authorization: str) -> bool:
+    """Whether ``text`` holds the Basic credentials of ``authorization``, in any form sent."""
+    token = authorization.partition(" ")[2]
+    pair = base64.b64decode(token).decode("utf-8", "replace")
+    password = pair.partition(":")[2]
+    folded = text.casefold()
+    return any(secret and secret.casefold() in folded for secret in (token, pair, password))
 
 
 def _credentials(environ: Mapping[str, str], host: str) -> tuple[str, str] | None:
@@ -406,6 +429,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "check":
             run_check(args, os.environ, print)
         else:
-            run_jobs(args, Client.from_environment(), print, sys.stdin)
+            _run_jobs_or_fail(args)
     except CLIError as error:
         _fail(str(error), error.code)
+
+
+def _run_jobs_or_fail(args: argparse.Namespace) -> None:
+    try:
+        run_jobs(args, Client.from_environment(), print, sys.stdin)
+    except (ValueError, KeyError, TypeError, AttributeError):  # a 2xx that is not the API's
+        _fail("the server's answer is not what the job API answers (is SCHEDULER_API_URL "
+              "the API's prefix, such as http://127.0.0.1:5000/scheduler?)", EXIT_FAILED)

@@ -169,6 +169,27 @@ def resolve_jobstore_url(url: str) -> URL:
     return parsed.set(database=os.path.abspath(database))
 
 
+#: Query parameters of a database URL that hold a secret (libpq's, and drivers' alike).
+SECRET_URL_PARAMETERS = frozenset({"password", "passfile", "sslpassword", "sslkey",
+                                   "passphrase", "secret", "token"})
+
+
+def printable_url(url: str | URL) -> str:
+    """A database URL fit for a log line or a report: its password, and every query parameter
+    that holds a secret (``?password=``), shown as ``***``; a URL that cannot be read, or
+    whose password holds an unescaped ``@`` (part of it would show as the host), as a
+    placeholder."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, nothing of it is shown
+        return "<a database URL that cannot be read>"
+    if parsed.host and "@" in parsed.host:
+        return f"{parsed.drivername}://<a URL whose password holds '@': escape it as %40>"
+    hidden = {key: "***" for key in parsed.query if key.lower() in SECRET_URL_PARAMETERS}
+    text: str = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return text
+
+
 def make_engine(url: str | URL) -> Engine:
     """An engine fit for a job store shared by several processes."""
     backend = make_url(url).get_backend_name()

@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError
 
 from authmw import HTTPAuth, Throttle, normalize_prefix
 
-from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL
+from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL, printable_url
 from .metrics import metrics_enabled
 from .scheduler import APScheduler
 from .server import ENVIRONMENT, demo_settings
@@ -76,17 +76,17 @@ def _store(settings: Mapping[str, Any]) -> str:
 
 def _describe_store(store: object) -> str:
     if isinstance(store, SQLAlchemyJobStore):
-        return (f"SQLAlchemyJobStore {store.engine.url.render_as_string(hide_password=True)} "
-                f"(table {store.jobs_t.name})")
+        return f"SQLAlchemyJobStore {printable_url(store.engine.url)} (table {store.jobs_t.name})"
     return type(store).__name__
 
 
 def _hidden(url: str) -> str:
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        make_url(url)
     except ArgumentError:  # its message quotes the URL, password and all
         raise ConfigError("SCHEDULER_JOBSTORE_URL is not a database URL "
                           "(dialect+driver://user:password@host/database)") from None
+    return printable_url(url)
 
 
 def _auth(settings: Mapping[str, Any], user: str) -> str:

@@ -13,6 +13,8 @@ reads them once, and wakes every stream of the process. A stream answers
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 import socket
@@ -42,7 +44,8 @@ DEFAULT_MAX_STREAMS = 16
 #: A comment is sent after this many seconds without an event: proxies keep the connection,
 #: and a client that went away is noticed (the write fails).
 KEEPALIVE_SECONDS = 15.0
-#: A stream whose client has not taken a chunk for this long is dropped (gunicorn's socket).
+#: A stream whose client has not taken a chunk for this long is dropped (gunicorn's socket,
+#: or werkzeug's server's; on another server a blocked write holds the stream's thread).
 SEND_TIMEOUT_SECONDS = 30.0
 #: How long a client waits before it reconnects (the stream's ``retry:``), in milliseconds.
 RETRY_MILLISECONDS = 2000
@@ -108,6 +111,7 @@ class EventFeed:
         #: The newest event read; the recent ones kept are all those after ``floor``.
         self.latest = self.floor = history.last_event()
         self.recent: deque[Event] = deque()
+        self._seqs: deque[int] = deque()  # the recent events' numbers, for bisection
         self._recent_bytes = 0
         self.streams = 0
         self._listener = (PostgresListener(history.engine, history.channel)
@@ -132,6 +136,14 @@ class EventFeed:
     def release(self) -> None:
         with self.changed:
             self.streams -= 1
+            if not self.streams:  # idle: its memory back (it reads afresh when one opens)
+                self._forget_recent()
+                self.floor = self.latest
+
+    def _forget_recent(self) -> None:
+        self.recent.clear()
+        self._seqs.clear()
+        self._recent_bytes = 0
 
     def read(self, after: int, timeout: float) -> list[Event]:
         """Up to READ_LIMIT events after ``after``, oldest first; waits up to ``timeout``
@@ -142,13 +154,10 @@ class EventFeed:
                 if self.latest <= after:
                     return []
             if after >= self.floor:
-                newer = []
-                for event in reversed(self.recent):
-                    if event.seq <= after:
-                        break
-                    newer.append(event)
-                newer.reverse()
-                return newer[:READ_LIMIT]
+                # Numbers only grow: the first event after ``after`` is found by bisection,
+                # so a stream far behind costs a read what one at the front does.
+                start = bisect.bisect_right(self._seqs, after)
+                return list(itertools.islice(self.recent, start, start + READ_LIMIT))
         # Further back than the feed keeps (a stream resuming): from the database.
         with deadline(STORE_WAIT_SECONDS):
             return [Event(*row) for row in self.history.events_after(after, READ_LIMIT)]
@@ -186,8 +195,7 @@ class EventFeed:
         newest = self.history.last_event()
         with self.changed:
             if newest > self.latest:
-                self.recent.clear()
-                self._recent_bytes = 0
+                self._forget_recent()
                 self.latest = self.floor = newest
 
     def _wait(self) -> None:
@@ -206,15 +214,22 @@ class EventFeed:
             with self.changed:
                 for event in rows:
                     self.recent.append(event)
-                    self._recent_bytes += len(event.data)
+                    self._seqs.append(event.seq)
+                    self._recent_bytes += _size(event)
                 while self._recent_bytes > RECENT_BYTES and len(self.recent) > 1:
                     dropped = self.recent.popleft()
-                    self._recent_bytes -= len(dropped.data)
+                    self._seqs.popleft()
+                    self._recent_bytes -= _size(dropped)
                     self.floor = dropped.seq
                 self.latest = rows[-1].seq
                 self.changed.notify_all()
             if len(rows) < READ_LIMIT:
                 return
+
+
+def _size(event: Event) -> int:
+    """What an event held in memory costs, about: its data and the tuple, int and strings."""
+    return len(event.data) + len(event.kind) + 200
 
 
 class EventStreams:
@@ -271,7 +286,7 @@ class EventStreamResponse:
                                   f"most {self.limits.max_streams}); try again later",
                                   [("Retry-After", "5")])(environ, start_response)
         body = EventStreamBody(self.feed, self.start, self.limits.max_seconds,
-                               environ.get("gunicorn.socket"))
+                               environ.get("gunicorn.socket") or environ.get("werkzeug.socket"))
         start_response("200 OK", list(_HEADERS))
         return body
 

@@ -57,6 +57,7 @@ from .config import (
     DEFAULT_JOBSTORE_URL,
     JOB_DEFAULTS,
     make_engine,
+    printable_url,
     read_settings,
     resolve_jobstore_url,
 )
@@ -185,7 +186,7 @@ class APScheduler:
         if not jobstores:
             url = resolve_jobstore_url(settings.get("SCHEDULER_JOBSTORE_URL",
                                                     DEFAULT_JOBSTORE_URL))
-            logger.info("job store: %s", url.render_as_string(hide_password=True))
+            logger.info("job store: %s", printable_url(url))
             jobstores = {"default": SQLAlchemyJobStore(
                 engine=make_engine(url),
                 tablename=settings.get("SCHEDULER_JOBSTORE_TABLE", DEFAULT_JOBSTORE_TABLE))}

@@ -171,12 +171,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not password:
         password = secrets.token_urlsafe(18)
         print(f"Generated password for {args.username!r}: {password}", file=sys.stderr)
-    app = create_app({
-        "SCHEDULER_API_USERNAME": args.username,
-        "SCHEDULER_API_PASSWORD": password,
-        "SCHEDULER_JOBSTORE_URL": args.jobstore_url,
-        "SCHEDULER_API_ALLOWED_FUNCS": args.allow_func,
-    })
+    try:
+        app = create_app({  # the environment, as gunicorn's app reads it; the flags win
+            **os.environ,
+            "SCHEDULER_API_USERNAME": args.username,
+            "SCHEDULER_API_PASSWORD": password,
+            "SCHEDULER_JOBSTORE_URL": args.jobstore_url,
+            "SCHEDULER_API_ALLOWED_FUNCS": args.allow_func or os.environ.get(
+                "SCHEDULER_API_ALLOWED_FUNCS"),
+        })
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))  # a setting of the environment, named
     from werkzeug.serving import run_simple
 
     print(f"Job API on http://{args.host}:{args.port}/scheduler "

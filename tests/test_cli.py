@@ -183,6 +183,14 @@ class _Stub(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         _Stub.seen.append(self.headers.get("Authorization"))
+        if self.path.startswith(("/echo", "/html")):  # a hostile or wrong server
+            body = (f"request headers:\n{self.headers}".encode() if self.path.startswith("/echo")
+                    else b"<html>a login page</html>")
+            self.send_response(500 if self.path.startswith("/echo") else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.startswith("/redirect"):
             self.send_response(302)
             self.send_header("Location", "http://elsewhere.example/steal")
@@ -220,6 +228,32 @@ def test_server_errors_exit_4_and_redirects_are_not_followed(stub, capsys, monke
     code, _, err = run(capsys, "jobs", "list")
     assert code == 4 and "redirect" in err and "not followed" in err
     assert len(_Stub.seen) == 1  # nothing sent on to elsewhere.example
+
+
+def test_a_server_echoing_the_credentials_gets_its_answer_withheld(stub, capsys, monkeypatch):
+    monkeypatch.setenv("SCHEDULER_API_URL", f"http://127.0.0.1:{stub}/echo")
+    code, out, err = run(capsys, "jobs", "list")
+    assert code == 4 and "repeats the credentials" in err
+    token = _Stub.seen[-1].split()[1]
+    assert PASSWORD not in out + err and token not in out + err
+
+
+@pytest.mark.parametrize("url, code, said", [
+    ("http://[::1", 2, "is not a URL"),
+    ("http://127.0.0.1:abc/scheduler", 2, "is not a URL"),
+    ("http://127.0.0.1:1/sch\r\nX-Injected: 1", 2, "is not a URL"),
+], ids=["unclosed bracket", "port that is no number", "CR LF in the path"])
+def test_a_malformed_url_is_a_usage_error_not_a_traceback(env, capsys, monkeypatch, url, code,
+                                                          said):
+    monkeypatch.setenv("SCHEDULER_API_URL", url)
+    exit_code, _, err = run(capsys, "jobs", "list")
+    assert exit_code == code and said in err and "Traceback" not in err
+
+
+def test_a_2xx_that_is_not_the_api_exits_4(stub, capsys, monkeypatch):
+    monkeypatch.setenv("SCHEDULER_API_URL", f"http://127.0.0.1:{stub}/html")
+    code, _, err = run(capsys, "jobs", "list")
+    assert code == 4 and "not what the job API answers" in err and "Traceback" not in err
 
 
 def test_credentials_never_come_from_the_command_line(env, capsys, monkeypatch):
@@ -322,6 +356,17 @@ def test_check_hides_the_store_password(check_env, capsys, monkeypatch):
                        f"postgresql+psycopg://app:{PASSWORD}@db.internal/app")
     code, out, _ = run(capsys, "check")
     assert code == 0 and "postgresql+psycopg://app:***@db.internal/app" in out
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql+psycopg://app@db.internal/app?password={PASSWORD}",
+    f"postgresql+psycopg://app@db.internal/app?user=app&sslpassword={PASSWORD}",
+    f"postgresql+psycopg://app:p@{PASSWORD}@db.internal/app",
+], ids=["password in the query", "sslpassword in the query", "unescaped @ in the password"])
+def test_check_hides_a_password_wherever_the_url_holds_it(check_env, capsys, monkeypatch, url):
+    monkeypatch.setenv("SCHEDULER_JOBSTORE_URL", url)
+    _, out, err = run(capsys, "check")
+    assert PASSWORD not in out + err
 
 
 def test_check_a_python_config_module(capsys, tmp_path):

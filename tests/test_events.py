@@ -25,8 +25,9 @@ import requests
 from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler_api import events as events_module
+from scheduler_api.config import make_engine
 from scheduler_api.events import SEND_TIMEOUT_SECONDS, EventLimits
-from scheduler_api.history import EVENT_KINDS
+from scheduler_api.history import EVENT_KINDS, RunHistory
 
 from .api_helpers import AUTH, APIClient, event_stream_fields, make_scheduler, running_api
 from .conftest import POSTGRES_URL, gunicorn, needs_postgres
@@ -605,3 +606,22 @@ def test_on_postgres_a_change_through_one_host_reaches_a_stream_on_another(tmp_p
     finished = events[-1]["data"]["run"]
     assert (finished["job_id"], finished["outcome"]) == ("now", "success")
     assert [event["id"] for event in events] == sorted({event["id"] for event in events})
+
+
+def test_a_stream_far_behind_finds_its_place_and_an_idle_feed_keeps_nothing(tmp_path):
+    history = RunHistory(make_engine(f"sqlite:///{tmp_path / 'events.sqlite'}"), "feed")
+    history.create_schema()
+    feed = events_module.EventFeed(history)
+    with history.engine.begin() as connection:
+        history.write(connection, [], [], [
+            {"kind": "job_added", "data": json.dumps({"job_id": f"j{index}"}), "at": 1.0}
+            for index in range(3000)])
+    feed._read_new()  # what the reader thread does when woken
+    assert [event.seq for event in feed.read(1500, timeout=0)] == list(range(1501, 1601))
+    assert [event.seq for event in feed.read(2950, timeout=0)] == list(range(2951, 3001))
+    assert feed.read(3000, timeout=0) == []
+    feed.streams = 1
+    feed.release()  # the last stream closed
+    assert not feed.recent and feed.floor == feed.latest == 3000
+    # A stream resuming from further back reads the database: nothing is lost.
+    assert [event.seq for event in feed.read(10, timeout=0)] == list(range(11, 111))

@@ -256,3 +256,20 @@ def test_password_and_password_file_together_are_refused(tmp_path):
     assert done.returncode == 2
     assert "not allowed with argument" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_demo_server_reads_the_same_environment_as_gunicorns_app(monkeypatch):
+    """Settings the environment gives (as ``scheduler-api check`` reports them) are used."""
+    from scheduler_api import server
+
+    seen: dict = {}
+    monkeypatch.setattr(server, "create_app", lambda config: seen.update(config) or object())
+    monkeypatch.setattr("werkzeug.serving.run_simple", lambda *args, **kwargs: None)
+    monkeypatch.setenv("SCHEDULER_API_PASSWORD", "from-the-environment")
+    monkeypatch.setenv("SCHEDULER_EVENTS_MAX_STREAMS", "1")
+    monkeypatch.setenv("SCHEDULER_API_MAX_FAILURES", "0")
+    monkeypatch.setenv("SCHEDULER_JOBSTORE_TABLE", "other")
+    server.main(["--port", "1"])
+    assert (seen["SCHEDULER_EVENTS_MAX_STREAMS"], seen["SCHEDULER_API_MAX_FAILURES"],
+            seen["SCHEDULER_JOBSTORE_TABLE"], seen["SCHEDULER_API_PASSWORD"]) == (
+        "1", "0", "other", "from-the-environment")
