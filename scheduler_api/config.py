@@ -149,5 +149,6 @@ def make_engine(url: str) -> Engine:
     def use_wal(dbapi_connection: Any, _: Any) -> None:
         # Readers never wait for the one writer: every worker can serve the API meanwhile.
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     return engine

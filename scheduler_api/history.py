@@ -7,6 +7,8 @@ Four tables beside APScheduler's (``<table>`` is ``SCHEDULER_JOBSTORE_TABLE``):
   page of a history of 1,000,000 runs costs what one of 1,000 does;
 - ``<table>_history_counts``: how many runs each job (and all jobs) has per outcome, kept in
   the same transactions as the runs, so that a page's ``total`` is not a count of the table;
+  and (scope ``changes``) how many times the last runs changed, so that a listing reads them
+  again only when they did;
 - ``<table>_last_runs``: each job's last run, as the JSON its listing shows (``last_run``);
 - ``<table>_events``: what happened (jobs, runs, the leader, the state), numbered, for the
   live event stream.
@@ -72,6 +74,8 @@ MAX_RESULT = 2000
 MAX_TRACEBACK = 16_000
 #: The key of the counts of all jobs together (a job id is a job's key).
 _ALL = ("all", "")
+#: The key of the counter of changes to the last runs (scope, job_id), outcome "".
+_LAST_RUNS_CHANGES = ("changes", "last_runs")
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,8 @@ class RunHistory:
         )
         Index(f"ix_{tablename}_events_at", self.events.c.at)
         self.metadata = metadata
+        #: Every job's last run as last read, and the changes counter it was read at.
+        self._summaries: tuple[int, dict[str, str]] | None = None
         #: The PostgreSQL channel a recorder notifies after writing events.
         self.channel = f"{tablename}_events"
 
@@ -266,12 +272,28 @@ class RunHistory:
         return None if row is None else self.run_from_row(row)
 
     def last_run_summaries(self, job_ids: Iterable[str] | None = None) -> dict[str, str]:
-        """Job id -> its ``last_run`` JSON text, for these jobs (all when None)."""
-        table = self.last_runs
+        """Job id -> its ``last_run`` JSON text, for these jobs (all when None).
+
+        All of them are read again only when they changed since the last time (the changes
+        counter, written with them, says so; then the rows read are at least as new as the
+        counter): a listing of 10,000 jobs does not read 10,000 rows every time. The dict
+        returned for all jobs is shared: not to be modified.
+        """
+        table, counts = self.last_runs, self.counts
         query = select(table.c.job_id, table.c.summary)
         with self.engine.connect() as connection:
             if job_ids is None:
-                return dict(connection.execute(query).all())
+                changes = connection.execute(select(counts.c.n).where(
+                    counts.c.scope == _LAST_RUNS_CHANGES[0],
+                    counts.c.job_id == _LAST_RUNS_CHANGES[1],
+                    counts.c.outcome == "")).scalar()
+                cached = self._summaries
+                if cached is not None and changes is not None and cached[0] == changes:
+                    return cached[1]
+                summaries = dict(connection.execute(query).all())
+                if changes is not None:
+                    self._summaries = (int(changes), summaries)
+                return summaries
             found: dict[str, str] = {}
             ids = list(job_ids)
             for start in range(0, len(ids), 500):  # within every database's parameter limit
@@ -375,6 +397,11 @@ class RunHistory:
                 ("job_id",), lambda table, new: {"run_id": new.run_id, "at": new.at,
                                                  "summary": new.summary},
                 only_if=lambda table, new: table.c.at <= new.at)
+            # In the same transaction: a listing that sees the new count sees these rows.
+            upsert(connection, self.counts, [
+                {"scope": _LAST_RUNS_CHANGES[0], "job_id": _LAST_RUNS_CHANGES[1],
+                 "outcome": "", "n": 1}], ("scope", "job_id", "outcome"),
+                lambda table, new: {"n": table.c.n + new.n})
 
     def heartbeat(self, run_ids: Collection[str], now: float) -> None:
         """Renew the heartbeat of runs this process is running."""

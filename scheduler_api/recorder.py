@@ -49,6 +49,16 @@ logger = logging.getLogger("scheduler_api")
 MAX_PENDING = 100_000
 #: Rows written in one transaction, at most.
 MAX_BATCH = 2000
+#: How long the writer gathers what comes after the first record before it writes them in
+#: one transaction: when many jobs run at once, a few transactions instead of hundreds, and
+#: the job store's write lock (SQLite has one for the whole database) and the GIL are left
+#: to the scheduler meanwhile. A run is in the database this much later than without.
+GATHER_SECONDS = 0.05
+#: While the scheduler works through a backlog of due jobs (5,000 due at once), the writer
+#: waits for it to end, at most this long and until this many records are pending: the
+#: jobs start sooner, and their runs are written right after, in a few large transactions.
+BACKLOG_WAIT_SECONDS = 2.0
+BACKLOG_RECORDS = MAX_PENDING // 2
 #: How often a running run's heartbeat is renewed, and how old one is when the leader takes
 #: its run for lost (another host's process; on this host a dead pid is seen at once).
 HEARTBEAT_SECONDS = 10.0
@@ -116,13 +126,17 @@ class RunRecorder:
         self._thread: threading.Thread | None = None
         self._dropped = 0
         self._housekeeping_due = 0.0
+        self._gathering = False
+        self._hurry = False
 
     # -- what happened ---------------------------------------------------------------------
 
     def emit(self, kind: str, **data: Any) -> None:
-        """An event for the live stream (``kind``: job_added, run_finished, ...)."""
-        self._queue("event", {"kind": kind, "data": json.dumps(data, default=str),
-                              "at": time.time()})
+        """An event for the live stream (``kind``: job_added, run_finished, ...).
+
+        Encoded by the writer thread, not by the caller (the scheduler's thread, a job's).
+        """
+        self._queue(("event", {"kind": kind, "data": data, "at": time.time()}))
 
     def record(self, job_id: str, reason: str, scheduled_at: datetime, outcome: str,
                error: tuple[str, str, str] | None = None, result: str | None = None) -> None:
@@ -132,8 +146,7 @@ class RunRecorder:
         if error is not None:
             row["error_type"], row["error_message"], row["traceback"] = error
         row["result"] = result
-        self._queue("insert", row)
-        self._emit_run("run_finished", row)
+        self._queue(("insert", row), self._run_event("run_finished", row))
 
     def _row(self, job_id: str, reason: str, scheduled_at: datetime,
              outcome: str) -> dict[str, Any]:
@@ -143,8 +156,10 @@ class RunRecorder:
                 "heartbeat_at": None, "error_type": None, "error_message": None,
                 "traceback": None, "result": None, "host": self.host, "pid": os.getpid()}
 
-    def _emit_run(self, kind: str, row: dict[str, Any]) -> None:
-        self.emit(kind, run=self.history.run_from_row(_Row(row)).to_json())
+    def _run_event(self, kind: str, row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """An event carrying the run's JSON, made by the writer thread from ``row`` (which
+        must not change afterwards)."""
+        return "run_event", {"kind": kind, "row": row, "at": time.time()}
 
     def run_job(self, job: Job, jobstore_alias: str, run_times: list[datetime],
                 logger_name: str) -> list[JobExecutionEvent]:
@@ -184,8 +199,8 @@ class RunRecorder:
         row = self._row(job_id, reason, scheduled_at, "running")
         row["started_at"] = row["heartbeat_at"] = time.time()
         self._in_flight[row["id"]] = row
-        self._queue("insert", dict(row))
-        self._emit_run("run_started", row)
+        started = dict(row)  # `row` changes when the run ends
+        self._queue(("insert", started), self._run_event("run_started", started))
         return row
 
     def _finished(self, row: dict[str, Any], outcome: str,
@@ -195,8 +210,7 @@ class RunRecorder:
                    result=result)
         if error is not None:
             row["error_type"], row["error_message"], row["traceback"] = error
-        self._queue("finish", row)
-        self._emit_run("run_finished", row)
+        self._queue(("finish", row), self._run_event("run_finished", row))
 
     def listen(self, event: Any) -> None:
         """The scheduler's listener: runs that :meth:`run_job` did not record (an executor
@@ -218,13 +232,19 @@ class RunRecorder:
 
     # -- the writer thread -----------------------------------------------------------------
 
-    def _queue(self, kind: str, item: dict[str, Any]) -> None:
+    def _queue(self, *records: tuple[str, dict[str, Any]]) -> None:
         with self._wake:
-            if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
-                self._dropped += 1
-            self._pending.append((kind, item))
-            self._wake.notify()
+            for record in records:
+                if len(self._pending) >= MAX_PENDING:
+                    self._pending.popleft()
+                    self._dropped += 1
+                self._pending.append(record)
+            # While the writer gathers a batch, waking it for each record is wasted work:
+            # only when another MAX_BATCH are pending.
+            pending = len(self._pending)
+            if not self._gathering or \
+                    pending // MAX_BATCH != (pending - len(records)) // MAX_BATCH:
+                self._wake.notify()
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -254,6 +274,7 @@ class RunRecorder:
         """Wait until everything queued so far is written; False if it was not in time."""
         deadline = time.monotonic() + timeout
         with self._wake:
+            self._hurry = True  # no gathering: write now
             while (self._pending or not self._idle) and time.monotonic() < deadline:
                 self._wake.notify()
                 self._wake.wait(0.01)
@@ -270,7 +291,9 @@ class RunRecorder:
                     self._wake.notify_all()
                     wait = min(next_heartbeat, self._housekeeping_due) - time.monotonic()
                     if not self._pending and not self._stopping and wait > 0:
+                        self._hurry = False
                         self._wake.wait(wait)
+                    self._gather()
                     while self._pending and len(batch) < MAX_BATCH:
                         batch.append(self._pending.popleft())
                     self._idle = not batch
@@ -302,13 +325,36 @@ class RunRecorder:
                 with self._wake:
                     self._wake.wait(min(5.0, 0.1 * 2**failures))
 
+    def _gather(self) -> None:
+        """Wait (the condition's lock released meanwhile) up to GATHER_SECONDS for more
+        records to write with those pending, and while the scheduler works through a backlog
+        (up to BACKLOG_WAIT_SECONDS); unless stopping or flushing."""
+        started = time.monotonic()
+        self._gathering = True
+        try:
+            while self._pending and not self._stopping and not self._hurry:
+                now = time.monotonic()
+                if engine.dispatching() and now < started + BACKLOG_WAIT_SECONDS and \
+                        len(self._pending) < BACKLOG_RECORDS:
+                    self._wake.wait(0.02)
+                elif now < started + GATHER_SECONDS and len(self._pending) < MAX_BATCH:
+                    self._wake.wait(started + GATHER_SECONDS - now)
+                else:
+                    break
+        finally:
+            self._gathering = False
+
     def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         inserts: dict[str, dict[str, Any]] = {}
         finishes: dict[str, dict[str, Any]] = {}
         events = []
         for kind, item in batch:
             if kind == "event":
-                events.append(item)
+                events.append({**item, "data": json.dumps(item["data"], default=str)})
+            elif kind == "run_event":
+                run = self.history.run_from_row(_Row(item["row"])).to_json()
+                events.append({"kind": item["kind"], "at": item["at"],
+                               "data": json.dumps({"run": run}, default=str)})
             elif kind == "insert":
                 inserts[item["id"]] = item
             elif item["id"] in inserts:  # started and ended within one batch: one insert
@@ -336,7 +382,7 @@ class RunRecorder:
                                           time.time() - LOST_AFTER_SECONDS):
             logger.warning("run %s of job %s was lost: %s", row["id"], row["job_id"],
                            row["error_message"])
-            self._emit_run("run_finished", row)
+            self._queue(self._run_event("run_finished", row))
         self.history.prune(self.keep_runs, self.keep_days * 86_400, KEEP_EVENTS_SECONDS)
 
 
