@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "credential_cache": "bench_credential_cache.py",    # bcrypt htpasswd, cached vs not
     "scheduler_api": "bench_scheduler_api.py",
     "paginated_listing": "bench_paginated_listing.py",  # GET /scheduler/jobs?limit=...
+    "run_history": "bench_run_history.py",  # last_run listings, lateness, bursts, run pages
     "profile": "profile_hot_paths.py",
 }
 TIMEOUT_SECONDS = 20 * 60

@@ -357,14 +357,16 @@ def _catch_up(job: Job, now: datetime) -> str:
     return outcome
 
 
-def _due_jobs(store: BaseJobStore, now: datetime) -> list[Job]:
-    """The store's due jobs; of a SQL store, the earliest :data:`DUE_JOBS_PER_STEP`.
+def _due_jobs(store: BaseJobStore, get_due_jobs: Callable[[datetime], list[Job]],
+              now: datetime) -> list[Job]:
+    """The store's due jobs (``get_due_jobs``: its own method); of a SQL store, the earliest
+    :data:`DUE_JOBS_PER_STEP`.
 
     As ``SQLAlchemyJobStore.get_due_jobs``, with a limit: a job that cannot be restored is
     logged and removed, as APScheduler does.
     """
     if type(store) is not SQLAlchemyJobStore:
-        return store.get_due_jobs(now)  # type: ignore[no-any-return]
+        return get_due_jobs(now)
     table = store.jobs_t
     query = (select(table.c.id, table.c.job_state)
              .where(table.c.next_run_time <= datetime_to_utc_timestamp(now))
@@ -383,11 +385,12 @@ def _due_jobs(store: BaseJobStore, now: datetime) -> list[Job]:
     return jobs
 
 
-def _bounded_due_jobs(store: BaseJobStore) -> Callable[..., list[Job]]:
+def _bounded_due_jobs(store: BaseJobStore,
+                      get_due_jobs: Callable[[datetime], list[Job]]) -> Callable[..., list[Job]]:
     def get_bounded_due_jobs(now: datetime) -> list[Job]:
         global _backlog_until
         due = []
-        jobs = _due_jobs(store, now)
+        jobs = _due_jobs(store, get_due_jobs, now)
         if len(jobs) >= DUE_JOBS_PER_STEP and type(store) is SQLAlchemyJobStore:
             _backlog_until = time.monotonic() + BACKLOG_SECONDS
         for job in jobs:
@@ -442,7 +445,7 @@ def bound_catch_up(scheduler: BaseScheduler) -> None:
                 if not getattr(store.get_due_jobs, "bounded", False):
                     store.get_next_run_time = _next_run_time_after_writes(
                         store, store.get_next_run_time)
-                    store.get_due_jobs = _bounded_due_jobs(store)
+                    store.get_due_jobs = _bounded_due_jobs(store, store.get_due_jobs)
         _step.stores = {}
         try:
             return process_jobs()
@@ -569,10 +572,13 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
     store still says it is due, and the next leader runs it again. The write can take a while
     (an fsync; another writer holding SQLite's lock), so that window is real. This executor
     holds each submission until the store has the job's new state (its ``update_job`` or
-    ``remove_job`` returned), or at the latest until the scheduler announces it
-    (``EVENT_JOB_SUBMITTED``, dispatched after the whole batch of due jobs was written), which
-    leaves a window of microseconds. Of 5,000 jobs due at once, the first starts as soon as
-    its own next run time is written, not after the 5,000th's::
+    ``remove_job`` returned; in a scheduling step, a SQL store's writes are committed together
+    when the step's due jobs are processed, see :func:`bound_catch_up`), or at the latest
+    until the scheduler announces it (``EVENT_JOB_SUBMITTED``, dispatched after the whole
+    batch of due jobs was written), which leaves a window of microseconds; a submission whose
+    write failed is dropped (the job is still due: the next step submits it again). A step
+    takes at most :data:`DUE_JOBS_PER_STEP` due jobs from a SQL store: of 5,000 jobs due at
+    once, the first start after 100 are written in one commit, not after the 5,000th::
 
         scheduler.configure(executors={"default": StoreFirstThreadPoolExecutor(10)})
 
