@@ -3,8 +3,8 @@
 Four tables beside APScheduler's (``<table>`` is ``SCHEDULER_JOBSTORE_TABLE``):
 
 - ``<table>_history``: one row per run (:class:`Run`), numbered in the order runs were
-  recorded (``seq``); indexed by job, by outcome and by scheduled time, so that the newest
-  page of a history of 1,000,000 runs costs what one of 1,000 does;
+  recorded (``seq``); indexed by job (and by job and outcome), by outcome and by scheduled
+  time, so that the newest page of a history of 1,000,000 runs costs what one of 1,000 does;
 - ``<table>_history_counts``: how many runs each job (and all jobs) has per outcome, kept in
   the same transactions as the runs, so that a page's ``total`` is not a count of the table;
   and (scope ``changes``) how many times the last runs changed, so that a listing reads them
@@ -174,6 +174,10 @@ class RunHistory:
             Column("pid", Integer, nullable=False),
         )
         Index(f"ix_{tablename}_history_job", self.runs.c.job_id, self.runs.c.seq)
+        # One job's runs of some outcomes: without it, SQLite pages a job's errors through
+        # the outcome index, scanning every job's errors (36 ms instead of 6 for 1M runs).
+        Index(f"ix_{tablename}_history_job_outcome", self.runs.c.job_id, self.runs.c.outcome,
+              self.runs.c.seq)
         Index(f"ix_{tablename}_history_outcome", self.runs.c.outcome, self.runs.c.seq)
         Index(f"ix_{tablename}_history_scheduled", self.runs.c.scheduled_at)
         self.counts = Table(
@@ -206,6 +210,9 @@ class RunHistory:
 
     def create_schema(self) -> None:
         self.metadata.create_all(self.engine)
+        # create_all adds no index to a table that exists: those added since, here.
+        for index in self.runs.indexes:
+            index.create(self.engine, checkfirst=True)
 
     # -- JSON ------------------------------------------------------------------------------
 
