@@ -49,10 +49,11 @@ logger = logging.getLogger("scheduler_api")
 MAX_PENDING = 100_000
 #: Rows written in one transaction, at most.
 MAX_BATCH = 2000
-#: How long the writer gathers what comes after the first record before it writes them in
-#: one transaction: when many jobs run at once, a few transactions instead of hundreds, and
-#: the job store's write lock (SQLite has one for the whole database) and the GIL are left
-#: to the scheduler meanwhile. A run is in the database this much later than without.
+#: How often the writer looks for records to write: it is not woken for each (a thread
+#: woken as a job is about to start takes the GIL from it), and what came meanwhile is one
+#: transaction: when many jobs run at once, a few transactions instead of hundreds, and the
+#: job store's write lock (SQLite has one for the whole database) is left to the scheduler
+#: meanwhile. A run is in the database at most this much later than without.
 GATHER_SECONDS = 0.05
 #: While the scheduler works through a backlog of due jobs (5,000 due at once), the writer
 #: waits for it to end, at most this long and until this many records are pending: the
@@ -239,10 +240,10 @@ class RunRecorder:
                     self._pending.popleft()
                     self._dropped += 1
                 self._pending.append(record)
-            # While the writer gathers a batch, waking it for each record is wasted work:
-            # only when another MAX_BATCH are pending.
+            # The writer looks every GATHER_SECONDS; it is woken only when another
+            # MAX_BATCH records are pending (and not while it waits out a backlog).
             pending = len(self._pending)
-            if not self._gathering or \
+            if not self._gathering and \
                     pending // MAX_BATCH != (pending - len(records)) // MAX_BATCH:
                 self._wake.notify()
 
@@ -292,7 +293,7 @@ class RunRecorder:
                     wait = min(next_heartbeat, self._housekeeping_due) - time.monotonic()
                     if not self._pending and not self._stopping and wait > 0:
                         self._hurry = False
-                        self._wake.wait(wait)
+                        self._wake.wait(min(wait, GATHER_SECONDS))
                     self._gather()
                     while self._pending and len(batch) < MAX_BATCH:
                         batch.append(self._pending.popleft())
@@ -326,21 +327,16 @@ class RunRecorder:
                     self._wake.wait(min(5.0, 0.1 * 2**failures))
 
     def _gather(self) -> None:
-        """Wait (the condition's lock released meanwhile) up to GATHER_SECONDS for more
-        records to write with those pending, and while the scheduler works through a backlog
-        (up to BACKLOG_WAIT_SECONDS); unless stopping or flushing."""
+        """Wait (the condition's lock released meanwhile) while the scheduler works through a
+        backlog of due jobs, up to BACKLOG_WAIT_SECONDS and BACKLOG_RECORDS; unless stopping
+        or flushing."""
         started = time.monotonic()
         self._gathering = True
         try:
-            while self._pending and not self._stopping and not self._hurry:
-                now = time.monotonic()
-                if engine.dispatching() and now < started + BACKLOG_WAIT_SECONDS and \
-                        len(self._pending) < BACKLOG_RECORDS:
-                    self._wake.wait(0.02)
-                elif now < started + GATHER_SECONDS and len(self._pending) < MAX_BATCH:
-                    self._wake.wait(started + GATHER_SECONDS - now)
-                else:
-                    break
+            while (self._pending and not self._stopping and not self._hurry
+                   and engine.dispatching() and len(self._pending) < BACKLOG_RECORDS
+                   and time.monotonic() < started + BACKLOG_WAIT_SECONDS):
+                self._wake.wait(0.02)
         finally:
             self._gathering = False
 
