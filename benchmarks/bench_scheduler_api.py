@@ -112,6 +112,8 @@ class Variant:
     client: Client
     scheduler: BackgroundScheduler
     shutdown: Callable[[], None]
+    #: scheduler_api's APScheduler (its run history, recorder); None for the others.
+    api: Any = None
 
     def post_jobs(self, count: int) -> None:
         for index in range(count):
@@ -155,13 +157,23 @@ class Variant:
                                        name=f"job-{index}")
 
 
-def bulk_insert(store: SQLAlchemyJobStore, count: int) -> None:
-    """Jobs as the store would write them, in one transaction (one commit per job is slow)."""
+def bulk_insert(store: SQLAlchemyJobStore, count: int, func: str = FUNC,
+                trigger: str = "interval", options: dict[str, Any] | None = None,
+                with_id_arg: bool = False) -> None:
+    """Jobs as the store would write them, in one transaction (one commit per job is slow).
+
+    job-0 .. job-<count-1>, each with ``trigger`` and ``options`` (add_job's keyword
+    arguments; default every 60 s);
+    ``with_id_arg``: each job gets its own id as its one argument.
+    """
     staging = BackgroundScheduler(jobstores={"default": MemoryJobStore()})
     staging.start(paused=True)
+    options = {"seconds": 60} if options is None else options
     try:
         for index in range(count):
-            staging.add_job(FUNC, "interval", seconds=60, id=f"job-{index}", name=f"job-{index}")
+            job_id = f"job-{index}"
+            staging.add_job(func, trigger, args=[job_id] if with_id_arg else None, id=job_id,
+                            name=job_id, **options)
         rows = [{"id": job.id, "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
                  "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol)}
                 for job in staging.get_jobs()]
@@ -171,7 +183,9 @@ def bulk_insert(store: SQLAlchemyJobStore, count: int) -> None:
         connection.execute(store.jobs_t.insert(), rows)
 
 
-def ours(label: str, jobstores: dict[str, Any] | None, url: str | None = None) -> Variant:
+def ours(label: str, jobstores: dict[str, Any] | None, url: str | None = None,
+         paused: bool = True) -> Variant:
+    """scheduler_api's app around a 404 app, started (paused unless ``paused=False``)."""
     from scheduler_api import APScheduler
 
     scheduler = APScheduler(BackgroundScheduler())
@@ -182,9 +196,9 @@ def ours(label: str, jobstores: dict[str, Any] | None, url: str | None = None) -
     if url is not None:
         config["SCHEDULER_JOBSTORE_URL"] = url
     app = scheduler.init_app(not_found_app, config=config)
-    scheduler.start(paused=True)
+    scheduler.start(paused=paused)
     return Variant(label, Client(app), scheduler.scheduler,
-                   lambda: scheduler.shutdown(wait=False))
+                   lambda: scheduler.shutdown(wait=False), api=scheduler)
 
 
 def theirs() -> Variant:

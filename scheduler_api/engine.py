@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,8 @@ from apscheduler.triggers.calendarinterval import CalendarIntervalTrigger
 from apscheduler.triggers.combining import AndTrigger, OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
+from apscheduler.util import datetime_to_utc_timestamp
+from sqlalchemy import bindparam, select
 
 logger = logging.getLogger("scheduler_api")
 
@@ -71,6 +74,25 @@ AND_MAX_STEPS = 1000
 MAX_RUN_TIMES = 1000
 #: Wall-clock time one scheduling step spends finding out whether a job is far behind.
 CATCH_UP_SECONDS = 0.05
+#: Due jobs one scheduling step takes from a SQL store, at most (the earliest first): of
+#: 5,000 jobs due at once, the first start once 100 are unpickled and written, not once all
+#: 5,000 are; the next step follows at once.
+DUE_JOBS_PER_STEP = 100
+#: How long after a full step (DUE_JOBS_PER_STEP due jobs: more are waiting) this process
+#: counts as dispatching a backlog (see :func:`dispatching`).
+BACKLOG_SECONDS = 0.1
+#: time.monotonic() until which a scheduler of this process dispatches a backlog.
+_backlog_until = 0.0
+
+
+def dispatching() -> bool:
+    """Whether a scheduler of this process is working through a backlog of due jobs (its
+    last step took all it may take, within BACKLOG_SECONDS).
+
+    Background writers (the run history's) wait meanwhile: the GIL and the database's write
+    lock go to starting jobs first.
+    """
+    return time.monotonic() < _backlog_until
 
 
 class Unschedulable(ValueError):
@@ -336,11 +358,43 @@ def _catch_up(job: Job, now: datetime) -> str:
     return outcome
 
 
+def _due_jobs(store: BaseJobStore, get_due_jobs: Callable[[datetime], list[Job]],
+              now: datetime) -> list[Job]:
+    """The store's due jobs (``get_due_jobs``: its own method); of a SQL store, the earliest
+    :data:`DUE_JOBS_PER_STEP`.
+
+    As ``SQLAlchemyJobStore.get_due_jobs``, with a limit: a job that cannot be restored is
+    logged and removed, as APScheduler does.
+    """
+    if type(store) is not SQLAlchemyJobStore:
+        return get_due_jobs(now)
+    table = store.jobs_t
+    query = (select(table.c.id, table.c.job_state)
+             .where(table.c.next_run_time <= datetime_to_utc_timestamp(now))
+             .order_by(table.c.next_run_time).limit(DUE_JOBS_PER_STEP))
+    jobs: list[Job] = []
+    failed: set[str] = set()
+    with store.engine.begin() as connection:
+        for row in connection.execute(query):
+            try:
+                jobs.append(store._reconstitute_job(row.job_state))
+            except BaseException:
+                store._logger.exception('Unable to restore job "%s" -- removing it', row.id)
+                failed.add(row.id)
+        if failed:
+            connection.execute(table.delete().where(table.c.id.in_(failed)))
+    return jobs
+
+
 def _bounded_due_jobs(store: BaseJobStore, get_due_jobs: Callable[[datetime], list[Job]],
                       removed: Callable[[str], None]) -> Callable[..., list[Job]]:
     def get_bounded_due_jobs(now: datetime) -> list[Job]:
+        global _backlog_until
         due = []
-        for job in get_due_jobs(now):
+        jobs = _due_jobs(store, get_due_jobs, now)
+        if len(jobs) >= DUE_JOBS_PER_STEP and type(store) is SQLAlchemyJobStore:
+            _backlog_until = time.monotonic() + BACKLOG_SECONDS
+        for job in jobs:
             bound_trigger(job.trigger)
             outcome = _catch_up(job, now)
             if outcome == "due":
@@ -363,12 +417,29 @@ def _announce_removal(scheduler: BaseScheduler, alias: str, job_id: str) -> None
     scheduler._dispatch_event(JobEvent(EVENT_JOB_REMOVED, job_id, alias))
 
 
+def _next_run_time_after_writes(store: BaseJobStore,
+                                get_next_run_time: Callable[[], Any]) -> Callable[[], Any]:
+    """``store.get_next_run_time``, first committing the writes of the current scheduling
+    step to the store (APScheduler asks it right after processing the store's due jobs):
+    the next wake-up is computed from the new next run times, never from the old ones."""
+    def get_next_run_time_after_writes() -> Any:
+        steps = getattr(_step, "stores", None)
+        writes = steps.pop(id(store), None) if steps else None
+        if writes is not None:
+            writes.commit()
+        return get_next_run_time()
+
+    return get_next_run_time_after_writes
+
+
 def bound_catch_up(scheduler: BaseScheduler) -> None:
     """Make every scheduling step of ``scheduler`` list at most MAX_RUN_TIMES per job.
 
     Wraps ``scheduler._process_jobs`` so that each job store's ``get_due_jobs`` (stores added
-    later included) hands APScheduler jobs whose backlog is bounded (see :func:`_catch_up`).
-    Idempotent.
+    later included) hands APScheduler jobs whose backlog is bounded (see :func:`_catch_up`),
+    at most :data:`DUE_JOBS_PER_STEP` of a SQL store per step. A step's job writes reported
+    to a :class:`StoreFirstThreadPoolExecutor` are committed together, once per store and
+    step (see :class:`_StepWrites`). Idempotent.
     """
     process_jobs = scheduler._process_jobs
     if getattr(process_jobs, "bounded", False):
@@ -378,9 +449,18 @@ def bound_catch_up(scheduler: BaseScheduler) -> None:
         with scheduler._jobstores_lock:
             for alias, store in scheduler._jobstores.items():
                 if not getattr(store.get_due_jobs, "bounded", False):
+                    store.get_next_run_time = _next_run_time_after_writes(
+                        store, store.get_next_run_time)
                     store.get_due_jobs = _bounded_due_jobs(
                         store, store.get_due_jobs, partial(_announce_removal, scheduler, alias))
-        return process_jobs()
+        _step.stores = {}
+        try:
+            return process_jobs()
+        finally:
+            # Normally committed already (get_next_run_time); after an error, now.
+            stores, _step.stores = _step.stores, None
+            for writes in stores.values():
+                writes.commit()
 
     process_bounded_jobs.bounded = True  # type: ignore[attr-defined]
     scheduler._process_jobs = process_bounded_jobs  # type: ignore[method-assign]
@@ -499,10 +579,13 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
     store still says it is due, and the next leader runs it again. The write can take a while
     (an fsync; another writer holding SQLite's lock), so that window is real. This executor
     holds each submission until the store has the job's new state (its ``update_job`` or
-    ``remove_job`` returned), or at the latest until the scheduler announces it
-    (``EVENT_JOB_SUBMITTED``, dispatched after the whole batch of due jobs was written), which
-    leaves a window of microseconds. Of 5,000 jobs due at once, the first starts as soon as
-    its own next run time is written, not after the 5,000th's::
+    ``remove_job`` returned; in a scheduling step, a SQL store's writes are committed together
+    when the step's due jobs are processed, see :func:`bound_catch_up`), or at the latest
+    until the scheduler announces it (``EVENT_JOB_SUBMITTED``, dispatched after the whole
+    batch of due jobs was written), which leaves a window of microseconds; a submission whose
+    write failed is dropped (the job is still due: the next step submits it again). A step
+    takes at most :data:`DUE_JOBS_PER_STEP` due jobs from a SQL store: of 5,000 jobs due at
+    once, the first start after 100 are written in one commit, not after the 5,000th::
 
         scheduler.configure(executors={"default": StoreFirstThreadPoolExecutor(10)})
 
@@ -575,30 +658,107 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
         super().shutdown(wait)
 
 
+#: Per thread: while it runs a scheduling step, ``stores`` maps id(store) -> _StepWrites.
+_step = threading.local()
+
+
+class _StepWrites:
+    """The job writes of one SQL store in one scheduling step, committed in one transaction.
+
+    APScheduler writes each due job's next run time (or removes it) in a transaction of its
+    own: for 5,000 due jobs, 5,000 commits, while the jobs wait to start (store first).
+    Here they are committed together when APScheduler asks the store for its next run time
+    (right after its due jobs) or at the end of the step; then each job's held submission
+    is released (``written``), or dropped if the commit failed (``unwritten``: the store
+    still says the job is due, so the next step submits it again).
+    """
+
+    def __init__(self, store: SQLAlchemyJobStore, written: Callable[[str], None],
+                 unwritten: Callable[[str], None]) -> None:
+        self.store = store
+        self.written = written
+        self.unwritten = unwritten
+        self.updates: dict[str, Job] = {}
+        self.removals: dict[str, None] = {}
+
+    def update(self, job: Job) -> None:
+        self.removals.pop(job.id, None)
+        self.updates[job.id] = job
+
+    def remove(self, job_id: str) -> None:
+        self.updates.pop(job_id, None)
+        self.removals[job_id] = None
+
+    def commit(self) -> None:
+        updates, removals = self.updates, self.removals
+        self.updates, self.removals = {}, {}
+        if not updates and not removals:
+            return
+        store, table = self.store, self.store.jobs_t
+        try:
+            with store.engine.begin() as connection:
+                if updates:
+                    connection.execute(
+                        table.update().where(table.c.id == bindparam("job_id_")).values(
+                            next_run_time=bindparam("next_run_time_"),
+                            job_state=bindparam("job_state_")),
+                        [{"job_id_": job.id,
+                          "next_run_time_": datetime_to_utc_timestamp(job.next_run_time),
+                          "job_state_": pickle.dumps(job.__getstate__(), store.pickle_protocol)}
+                         for job in updates.values()])
+                if removals:
+                    connection.execute(table.delete().where(table.c.id.in_(list(removals))))
+        except BaseException:
+            for job_id in [*updates, *removals]:
+                self.unwritten(job_id)
+            raise
+        for job_id in [*updates, *removals]:
+            self.written(job_id)
+
+
 def _after_writes(store: BaseJobStore, written: Callable[[str], None],
-                  failed: Callable[[str], None]) -> None:
-    """Call ``written(job_id)`` after ``store`` updated or removed a job, ``failed(job_id)``
-    when it could not (once per store)."""
+                  unwritten: Callable[[str], None]) -> None:
+    """Call ``written(job_id)`` after ``store`` updated or removed a job, ``unwritten(job_id)``
+    when that failed (once per store). In a scheduling step, a SQL store's writes are
+    committed together (:class:`_StepWrites`)."""
     if getattr(store.update_job, "reports_writes", False):
         return
     update_job, remove_job = store.update_job, store.remove_job
+    batched = type(store) is SQLAlchemyJobStore
+
+    def step_writes() -> _StepWrites | None:
+        steps = getattr(_step, "stores", None)
+        if steps is None or not batched:
+            return None
+        writes: _StepWrites | None = steps.get(id(store))
+        if writes is None:
+            writes = steps[id(store)] = _StepWrites(store, written, unwritten)
+        return writes
 
     def update_and_report(job: Job) -> None:
+        writes = step_writes()
+        if writes is not None:
+            writes.update(job)
+            return
         try:
             update_job(job)
         except BaseException:
-            failed(job.id)
+            unwritten(job.id)
             raise
         written(job.id)
 
     def remove_and_report(job_id: str) -> None:
+        writes = step_writes()
+        if writes is not None:
+            writes.remove(job_id)
+            return
         try:
             remove_job(job_id)
         except JobLookupError:  # gone already: nothing will run it twice
             written(job_id)
             raise
         except BaseException:
-            failed(job_id)
+            unwritten(job_id)
             raise
         written(job_id)
 

@@ -204,6 +204,10 @@ class RunHistory:
             Column("pid", Integer, nullable=False),
         )
         Index(f"ix_{tablename}_history_job", self.runs.c.job_id, self.runs.c.seq)
+        # One job's runs of some outcomes: without it, SQLite pages a job's errors through
+        # the outcome index, scanning every job's errors (36 ms instead of 6 for 1M runs).
+        Index(f"ix_{tablename}_history_job_outcome", self.runs.c.job_id, self.runs.c.outcome,
+              self.runs.c.seq)
         Index(f"ix_{tablename}_history_outcome", self.runs.c.outcome, self.runs.c.seq)
         Index(f"ix_{tablename}_history_scheduled", self.runs.c.scheduled_at)
         self.counts = Table(
@@ -241,6 +245,9 @@ class RunHistory:
 
     def create_schema(self) -> None:
         self.metadata.create_all(self.engine)
+        # create_all adds no index to a table that exists: those added since, here.
+        for index in self.runs.indexes:
+            index.create(self.engine, checkfirst=True)
 
     # -- JSON ------------------------------------------------------------------------------
 

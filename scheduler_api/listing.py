@@ -84,6 +84,8 @@ class JobListing:
         self.scheduler = scheduler
         self._by_state: dict[bytes, bytes] = {}
         self._by_identity: dict[str, tuple[tuple[Any, ...], bytes]] = {}
+        #: job id -> (its JSON, its last run's JSON text, both spliced), see _with_last_runs.
+        self._spliced: dict[str, tuple[bytes, str | None, bytes]] = {}
         self._lock = threading.Lock()
         self._reported: dict[tuple[str, str], bool] = {}
         #: Job ids -> each one's last run as JSON text (``last_run``; absent: never ran).
@@ -109,9 +111,32 @@ class JobListing:
             ids = [job.id for job in jobs]
             total = len(every_job)
         if self.last_runs is not None and fragments:
-            fragments = with_last_runs(fragments, ids,
-                                       self.last_runs(None if complete else ids))
+            fragments = self._with_last_runs(fragments, ids,
+                                             self.last_runs(None if complete else ids),
+                                             complete)
         return b"[" + b",".join(fragments) + b"]", total
+
+    def _with_last_runs(self, fragments: list[bytes], job_ids: list[str],
+                        last_runs: dict[str, str], complete: bool) -> list[bytes]:
+        """Each job's JSON with its ``last_run`` (:func:`splice_last_run`), reused while both
+        are the same objects as last time (the fragments and the last runs are cached
+        upstream: an unchanged job with an unchanged last run costs two identity checks)."""
+        known = self._spliced
+        fresh: dict[str, tuple[bytes, str | None, bytes]] = {}
+        spliced = []
+        for fragment, job_id in zip(fragments, job_ids, strict=True):
+            summary = last_runs.get(job_id)
+            cached = known.get(job_id)
+            if cached is None or cached[0] is not fragment or cached[1] is not summary:
+                cached = (fragment, summary, splice_last_run(fragment, summary))
+                if not complete:
+                    self._remember(known, job_id, cached)
+            if complete:
+                fresh[job_id] = cached
+            spliced.append(cached[2])
+        if complete:
+            self._spliced = fresh  # exactly the jobs there are: no stale entries kept
+        return spliced
 
     def _remember(self, cache: dict[Any, Any], key: Any, value: Any) -> None:
         with self._lock:
@@ -214,12 +239,10 @@ class JobListing:
         return None
 
 
-def with_last_runs(fragments: list[bytes], job_ids: list[str],
-                   last_runs: dict[str, str]) -> list[bytes]:
-    """Each job's JSON object with its ``last_run`` (null for a job that never ran)."""
-    return [fragment[:-1] + b',"last_run":' + (
-        last_runs[job_id].encode() if job_id in last_runs else b"null") + b"}"
-        for fragment, job_id in zip(fragments, job_ids, strict=True)]
+def splice_last_run(fragment: bytes, last_run: str | None) -> bytes:
+    """A job's JSON object with its ``last_run`` (JSON text; None: null, it never ran)."""
+    return fragment[:-1] + b',"last_run":' + (
+        b"null" if last_run is None else last_run.encode()) + b"}"
 
 
 def create_listing_index(store: SQLAlchemyJobStore) -> None:
