@@ -50,6 +50,8 @@ logger = logging.getLogger("scheduler_api")
 MAX_PENDING = 100_000
 #: Rows written in one transaction, at most.
 MAX_BATCH = 2000
+#: How long a record waits for the writer, at most (it writes what came meanwhile at once).
+WRITE_DELAY = 0.05
 #: How long the writer waits, at most, while the scheduler dispatches a backlog.
 GATHER_SECONDS = 2.0
 #: How often a running run's heartbeat is renewed, and how old one is when the leader takes
@@ -159,7 +161,9 @@ class RunRecorder:
                 "pid": os.getpid()}
 
     def _emit_run(self, kind: str, row: dict[str, Any]) -> None:
-        self.emit(kind, run=self.history.run_from_row(_Row(row)).to_json())
+        """An event about a run (``row``: not changed after this); its JSON is made by the
+        writer thread, not on the way to or from the job."""
+        self._queue("run_event", {"kind": kind, "row": row, "at": time.time()})
 
     def run_job(self, job: Job, jobstore_alias: str, run_times: list[datetime],
                 logger_name: str) -> list[JobExecutionEvent]:
@@ -199,8 +203,9 @@ class RunRecorder:
         row = self._row(job_id, reason, scheduled_at, "running")
         row["started_at"] = row["heartbeat_at"] = time.time()
         self._in_flight[row["id"]] = row
-        self._queue("insert", dict(row))
-        self._emit_run("run_started", row)
+        started = dict(row)  # row changes when the run ends
+        self._queue("insert", started)
+        self._emit_run("run_started", started)
         return row
 
     def _finished(self, row: dict[str, Any], outcome: str,
@@ -247,7 +252,10 @@ class RunRecorder:
                     self._unwritten_ends.discard(dropped["id"])
                 self._dropped += 1
             self._pending.append((kind, item))
-            self._wake.notify()
+            # The writer looks every WRITE_DELAY seconds: it is woken early only when a
+            # whole batch waits (a wake-up per record took the interpreter from the jobs).
+            if len(self._pending) % MAX_BATCH == 0:
+                self._wake.notify()
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -294,7 +302,8 @@ class RunRecorder:
                 if not batch:  # the last batch is written: take the next
                     self._idle = not self._pending
                     self._wake.notify_all()
-                    wait = min(next_heartbeat, self._housekeeping_due) - time.monotonic()
+                    wait = min(next_heartbeat, self._housekeeping_due,
+                               time.monotonic() + WRITE_DELAY) - time.monotonic()
                     if not self._pending and not self._stopping and wait > 0:
                         self._wake.wait(wait)
                     # While the scheduler works through a backlog of due jobs, the writes wait
@@ -365,6 +374,10 @@ class RunRecorder:
         for kind, item in batch:
             if kind == "event":
                 events.append(item)
+            elif kind == "run_event":
+                run = self.history.run_from_row(_Row(item["row"])).to_json()
+                events.append({"kind": item["kind"], "at": item["at"],
+                               "data": json.dumps({"run": run}, default=str)})
             elif kind == "forget":
                 forgotten.append(item["job_id"])
             elif kind == "insert":
