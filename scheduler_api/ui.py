@@ -67,6 +67,18 @@ def e(value: object) -> str:
     return "" if value is None else escape(str(value), quote=True)
 
 
+def when(moment: object) -> str:
+    """An ISO 8601 time as the pages show it: to the second, ``UTC`` for ``+00:00``.
+
+    >>> when("2026-12-01T14:47:07.698006+00:00")
+    '2026-12-01 14:47:07 UTC'
+    """
+    if not isinstance(moment, str) or len(moment) < 19:
+        return "—" if moment is None else str(moment)
+    zone = moment[19:].lstrip(".0123456789")
+    return f"{moment[:10]} {moment[11:19]} {'UTC' if zone in ('+00:00', 'Z') else zone}".strip()
+
+
 def trigger_words(job: Mapping[str, Any]) -> str:
     """A job's trigger in words: ``every 1 hours 30 minutes``, ``cron hour=3``, ``once at ..``.
 
@@ -273,7 +285,7 @@ class SchedulerUI:
         rows = "".join(
             f'<tr><td><a href="{e(page.job_url(job["id"]))}">{e(job["id"])}</a></td>'
             f'<td>{e(job.get("name"))}</td>'
-            f'<td>{e(job.get("next_run_time") or "—")}</td>'
+            f'<td>{e(when(job.get("next_run_time")))}</td>'
             f'<td>{e(trigger_words(job)) if "error" not in job else e(job["error"])}</td>'
             f'<td>{_outcome(job.get("last_run"))}</td>'
             f'<td>{"yes" if job.get("next_run_time") is None else "no"}</td></tr>'
@@ -332,6 +344,9 @@ class SchedulerUI:
                                "misfire_grace_time", "max_instances", "coalesce", "error")
                   if name in job]
         fields.insert(1, ("trigger", e(trigger_words(job))))
+        if "next_run_time" in job:
+            fields[fields.index(("next_run_time", e(job["next_run_time"])))] = (
+                "next_run_time", e(when(job["next_run_time"])))
         fields.append(("paused", "yes" if paused else "no"))
         controls = [
             page.button("Resume" if paused else "Pause",
@@ -429,7 +444,7 @@ def _run_row(run: Mapping[str, Any]) -> str:
                   f'{e(error.get("message"))}</summary><pre>{e(error.get("traceback"))}</pre>'
                   '</details>')
     duration = run.get("duration")
-    return (f'<tr data-run="{e(run["id"])}"><td>{e(run.get("scheduled_at"))}</td>'
+    return (f'<tr data-run="{e(run["id"])}"><td>{e(when(run.get("scheduled_at")))}</td>'
             f'<td>{e(run.get("reason"))}</td><td>{_outcome(run)}</td>'
             f'<td>{"—" if duration is None else e(f"{duration:.3f} s")}</td>'
             f'<td>{e(run.get("host"))} pid {e(run.get("pid"))}</td><td>{detail}</td></tr>')
