@@ -314,11 +314,17 @@ class SchedulerUI:
         folded = query.casefold()
         ids = sorted(job_id for job_id in self.scheduler.listing.job_ids()
                      if folded in job_id.casefold())
-        jobs = [self._job_json(job_id) for job_id in ids[offset:offset + PAGE_SIZE]]
-        return [job for job in jobs if job is not None], len(ids)
+        jobs = [job for job_id in ids[offset:offset + PAGE_SIZE]
+                if (job := self._job_json(job_id, ran=False)) is not None]
+        last_runs = self.scheduler.last_runs([job["id"] for job in jobs])  # one query
+        for job in jobs:
+            summary = last_runs.get(job["id"])
+            job["last_run"] = None if summary is None else json.loads(summary)
+        return jobs, len(ids)
 
-    def _job_json(self, job_id: str) -> JSON | None:
-        """A job's JSON with its ``last_run``; one that cannot be restored with its error."""
+    def _job_json(self, job_id: str, ran: bool = True) -> JSON | None:
+        """A job's JSON with its ``last_run`` (``ran=False``: without it); one that cannot
+        be restored with its error."""
         try:
             job = self.scheduler.get_job(job_id)
         except (OperationalError, InterfaceError):
@@ -329,6 +335,8 @@ class SchedulerUI:
             if job is None:
                 return None
             data = job_to_json(job)
+        if not ran:
+            return data
         summary = self.scheduler.last_runs([job_id]).get(job_id)
         data["last_run"] = None if summary is None else json.loads(summary)
         return data
