@@ -5,7 +5,7 @@ the page's script to the JSON API with ``fetch()``, so the API's validation and 
 protection apply to it unchanged. It is its own WSGI app, mounted beside the API under the
 same prefix, so :class:`authmw.AuthMiddleware` guards it like the API::
 
-    ui = SchedulerUI(scheduler)                       # scheduler: an APScheduler
+    ui = SchedulerUI(scheduler)                   # scheduler: an APScheduler
     DispatcherMiddleware(app, {"/scheduler": api, "/scheduler/ui": ui})
 
 Every value written into a page goes through :func:`html.escape`; the pages load one
@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -32,14 +32,25 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
+from authmw import AuthMiddleware
+
 from .jobs import JSON, job_to_json
-from .listing import broken_job_json
+from .listing import JobListing, broken_job_json
+from .protocol import JobScheduler
 from .web import store_problem
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from .scheduler import APScheduler
+
+class DashboardScheduler(JobScheduler, Protocol):
+    """What the dashboard reads besides the API's :class:`JobScheduler`: where the API is,
+    the middleware guarding it (None: not mounted yet), and the listing's job ids
+    (:class:`~scheduler_api.APScheduler` is one)."""
+
+    api_prefix: str
+    middleware: AuthMiddleware | None
+    listing: JobListing
 
 logger = logging.getLogger("scheduler_api")
 
@@ -103,7 +114,7 @@ def trigger_words(job: Mapping[str, Any]) -> str:
     return str(kind)
 
 
-def allowed_actions(scheduler: APScheduler, environ: WSGIEnvironment) -> frozenset[str]:
+def allowed_actions(scheduler: DashboardScheduler, environ: WSGIEnvironment) -> frozenset[str]:
     """What the request's user may change, as authmw's rules for the API's paths say:
     ``"job:POST"`` (add, pause, resume, run), ``"job:PATCH"``, ``"job:DELETE"`` and
     ``"scheduler:POST"``. The middleware's own :meth:`~authmw.AuthMiddleware.allows` decides,
@@ -122,7 +133,7 @@ def allowed_actions(scheduler: APScheduler, environ: WSGIEnvironment) -> frozens
     return frozenset(allowed)
 
 
-def allowed_funcs(scheduler: APScheduler) -> list[str]:
+def allowed_funcs(scheduler: DashboardScheduler) -> list[str]:
     """The funcs the allow-list names: its exact references, and the functions defined in
     its ``module:*`` modules (importing a module the list allows, as scheduling one would)."""
     policy = scheduler.func_policy
@@ -207,7 +218,7 @@ def _outcome(last_run: Mapping[str, Any] | None) -> str:
 class SchedulerUI:
     """The dashboard's WSGI app (paths relative to ``{prefix}/ui``)."""
 
-    def __init__(self, scheduler: APScheduler) -> None:
+    def __init__(self, scheduler: DashboardScheduler) -> None:
         self.scheduler = scheduler
         self.url_map = Map([
             Rule("/", endpoint="scheduler", methods=["GET"]),
