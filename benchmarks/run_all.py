@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "paginated_listing": "bench_paginated_listing.py",  # GET /scheduler/jobs?limit=...
     "metrics": "bench_metrics.py",  # GET /scheduler/metrics, 10,000 jobs, 1,000,000 runs
     "run_history": "bench_run_history.py",  # last_run listings, lateness, bursts, run pages
+    "ui": "bench_ui.py",  # the dashboard's job list, 10,000 jobs: server time, page weight
     "profile": "profile_hot_paths.py",
 }
 TIMEOUT_SECONDS = 20 * 60

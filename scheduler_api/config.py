@@ -100,6 +100,7 @@ _jobs = _check(lambda value: isinstance(value, (list, tuple)) and all(
 SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "SCHEDULER_API_ENABLED": _bool,
     "SCHEDULER_API_PREFIX": _str,
+    "SCHEDULER_UI_ENABLED": _bool,  # {prefix}/ui, the dashboard (None: on when the API is)
     "SCHEDULER_ENDPOINT_PREFIX": _str,  # Flask-APScheduler's endpoint names: none here
     "SCHEDULER_AUTH": _check(lambda value: isinstance(value, HTTPAuth), "an authmw handler"),
     "SCHEDULER_AUTH_OPTIONS": _auth_options,

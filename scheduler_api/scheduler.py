@@ -71,6 +71,7 @@ from .listing import JobListing
 from .metrics import MAX_JOBS, Metrics, instrument, metrics_enabled
 from .process import defer_to_workers, retrying_while_busy, start_scheduler
 from .recorder import KEEP_DAYS, KEEP_RUNS, RECORDED_EVENTS, RunRecorder
+from .ui import UI_PATH, SchedulerUI
 
 logger = logging.getLogger("scheduler_api")
 
@@ -102,6 +103,8 @@ class APScheduler:
         self.allowed_hosts: list[str] = ["*"]
         self.api_enabled = False
         self.api_prefix = "/scheduler"
+        #: ``{prefix}/ui``, the dashboard (:mod:`scheduler_api.ui`), served with the API.
+        self.ui_enabled = True
         self.func_policy = FuncPolicy()
         self.throttle: Throttle | None = None
         self.auth_options: Mapping[str, Any] = {}
@@ -211,6 +214,7 @@ class APScheduler:
         self.auth_options = settings.get("SCHEDULER_AUTH_OPTIONS", self.auth_options)
         self.auth_middleware = settings.get("SCHEDULER_AUTH_MIDDLEWARE", self.auth_middleware)
         self.api_enabled = settings.get("SCHEDULER_API_ENABLED", self.api_enabled)
+        self.ui_enabled = settings.get("SCHEDULER_UI_ENABLED", self.ui_enabled)
         self.api_prefix = normalize_prefix(settings.get("SCHEDULER_API_PREFIX", self.api_prefix))
         if self.api_prefix == "/":
             raise ValueError("SCHEDULER_API_PREFIX cannot be '/': the API needs its own prefix")
@@ -274,7 +278,10 @@ class APScheduler:
         if self.metrics is not None:  # served, and counting the answers
             api.metrics = self.metrics.exposition
             api, options = instrument(api, options)
-        dispatcher = DispatcherMiddleware(wsgi_app, {self.api_prefix: api})
+        mounts = {self.api_prefix: api}
+        if self.ui_enabled:  # its own app, not the API's routes: HTML, not JSON
+            mounts[self.api_prefix + UI_PATH] = SchedulerUI(self)
+        dispatcher = DispatcherMiddleware(wsgi_app, mounts)
         middleware = self.auth_middleware(
             dispatcher, auth=self._auth, prefixes=[self.api_prefix],
             authenticate=self._authentication_callback, throttle=self.throttle, **options)

@@ -34,7 +34,8 @@ def test_the_built_wheel_installs_into_a_fresh_venv_and_runs(tmp_path):
         names = set(archive.namelist())
         (metadata_name,) = [name for name in names if name.endswith(".dist-info/METADATA")]
         metadata = Parser().parsestr(archive.read(metadata_name).decode())
-    assert {"authmw/py.typed", "scheduler_api/py.typed", "scheduler_api/logs.py"} <= names
+    assert {"authmw/py.typed", "scheduler_api/py.typed", "scheduler_api/logs.py",
+            "scheduler_api/static/ui.css", "scheduler_api/static/ui.js"} <= names
     assert not [name for name in names if name.startswith(("tests/", "examples/"))]
     extras = set(metadata.get_all("Provides-Extra") or ())
     assert {"server", "postgres", "redis", "test"} <= extras

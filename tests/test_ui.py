@@ -1,0 +1,163 @@
+"""The dashboard in process (scheduler_api/ui.py): headers, escaping, roles, the setting.
+
+The browser tests are in tests/test_ui_browser.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+from werkzeug.test import Client
+
+from authmw import AuthMiddleware, HTTPBasicAuth, Rule, compare_secrets
+from scheduler_api import APScheduler
+from scheduler_api.ui import CSP, trigger_words
+
+from .api_helpers import AUTH, plain_app, running_api
+
+HOSTILE = '<img src=x onerror="alert(1)">&\''  # an id may hold anything but '/'
+HOSTILE_MESSAGE = '</td><script>alert("x")</script>'
+
+
+def wait_for(check, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_pages_carry_a_strict_policy_and_nosniff(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        for path in ("/ui", "/ui/jobs", "/ui/new", "/ui/static/ui.js", "/ui/static/ui.css"):
+            answer = client.get(path)
+            assert answer.status_code == 200, path
+            assert answer.headers["Content-Security-Policy"] == CSP
+            assert answer.headers["X-Content-Type-Options"] == "nosniff"
+        assert "default-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
+        assert "unsafe-inline" not in CSP
+        page = client.get("/ui/jobs").text
+        assert "<script>" not in page and "style=" not in page and "<style" not in page
+        assert 'src="/scheduler/ui/static/ui.js"' in page
+
+
+def test_a_hostile_job_id_and_error_are_escaped(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
+        answer = client.post("/jobs", json={"id": HOSTILE, "func": "tests.tasks:fail",
+                                            "kwargs": {"message": HOSTILE_MESSAGE},
+                                            "trigger": "interval", "hours": 1})
+        assert answer.status_code == 200, answer.text
+        scheduler.run_job(HOSTILE)
+        wait_for(lambda: scheduler.get_runs(HOSTILE, "error").total == 1)
+        listing = client.get("/ui/jobs").text
+        job_page = client.get("/ui/jobs/" + HOSTILE).text
+        for page in (listing, job_page):
+            assert "<img" not in page
+            assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;&#x27;" in page
+        assert "<script>alert" not in job_page and "</td><script>" not in job_page
+        assert "&lt;/td&gt;&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in job_page
+        assert "<details" in job_page and "Traceback" in job_page
+
+
+def test_no_credentials_is_a_401(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        assert client.get("/ui", auth=False).status_code == 401
+        assert client.get("/ui/static/ui.js", auth=False).status_code == 401
+
+
+def test_off_is_a_404(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_UI_ENABLED=False) as (_, client):
+        assert client.get("/ui").status_code == 404
+        assert client.get("/jobs").status_code == 200
+
+
+def test_the_setting_is_checked(tmp_path):
+    with pytest.raises(TypeError, match="SCHEDULER_UI_ENABLED"):
+        APScheduler().init_app(plain_app, config={"SCHEDULER_UI_ENABLED": "yes"})
+
+
+def test_an_unknown_job_is_a_404_page(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        answer = client.get("/ui/jobs/nope")
+        assert answer.status_code == 404 and answer.mimetype == "text/html"
+
+
+def test_the_list_pages_and_searches_by_id(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        for number in range(60):
+            client.post("/jobs", json={"id": f"job-{number:02}", "func": "tests.tasks:record",
+                                       "trigger": "interval", "hours": 1})
+        first = client.get("/ui/jobs").text
+        assert "60 jobs; page 1 of 2" in first and first.count('<tr><td><a') == 50
+        second = client.get("/ui/jobs?page=2").text
+        assert second.count('<tr><td><a') == 10
+        found = client.get("/ui/jobs?q=JOB-5").text
+        assert "10 jobs" in found and "job-59" in found and "job-49" not in found
+        assert "every 1 hours" in found
+
+
+USERS = {"admin": {"roles": ["reader", "admin"]}, "reader": {"roles": ["reader"]}}
+
+
+def make_role_app(tmp_path):
+    def check(auth):
+        user = USERS.get(auth["username"])
+        return user if user is not None and compare_secrets(auth["password"], "pw") else False
+
+    scheduler = APScheduler()
+    app = scheduler.init_app(plain_app, config={
+        "SCHEDULER_API_ENABLED": True, "SCHEDULER_AUTH": HTTPBasicAuth(),
+        "SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+        "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"], "SCHEDULER_TIMEZONE": "UTC",
+        "SCHEDULER_AUTH_OPTIONS": {"rules": [
+            Rule("/scheduler", roles={"GET": {"reader", "admin"}, "*": "admin"})]},
+    })
+    scheduler.authenticate(check)
+    assert isinstance(scheduler.middleware, AuthMiddleware)
+    return scheduler, app
+
+
+def as_user(name):
+    return {"Authorization": "Basic " + base64.b64encode(f"{name}:pw".encode()).decode()}
+
+
+def test_a_reader_sees_no_write_controls(tmp_path):
+    scheduler, app = make_role_app(tmp_path)
+    scheduler.start()
+    try:
+        client = Client(app)
+        assert client.post("/scheduler/jobs", headers=as_user("admin"), json={
+            "id": "j", "func": "tests.tasks:record", "trigger": "interval", "hours": 1,
+        }).status_code == 200
+        for user, shown in (("admin", True), ("reader", False)):
+            for path in ("/scheduler/ui/", "/scheduler/ui/jobs", "/scheduler/ui/jobs/j"):
+                page = client.get(path, headers=as_user(user)).text
+                assert ("data-method=" in page) is (path != "/scheduler/ui/jobs" and shown), \
+                    (user, path)
+                assert ("Add a job" in page) is shown
+            assert client.get("/scheduler/ui/new", headers=as_user(user)).status_code == (
+                200 if shown else 403)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+@pytest.mark.parametrize(("job", "words"), [
+    ({"trigger": "interval", "hours": 1, "minutes": 30}, "every 1 hours 30 minutes"),
+    ({"trigger": "cron", "hour": "3", "minute": "*/5"}, "cron hour=3 minute=*/5"),
+    ({"trigger": "date", "run_date": "2030-01-01T00:00:00+00:00"},
+     "once at 2030-01-01T00:00:00+00:00"),
+    ({"trigger": "or", "triggers": [{"trigger": "interval", "days": 1},
+                                    {"trigger": "cron", "hour": "1"}]},
+     "any of (every 1 days; cron hour=1)"),
+])
+def test_triggers_in_words(job, words):
+    assert trigger_words(job) == words
+
+
+def test_assets_are_in_the_package(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        assert client.get("/ui/static/ui.js").headers["Content-Type"].startswith(
+            "text/javascript")
+        assert client.get("/ui/static/other.js").status_code == 404
+        assert AUTH  # the helpers' credentials are the ones used above

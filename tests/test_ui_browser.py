@@ -1,0 +1,215 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``)
+driven by Selenium, against a real gunicorn serving tests/ui_app.py on 127.0.0.1.
+
+Credentials go in an ``Authorization`` header set through the Chrome DevTools protocol
+(``Network.setExtraHTTPHeaders``): a page loaded from ``http://user:pw@host/`` cannot call
+``fetch()`` (its URLs would carry the credentials). Nothing is downloaded: the driver is
+``/usr/bin/chromedriver``, passed to Selenium so that Selenium Manager never runs. Each test
+saves a screenshot under tests/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import gunicorn
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
+                                "(pip install -e '.[test]')")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="chromium and chromium-driver are not installed "
+           "(apt-get install -y chromium chromium-driver; .ci/run does it)")
+
+SHOTS = Path(__file__).parent / "screenshots"
+
+
+def header(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:pw".encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("ui") / "jobs.sqlite"
+    with gunicorn("tests.ui_app:app", "--worker-class", "gthread", "--threads", "8",
+                  env={"UI_TEST_STORE": str(store)}) as (host, port):
+        base = f"http://{host}:{port}/scheduler"
+        session = requests.Session()
+        session.headers["Authorization"] = header("admin")
+        for job in ({"id": "report", "func": "tests.tasks:record", "trigger": "interval",
+                     "hours": 1},
+                    {"id": "failing", "func": "tests.tasks:fail",
+                     "kwargs": {"message": "disk <full>"}, "trigger": "cron", "hour": "3"}):
+            answer = session.post(f"{base}/jobs", json=job, timeout=10)
+            assert answer.status_code == 200, answer.text
+        yield base, session
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", "--window-size=1280,800"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Network.enable", {})
+    SHOTS.mkdir(exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def log_in(driver, user: str) -> None:
+    """What the browser does once the user typed the Basic credentials: send them."""
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                           {"headers": {"Authorization": header(user)}})
+
+
+def wait(driver, condition, seconds: float = 10):
+    return WebDriverWait(driver, seconds).until(condition)
+
+
+def shot(driver, name: str) -> None:
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def test_without_credentials_the_browser_is_asked_for_them(server, browser):
+    base, _ = server
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {}})
+    answer = requests.get(f"{base}/ui", timeout=10)
+    assert answer.status_code == 401 and "WWW-Authenticate" in answer.headers
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Scheduler"
+    assert browser.find_element(By.CSS_SELECTOR, ".state").text == "running"
+    shot(browser, "scheduler")
+
+
+def test_see_a_job_in_the_list(server, browser):
+    base, _ = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/jobs")
+    link = browser.find_element(By.LINK_TEXT, "report")
+    row = link.find_element(By.XPATH, "./ancestor::tr")
+    assert "every 1 hours" in row.text and "never ran" in row.text
+    shot(browser, "jobs")
+    browser.set_window_size(390, 844)
+    try:
+        browser.get(f"{base}/ui/jobs")
+        assert browser.find_element(By.LINK_TEXT, "report").is_displayed()
+        shot(browser, "jobs-phone")
+    finally:
+        browser.set_window_size(1280, 800)
+
+
+def fill(driver, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        field = driver.find_element(By.ID, f"f-{name}")
+        field.clear()
+        field.send_keys(value)
+
+
+def test_add_a_job_through_the_form(server, browser):
+    base, session = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/new")
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=f-func]").text.startswith("Func")
+    fill(browser, {"id": "nightly", "name": "Nightly report", "func": "tests.tasks:record",
+                   "minutes": "30"})
+    browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
+    wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Job nightly"))
+    assert "every 30 minutes" in browser.find_element(By.CSS_SELECTOR, "table.fields").text
+    assert session.get(f"{base}/jobs/nightly", timeout=10).json()["minutes"] == 30
+    shot(browser, "job-added")
+
+
+def test_the_apis_validation_message_is_shown_at_its_field(server, browser):
+    base, _ = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/new")
+    browser.find_element(By.ID, "f-trigger").send_keys("cron")  # keyboard: choose by typing
+    fill(browser, {"id": "bad", "func": "tests.tasks:record", "hour": "25"})
+    browser.find_element(By.ID, "f-hour").send_keys(Keys.ENTER)  # submit from the keyboard
+    error = wait(browser, lambda d: d.find_element(By.ID, "err-hour").text or None)
+    assert error.startswith("hour: Error validating expression '25'")
+    assert browser.find_element(By.ID, "f-hour").get_attribute("aria-invalid") == "true"
+    assert browser.switch_to.active_element.get_attribute("id") == "f-hour"
+    shot(browser, "validation")
+
+
+def test_pause_then_run_and_see_the_run_and_its_traceback_live(server, browser):
+    base, session = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/jobs/failing")
+    wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live")
+         == "open")
+    browser.find_element(By.XPATH, "//button[text()='Pause']").click()
+    wait(browser, lambda d: d.find_elements(By.XPATH, "//button[text()='Resume']"))
+    assert session.get(f"{base}/jobs/failing", timeout=10).json()["next_run_time"] is None
+    # A run started elsewhere (another client of the API) appears without a reload.
+    marker = browser.find_element(By.TAG_NAME, "h1")
+    assert session.post(f"{base}/jobs/failing/run", timeout=10).status_code == 200
+    row = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-run] .outcome.error"))
+    assert row and marker.is_displayed()  # the same document: no reload happened
+    summary = browser.find_element(By.CSS_SELECTOR, "tr[data-run] details summary")
+    assert "disk <full>" in summary.text
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary)
+    summary.send_keys(Keys.ENTER)  # keyboard: a <summary> opens with Enter
+    traceback = browser.find_element(By.CSS_SELECTOR, "tr[data-run] details pre")
+    assert traceback.is_displayed() and "Traceback" in traceback.text
+    browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", traceback)
+    shot(browser, "traceback")
+
+
+def test_run_now_from_the_page(server, browser):
+    base, _ = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/jobs/report")
+    browser.find_element(By.XPATH, "//button[text()='Run now']").click()
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-run] .outcome.success"))
+    shot(browser, "run-success")
+
+
+def test_delete_asks_first(server, browser):
+    base, session = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/jobs/nightly")
+    browser.find_element(By.XPATH, "//button[text()='Delete']").click()
+    alert = wait(browser, EC.alert_is_present())
+    assert alert.text == "Delete job nightly?"
+    alert.dismiss()
+    time.sleep(0.3)
+    assert session.get(f"{base}/jobs/nightly", timeout=10).status_code == 200
+    browser.find_element(By.XPATH, "//button[text()='Delete']").click()
+    wait(browser, EC.alert_is_present()).accept()
+    wait(browser, lambda d: d.current_url.endswith("/ui/jobs"))
+    assert session.get(f"{base}/jobs/nightly", timeout=10).status_code == 404
+
+
+def test_a_reader_sees_no_write_controls(server, browser):
+    base, _ = server
+    log_in(browser, "reader")
+    try:
+        for path in ("/ui/", "/ui/jobs", "/ui/jobs/failing"):
+            browser.get(base + path)
+            assert browser.find_elements(By.CSS_SELECTOR, "h1")
+            assert not browser.find_elements(By.CSS_SELECTOR, "button.action, a.button")
+            assert not browser.find_elements(By.LINK_TEXT, "Add a job")
+        assert browser.find_elements(By.CSS_SELECTOR, "tr[data-run]")  # reads what there is
+        shot(browser, "reader")
+    finally:
+        log_in(browser, "admin")
