@@ -522,9 +522,9 @@ def test_redacting_a_repetitive_credential_costs_little(recording_app, caplog):
         raise KeyError(auth["username"])
 
     middleware = AuthMiddleware(recording_app, auth=HTTPBasicAuth(), authenticate=authenticate)
-    started = time.process_time()
+    started = time.thread_time()
     with caplog.at_level(logging.ERROR, logger="authmw"):
         assert call(middleware, "/", authorization=basic("a" * 3000, "p"),
                     HTTP_X_PAD="a" * 1000).status == 500
-    assert time.process_time() - started < 2  # 9 s of CPU and 1.3 GB before (quadratic)
+    assert time.thread_time() - started < 2  # 9 s of CPU and 1.3 GB before (quadratic)
     assert "a" * 7 not in caplog.text

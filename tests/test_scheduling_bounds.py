@@ -341,9 +341,9 @@ def test_an_accepted_cron_never_searches_past_400_years_in_the_scheduler():
     trigger = CronTrigger(year=year, month="12", day="1", day_of_week="tue", hour=3,
                           timezone=UTC)
     engine.bound_trigger(trigger)  # what the scheduler does with every due job
-    started = time.process_time()
+    started = time.thread_time()
     assert trigger.get_next_fire_time(None, datetime.datetime(2027, 1, 1, tzinfo=UTC)) is None
-    assert time.process_time() - started < 1
+    assert time.thread_time() - started < 1
 
 
 def test_resuming_a_job_with_no_fire_time_left_keeps_it_paused(api):
@@ -402,11 +402,11 @@ HEAVY_WEEK = {"trigger": "cron", "week": ",".join(["1"] * 64), "month": "2-11"}
 )
 def test_a_cron_whose_one_search_costs_too_much_is_refused_at_once(api, trigger):
     _, client = api
-    started = time.process_time()
+    started = time.thread_time()
     answer = client.post("/jobs", json={**JOB, **trigger})
     assert answer.status_code == 400
     assert "one fire time takes more than 0.05 s to compute" in answer.json["error_message"]
-    assert time.process_time() - started < 1  # 5.4 s of CPU (and 0.12-0.25 s a fire) before
+    assert time.thread_time() - started < 1  # 5.4 s of CPU (and 0.12-0.25 s a fire) before
 
 
 def test_in_the_scheduler_a_search_past_its_cpu_time_ends_the_job(caplog):
@@ -415,9 +415,9 @@ def test_in_the_scheduler_a_search_past_its_cpu_time_ends_the_job(caplog):
     trigger = BoundedCronTrigger(week="1", month="2-11", timezone=UTC)
     now = datetime.datetime(2026, 12, 1, tzinfo=UTC)
     with caplog.at_level("WARNING", logger="scheduler_api"):
-        started = time.process_time()
+        started = time.thread_time()
         assert trigger.get_next_fire_time(None, now) is None
-        assert time.process_time() - started < 0.5
+        assert time.thread_time() - started < 0.5
     assert "takes more than 0.05 s of CPU to find" in caplog.text
     hourly = BoundedCronTrigger(minute="0", timezone=UTC)
     assert hourly.get_next_fire_time(None, now) == now  # ordinary crons are untouched
@@ -439,6 +439,6 @@ def test_an_and_whose_triggers_stop_agreeing_ends_at_once_in_the_scheduler():
     first = trigger.get_next_fire_time(None, now)
     second = trigger.get_next_fire_time(first, first)
     assert (first.year, second.year) == (2027, 2028)
-    started = time.process_time()
+    started = time.thread_time()
     assert trigger.get_next_fire_time(second, second) is None
-    assert time.process_time() - started < 1
+    assert time.thread_time() - started < 1
