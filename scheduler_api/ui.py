@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 from sqlalchemy.exc import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import Forbidden, HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
 from authmw import AuthMiddleware
 
+from .codec import json_default
 from .jobs import JSON, job_to_json
 from .listing import JobListing, broken_job_json
 from .protocol import JobScheduler
@@ -114,23 +115,20 @@ def trigger_words(job: Mapping[str, Any]) -> str:
     return str(kind)
 
 
-def allowed_actions(scheduler: DashboardScheduler, environ: WSGIEnvironment) -> frozenset[str]:
-    """What the request's user may change, as authmw's rules for the API's paths say:
-    ``"job:POST"`` (add, pause, resume, run), ``"job:PATCH"``, ``"job:DELETE"`` and
-    ``"scheduler:POST"``. The middleware's own :meth:`~authmw.AuthMiddleware.allows` decides,
-    for the user the middleware authenticated on this request (``environ["authmw.user"]``)."""
+def user_may(scheduler: DashboardScheduler, environ: WSGIEnvironment, path: str,
+             method: str) -> bool:
+    """Whether authmw's rules let this request's user send ``method path`` to the API (the
+    page shows what the API would answer, and no control the API would refuse): every rule
+    that a reading of ``path`` selects must allow it, for the user the middleware
+    authenticated on this request (``environ["authmw.user"]``)."""
     middleware = scheduler.middleware
+    if middleware is None:
+        return True
+    selected = middleware.matcher.select(path)
+    if selected is None:  # too many readings: the API answers 400
+        return False
     user = environ.get("authmw.user", True)
-    prefix = scheduler.api_prefix
-    allowed = set()
-    for name, path in {"job": f"{prefix}/jobs/x", "scheduler": f"{prefix}/pause"}.items():
-        rules = [] if middleware is None else [
-            middleware.rules[selected] for selected in middleware.matcher.select(path) or ()]
-        for method in ("POST", "PATCH", "DELETE"):
-            if middleware is None or all(middleware.allows(rule, method, user)
-                                         for rule in rules):
-                allowed.add(f"{name}:{method}")
-    return frozenset(allowed)
+    return all(middleware.allows(middleware.rules[prefix], method, user) for prefix in selected)
 
 
 def allowed_funcs(scheduler: DashboardScheduler) -> list[str]:
@@ -169,10 +167,24 @@ class HTMLResponse:
 class _Page:
     """One request's view: where the UI and the API are, and what the user may change."""
 
-    def __init__(self, request: Request, can: frozenset[str]) -> None:
+    def __init__(self, request: Request, scheduler: DashboardScheduler) -> None:
         self.ui = request.script_root
         self.api = self.ui[:-len(UI_PATH)]
-        self.can = can
+        self._environ = request.environ
+        self._scheduler = scheduler
+        self._answers: dict[tuple[str, str], bool] = {}
+
+    def may(self, path: str, method: str) -> bool:
+        """Whether the user may send ``method path`` (an API path) to the API."""
+        key = (path, method)
+        if key not in self._answers:
+            self._answers[key] = user_may(self._scheduler, self._environ, path, method)
+        return self._answers[key]
+
+    def refuse_unless(self, path: str, method: str = "GET") -> None:
+        """A 403 page unless the API would answer ``method path`` for this user."""
+        if not self.may(path, method):
+            raise Forbidden()
 
     def job_url(self, job_id: str, suffix: str = "") -> str:
         return f"{self.ui}/jobs/{quote(job_id, safe='')}{suffix}"
@@ -180,10 +192,10 @@ class _Page:
     def api_job(self, job_id: str, suffix: str = "") -> str:
         return f"{self.api}/jobs/{quote(job_id, safe='')}{suffix}"
 
-    def button(self, label: str, url: str, method: str = "POST", scope: str = "job",
+    def button(self, label: str, url: str, method: str = "POST",
                confirm: str | None = None, after: str | None = None) -> str:
         """A control that sends ``method url`` to the API; none when the user may not."""
-        if f"{scope}:{method}" not in self.can:
+        if not self.may(url, method):
             return ""
         extra = f' data-confirm="{e(confirm)}"' if confirm else ""
         extra += f' data-after="{e(after)}"' if after else ""
@@ -192,7 +204,7 @@ class _Page:
 
     def layout(self, title: str, body: str, watch: str = "") -> str:
         nav = [f'<a href="{e(self.ui)}/">Scheduler</a>', f'<a href="{e(self.ui)}/jobs">Jobs</a>']
-        if "job:POST" in self.can:
+        if self.may(f"{self.api}/jobs", "POST"):
             nav.append(f'<a href="{e(self.ui)}/new">Add a job</a>')
         live = f' data-watch="{e(watch)}"' if watch else ""
         return (
@@ -206,6 +218,20 @@ class _Page:
             f'<main><h1>{e(title)}</h1>'
             '<p id="flash" role="status" aria-live="polite"></p>'
             f'<div id="live"{live}>{body}</div></main></body></html>')
+
+
+def _shown(value: object) -> object:
+    """A field's value as a page shows it: lists and objects as JSON (what a broken job's
+    state holds too: dates, bytes, sets, as the API shows them)."""
+    return json.dumps(value, default=json_default) if isinstance(value, (list, dict)) else value
+
+
+def _job_link(page: _Page, job_id: str) -> str:
+    """A link to a job's page; its id as text when no URL can name it (the API refuses such
+    ids: '/', '.' and '..' come from Python or SCHEDULER_JOBS, and a server reads %2F as /)."""
+    if "/" in job_id or job_id in (".", ".."):
+        return f'{e(job_id)} <small class="muted">(no page: the id cannot be a URL)</small>'
+    return f'<a href="{e(page.job_url(job_id))}">{e(job_id)}</a>'
 
 
 def _outcome(last_run: Mapping[str, Any] | None) -> str:
@@ -240,7 +266,7 @@ class SchedulerUI:
             endpoint, values = self.url_map.bind_to_environ(request.environ).match()
             if endpoint == "asset":
                 return self.asset(values["name"])
-            page = _Page(request, allowed_actions(self.scheduler, request.environ))
+            page = _Page(request, self.scheduler)
             handler: Callable[..., HTMLResponse] = getattr(self, f"on_{endpoint}")
             return handler(request, page, **values)
         except NotFound:
@@ -267,14 +293,14 @@ class SchedulerUI:
     # -- pages -----------------------------------------------------------------------------
 
     def on_scheduler(self, request: Request, page: _Page) -> HTMLResponse:
+        page.refuse_unless(f"{page.api}/")
         scheduler = self.scheduler
         leader = scheduler.leader() or {}
         rows = [("State", f'<span class="state">{e(scheduler.state_name)}</span>'),
                 ("Leader", e(f"{leader['host']} pid {leader['pid']}") if leader else "none"),
                 ("Leader since", e(leader.get("since", "—"))),
                 ("This process", e(f"{scheduler.host_name} pid {os.getpid()}"))]
-        controls = "".join(page.button(label, f"{page.api}/{action}", scope="scheduler",
-                                       confirm=confirm)
+        controls = "".join(page.button(label, f"{page.api}/{action}", confirm=confirm)
                            for label, action, confirm in (
                                ("Pause", "pause", None), ("Resume", "resume", None),
                                ("Start", "start", None),
@@ -283,9 +309,11 @@ class SchedulerUI:
         return HTMLResponse(page.layout("Scheduler", body, watch="scheduler"))
 
     def on_jobs(self, request: Request, page: _Page) -> HTMLResponse:
+        page.refuse_unless(f"{page.api}/jobs")
         query = request.args.get("q", "").strip()[:200]
         number = request.args.get("page", "1")
-        number_int = int(number) if number.isascii() and number.isdigit() else 1
+        number_int = (int(number) if number.isascii() and number.isdigit() and len(number) <= 7
+                      else 1)
         number_int = max(1, min(number_int, 10**6))
         offset = (number_int - 1) * PAGE_SIZE
         if query:
@@ -294,7 +322,7 @@ class SchedulerUI:
             listed, total = self.scheduler.list_jobs(PAGE_SIZE, offset)
             jobs = json.loads(listed)
         rows = "".join(
-            f'<tr><td><a href="{e(page.job_url(job["id"]))}">{e(job["id"])}</a></td>'
+            f'<tr><td>{_job_link(page, job["id"])}</td>'
             f'<td>{e(job.get("name"))}</td>'
             f'<td>{e(when(job.get("next_run_time")))}</td>'
             f'<td>{e(trigger_words(job)) if "error" not in job else e(job["error"])}</td>'
@@ -353,12 +381,13 @@ class SchedulerUI:
         return data
 
     def on_job(self, request: Request, page: _Page, job_id: str) -> HTMLResponse:
+        page.refuse_unless(page.api_job(job_id))
         job = self._job_json(job_id)
         if job is None:
             raise NotFound()
         paused = job.get("next_run_time") is None
         fields: list[tuple[str, str]] = [
-            (name, e(json.dumps(job[name]) if isinstance(job[name], (list, dict)) else job[name]))
+            (name, e(_shown(job[name])))
                   for name in ("name", "func", "args", "kwargs", "next_run_time",
                                "misfire_grace_time", "max_instances", "coalesce", "error")
                   if name in job]
@@ -374,31 +403,37 @@ class SchedulerUI:
             page.button("Delete", page.api_job(job_id), "DELETE",
                         confirm=f"Delete job {job_id}?", after=f"{page.ui}/jobs"),
         ]
-        if "job:PATCH" in page.can:
+        if page.may(page.api_job(job_id), "PATCH"):
             controls.insert(2, f'<a class="button" href="{e(page.job_url(job_id, "/edit"))}">'
                                'Edit</a>')
-        runs = self.scheduler.get_runs(job_id, limit=RUNS_SHOWN)
-        run_rows = "".join(_run_row(run.to_json()) for run in runs.runs)
-        body = (_table(fields) + f'<div class="controls">{"".join(controls)}</div>'
-                f'<h2>Runs <span class="muted">({runs.total})</span></h2>'
-                '<div class="scroll"><table class="runs"><thead><tr><th>Scheduled</th>'
-                '<th>Reason</th><th>Outcome</th><th>Duration</th><th>Where</th><th>Error</th>'
-                f'</tr></thead><tbody>{run_rows}</tbody></table></div>')
+        body = _table(fields) + f'<div class="controls">{"".join(controls)}</div>'
+        if page.may(page.api_job(job_id, "/runs"), "GET"):
+            runs = self.scheduler.get_runs(job_id, limit=RUNS_SHOWN)
+            run_rows = "".join(_run_row(run.to_json()) for run in runs.runs)
+            body += (f'<h2>Runs <span class="muted">({runs.total})</span></h2>'
+                     '<div class="scroll"><table class="runs"><thead><tr><th>Scheduled</th>'
+                     '<th>Reason</th><th>Outcome</th><th>Duration</th><th>Where</th>'
+                     f'<th>Error</th></tr></thead><tbody>{run_rows}</tbody></table></div>')
         return HTMLResponse(page.layout(f"Job {job_id}", body, watch=f"job:{job_id}"))
 
     def on_new_job(self, request: Request, page: _Page) -> HTMLResponse:
-        if "job:POST" not in page.can:
+        if not page.may(f"{page.api}/jobs", "POST"):
             return HTMLResponse(page.layout("Add a job", "<p>You may not add jobs.</p>"),
                                 "403 Forbidden")
         return HTMLResponse(page.layout("Add a job", self._form(page, None)))
 
     def on_edit_job(self, request: Request, page: _Page, job_id: str) -> HTMLResponse:
+        page.refuse_unless(page.api_job(job_id))
         job = self._job_json(job_id)
         if job is None:
             raise NotFound()
-        if "job:PATCH" not in page.can:
+        if not page.may(page.api_job(job_id), "PATCH"):
             return HTMLResponse(page.layout("Edit", "<p>You may not change jobs.</p>"),
                                 "403 Forbidden")
+        if "error" in job:  # its module is gone: the API can only read and delete it
+            return HTMLResponse(page.layout(f"Edit job {job_id}", f"<p>Job {e(job_id)} "
+                                            f"{e(job['error'])}: it can only be read and "
+                                            "deleted.</p>"), "409 Conflict")
         return HTMLResponse(page.layout(f"Edit job {job_id}", self._form(page, job)))
 
     def _form(self, page: _Page, job: JSON | None) -> str:
@@ -409,7 +444,7 @@ class SchedulerUI:
 
         def field(name: str, label: str, value: object = None, hint: str = "",
                   attrs: str = "") -> str:
-            shown = json.dumps(value) if isinstance(value, (list, dict)) else value
+            shown = _shown(value)
             return (f'<div class="field"><label for="f-{name}">{e(label)}</label>'
                     f'<input id="f-{name}" name="{name}" value="{e(shown)}" {attrs}'
                     f'aria-describedby="err-{name}">'

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
-import uuid
 
 import pytest
 
@@ -19,28 +17,6 @@ from .api_helpers import running_api
 
 GOOD = {"id": "good", "func": "tests.tasks:record", "trigger": "interval", "minutes": 5}
 
-
-
-@pytest.fixture
-def vanishing_module(tmp_path, monkeypatch):
-    """A module written into tmp_path (on sys.path); call ``gone()`` to remove it entirely."""
-    name = f"vanishing_{uuid.uuid4().hex[:8]}"
-    folder = tmp_path / "modules"
-    folder.mkdir()
-    source = folder / f"{name}.py"
-    source.write_text("def task(*args, **kwargs):\n    pass\n\n\nclass Thing:\n    pass\n")
-    monkeypatch.syspath_prepend(str(folder))
-    module = importlib.import_module(name)
-
-    def gone() -> None:
-        source.unlink()
-        for cached in folder.glob("__pycache__/*"):
-            cached.unlink()
-        del sys.modules[name]
-        importlib.invalidate_caches()
-
-    module.gone = gone
-    return module
 
 
 @pytest.fixture

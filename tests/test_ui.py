@@ -6,6 +6,7 @@ The browser tests are in tests/test_ui_browser.py.
 from __future__ import annotations
 
 import base64
+import datetime
 import time
 
 import pytest
@@ -97,10 +98,12 @@ def test_the_list_pages_and_searches_by_id(tmp_path):
         assert "every 1 hours" in found
 
 
-USERS = {"admin": {"roles": ["reader", "admin"]}, "reader": {"roles": ["reader"]}}
+USERS = {"admin": {"roles": ["reader", "admin"]}, "reader": {"roles": ["reader"]},
+         "monitor": {"roles": ["monitor"]}, "operator": {"roles": ["reader", "operator"]}}
+READER_RULES = [Rule("/scheduler", roles={"GET": {"reader", "admin"}, "*": "admin"})]
 
 
-def make_role_app(tmp_path):
+def make_role_app(tmp_path, rules=READER_RULES):
     def check(auth):
         user = USERS.get(auth["username"])
         return user if user is not None and compare_secrets(auth["password"], "pw") else False
@@ -110,8 +113,7 @@ def make_role_app(tmp_path):
         "SCHEDULER_API_ENABLED": True, "SCHEDULER_AUTH": HTTPBasicAuth(),
         "SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
         "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"], "SCHEDULER_TIMEZONE": "UTC",
-        "SCHEDULER_AUTH_OPTIONS": {"rules": [
-            Rule("/scheduler", roles={"GET": {"reader", "admin"}, "*": "admin"})]},
+        "SCHEDULER_AUTH_OPTIONS": {"rules": rules},
     })
     scheduler.authenticate(check)
     assert isinstance(scheduler.middleware, AuthMiddleware)
@@ -161,3 +163,69 @@ def test_assets_are_in_the_package(tmp_path):
             "text/javascript")
         assert client.get("/ui/static/other.js").status_code == 404
         assert AUTH  # the helpers' credentials are the ones used above
+
+
+# From the attack on the dashboard: the pages follow the rules of the API paths they read,
+# and each control the rule of the path it sends to.
+PATH_RULES = [
+    Rule("/scheduler", roles={"GET": {"reader", "admin", "monitor", "operator"},
+                              "POST": {"admin", "operator"}, "*": "admin"}),
+    Rule("/scheduler/jobs", roles={"GET": {"reader", "admin", "operator"},
+                                   "POST": {"admin", "operator"}, "*": "admin"}),
+    Rule("/scheduler/shutdown", roles={"*": "admin"}),
+    Rule("/scheduler/jobs/critical", roles={"GET": {"reader", "admin", "operator"},
+                                            "*": "admin"}),
+]
+
+
+def test_pages_and_controls_follow_the_rules_of_the_api_paths_they_use(tmp_path):
+    scheduler, app = make_role_app(tmp_path, PATH_RULES)
+    scheduler.start()
+    try:
+        client = Client(app)
+        for job_id in ("secret-job", "critical"):
+            assert client.post("/scheduler/jobs", headers=as_user("admin"), json={
+                "id": job_id, "func": "tests.tasks:record", "args": ["SECRETARG"],
+                "trigger": "interval", "hours": 1}).status_code == 200
+        for path in ("/scheduler/ui/jobs", "/scheduler/ui/jobs?q=secret",
+                     "/scheduler/ui/jobs/secret-job", "/scheduler/ui/jobs/secret-job/edit"):
+            answer = client.get(path, headers=as_user("monitor"))
+            assert answer.status_code == 403 and "SECRETARG" not in answer.text, path
+        assert client.get("/scheduler/jobs", headers=as_user("monitor")).status_code == 403
+        assert client.get("/scheduler/ui/", headers=as_user("monitor")).status_code == 200
+        operator = as_user("operator")
+        front = client.get("/scheduler/ui/", headers=operator).text
+        assert "/scheduler/pause" in front and "/scheduler/shutdown" not in front
+        critical = client.get("/scheduler/ui/jobs/critical", headers=operator).text
+        assert "data-method=" not in critical  # pause, run, delete: admin only there
+        other = client.get("/scheduler/ui/jobs/secret-job", headers=operator).text
+        assert "/scheduler/jobs/secret-job/pause" in other
+        assert "data-method=\"DELETE\"" not in other
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_a_page_number_of_thousands_of_digits_is_the_first_page(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        answer = client.get("/ui/jobs?page=" + "1" * 5000)
+        assert answer.status_code == 200 and "page 1 of" in answer.text
+
+
+def test_a_broken_job_with_dates_and_bytes_in_its_args_is_shown(tmp_path, vanishing_module):
+    with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
+        scheduler.add_job("dt", f"{vanishing_module.__name__}:task",
+                          args=[datetime.datetime(2026, 1, 1), b"bytes", {1, 2}],
+                          trigger="interval", hours=1)
+        vanishing_module.gone()
+        for path, status in (("/ui/jobs/dt", 200), ("/ui/jobs/dt/edit", 409)):
+            answer = client.get(path)
+            assert answer.status_code == status and "cannot be restored" in answer.text, path
+
+
+def test_an_id_no_url_can_name_is_listed_without_a_link(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
+        for job_id in ("x/edit", ".."):
+            scheduler.add_job(job_id, "tests.tasks:record", trigger="interval", hours=1)
+        page = client.get("/ui/jobs").text
+        assert "x%2Fedit" not in page and 'href="/scheduler/ui/jobs/.."' not in page
+        assert page.count("the id cannot be a URL") == 2
