@@ -89,7 +89,7 @@ def finished_run(serial: int, job_id: str, outcome: str, at: float) -> dict[str,
             "error_type": "ValueError" if outcome == "error" else None,
             "error_message": "boom" if outcome == "error" else None,
             "traceback": "Traceback: ...\nValueError: boom" if outcome == "error" else None,
-            "result": None, "host": "bench", "pid": 1}
+            "result": None, "host": "bench", "node": "bench/1", "pid": 1}
 
 
 def record_runs(history: RunHistory, rows: list[dict[str, Any]]) -> None:

@@ -137,8 +137,8 @@ class RunRecorder:
 
     def emit(self, kind: str, **data: Any) -> None:
         """An event for the live stream (``kind``: job_added, run_finished, ...)."""
-        self._queue("event", {"kind": kind, "data": json.dumps(data, default=str),
-                              "at": time.time()})
+        self._queue(("event", {"kind": kind, "data": json.dumps(data, default=str),
+                              "at": time.time()}))
 
     def record(self, job_id: str, reason: str, scheduled_at: datetime, outcome: str,
                error: tuple[str, str, str] | None = None, result: str | None = None) -> None:
@@ -148,8 +148,7 @@ class RunRecorder:
         if error is not None:
             row["error_type"], row["error_message"], row["traceback"] = error
         row["result"] = result
-        self._queue("insert", row)
-        self._emit_run("run_finished", row)
+        self._queue(("insert", row), self._run_event("run_finished", row))
 
     def _row(self, job_id: str, reason: str, scheduled_at: datetime,
              outcome: str) -> dict[str, Any]:
@@ -160,10 +159,10 @@ class RunRecorder:
                 "traceback": None, "result": None, "host": self.host, "node": self.node,
                 "pid": os.getpid()}
 
-    def _emit_run(self, kind: str, row: dict[str, Any]) -> None:
-        """An event about a run (``row``: not changed after this); its JSON is made by the
-        writer thread, not on the way to or from the job."""
-        self._queue("run_event", {"kind": kind, "row": row, "at": time.time()})
+    def _run_event(self, kind: str, row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The record of an event about a run (``row``: not changed after this); its JSON is
+        made by the writer thread, not on the way to or from the job."""
+        return "run_event", {"kind": kind, "row": row, "at": time.time()}
 
     def run_job(self, job: Job, jobstore_alias: str, run_times: list[datetime],
                 logger_name: str) -> list[JobExecutionEvent]:
@@ -204,8 +203,7 @@ class RunRecorder:
         row["started_at"] = row["heartbeat_at"] = time.time()
         self._in_flight[row["id"]] = row
         started = dict(row)  # row changes when the run ends
-        self._queue("insert", started)
-        self._emit_run("run_started", started)
+        self._queue(("insert", started), self._run_event("run_started", started))
         return row
 
     def _finished(self, row: dict[str, Any], outcome: str,
@@ -217,8 +215,7 @@ class RunRecorder:
             row["error_type"], row["error_message"], row["traceback"] = error
         self._unwritten_ends.add(row["id"])
         self._in_flight.pop(row["id"], None)
-        self._queue("finish", row)
-        self._emit_run("run_finished", row)
+        self._queue(("finish", row), self._run_event("run_finished", row))
 
     def listen(self, event: Any) -> None:
         """The scheduler's listener: runs that :meth:`run_job` did not record (an executor
@@ -242,19 +239,21 @@ class RunRecorder:
 
     def forget_last_run(self, job_id: str | None) -> None:
         """A job was removed (None: all of them): a new job with its id has no last run."""
-        self._queue("forget", {"job_id": job_id})
+        self._queue(("forget", {"job_id": job_id}))
 
-    def _queue(self, kind: str, item: dict[str, Any]) -> None:
+    def _queue(self, *records: tuple[str, dict[str, Any]]) -> None:
         with self._wake:
-            if len(self._pending) >= MAX_PENDING:
-                dropped_kind, dropped = self._pending.popleft()
-                if dropped_kind == "finish":
-                    self._unwritten_ends.discard(dropped["id"])
-                self._dropped += 1
-            self._pending.append((kind, item))
+            before = len(self._pending)
+            for record in records:
+                if len(self._pending) >= MAX_PENDING:
+                    dropped_kind, dropped = self._pending.popleft()
+                    if dropped_kind == "finish":
+                        self._unwritten_ends.discard(dropped["id"])
+                    self._dropped += 1
+                self._pending.append(record)
             # The writer looks every WRITE_DELAY seconds: it is woken early only when a
             # whole batch waits (a wake-up per record took the interpreter from the jobs).
-            if len(self._pending) % MAX_BATCH == 0:
+            if before // MAX_BATCH != len(self._pending) // MAX_BATCH:
                 self._wake.notify()
 
     def start(self) -> None:
@@ -310,7 +309,7 @@ class RunRecorder:
                     # (up to GATHER_SECONDS): the store's write lock and the interpreter go to
                     # starting the jobs, and the records are written in fewer, larger batches.
                     gather_until = time.monotonic() + GATHER_SECONDS
-                    while (engine.dispatching() and len(self._pending) < MAX_BATCH
+                    while (engine.dispatching() and len(self._pending) < MAX_PENDING // 4
                            and not self._stopping and time.monotonic() < gather_until):
                         self._wake.wait(0.05)
                     while self._pending and len(batch) < MAX_BATCH:
@@ -411,7 +410,7 @@ class RunRecorder:
                                           time.time() - LOST_AFTER_SECONDS):
             logger.warning("run %s of job %s was lost: %s", row["id"], row["job_id"],
                            row["error_message"])
-            self._emit_run("run_finished", row)
+            self._queue(self._run_event("run_finished", row))
         self.history.prune(self.keep_runs, self.keep_days * 86_400, KEEP_EVENTS_SECONDS,
                            self.live_jobs())
 

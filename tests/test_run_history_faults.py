@@ -189,7 +189,8 @@ def test_retention_forgets_removed_jobs_and_keeps_what_it_promises(tmp_path: Pat
         with history.engine.connect() as connection:
             kept = sorted(connection.execute(select(history.runs.c.job_id)).scalars())
             count_rows = sorted(connection.execute(
-                select(history.counts.c.scope, history.counts.c.job_id)).all())
+                select(history.counts.c.scope, history.counts.c.job_id).where(
+                    history.counts.c.scope != "changes")).all())
             last_runs = set(connection.execute(select(history.last_runs.c.job_id)).scalars())
         assert kept == ["gone-young"] + ["live"] * 4
         assert count_rows == [("all", ""), ("job", "gone-young"), ("job", "live"),
