@@ -82,6 +82,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_listening(port: int, process: subprocess.Popen[Any],
+                         timeout: float = 30) -> bool:
+    """True once something listens on 127.0.0.1:``port``; False if ``process`` ended first
+    or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
 @contextmanager
 def gunicorn(app_spec: str, *args: str, env: dict[str, str] | None = None,
              timeout: float = 30, output: Path | None = None,
@@ -100,17 +115,10 @@ def gunicorn(app_spec: str, *args: str, env: dict[str, str] | None = None,
         stdout=log or subprocess.DEVNULL, stderr=log or subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    said = (output.read_bytes() if output is not None
-                            else process.stderr.read())  # type: ignore[union-attr]
-                    raise RuntimeError(f"gunicorn did not start: {said.decode()}") from None
-                time.sleep(0.05)
+        if not wait_until_listening(port, process, timeout):
+            said = (output.read_bytes() if output is not None
+                    else process.stderr.read())  # type: ignore[union-attr]
+            raise RuntimeError(f"gunicorn did not start: {said.decode()}")
         yield "127.0.0.1", port
     finally:
         process.terminate()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import requests
 
 from scheduler_api import cli
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, wait_until_listening
 
 PASSWORD = "cli-Pa55word-never-shown"
 FUNC = "scheduler_api.example_tasks:say_hello"
@@ -43,14 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={**env, "SCHEDULER_API_PASSWORD": PASSWORD},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.05)
+        assert wait_until_listening(port, process), "the demo server did not start"
         yield f"http://127.0.0.1:{port}/scheduler"
     finally:
         process.terminate()

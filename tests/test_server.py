@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +15,7 @@ import pytest
 import requests
 from requests.auth import HTTPBasicAuth
 
-from .conftest import ROOT, free_port, gunicorn
+from .conftest import ROOT, free_port, gunicorn, wait_until_listening
 
 
 @pytest.fixture
@@ -167,15 +166,9 @@ def demo_command(tmp_path, *args: str, env: dict[str, str] | None = None
         stderr=subprocess.PIPE, text=True)
     stderr: list[str] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None, process.communicate()[1]
-                assert time.monotonic() < deadline, "the demo server did not start"
-                time.sleep(0.05)
+        if not wait_until_listening(port, process):
+            assert process.poll() is None, process.communicate()[1]
+            raise AssertionError("the demo server did not start")
         yield f"http://127.0.0.1:{port}/scheduler", stderr
     finally:
         process.terminate()
