@@ -27,6 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 from apscheduler.events import (
@@ -374,7 +375,7 @@ class RunRecorder:
             if kind == "event":
                 events.append(item)
             elif kind == "run_event":
-                run = self.history.run_from_row(_Row(item["row"])).to_json()
+                run = self.history.run_from_row(SimpleNamespace(**item["row"])).to_json()
                 events.append({"kind": item["kind"], "at": item["at"],
                                "data": json.dumps({"run": run}, default=str)})
             elif kind == "forget":
@@ -427,10 +428,3 @@ def describe_database_error(error: BaseException) -> str:
     """A database error without the statement's parameters (a run's result, traceback)."""
     original = getattr(error, "orig", None) or error
     return clip(f"{type(original).__name__}: {original}", 300)
-
-
-class _Row:
-    """A dict of run columns read as a database row is (``row.job_id``)."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
