@@ -13,7 +13,6 @@ prefix, behind authentication::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -48,7 +47,7 @@ from .jobs import (
     trigger_part,
     trigger_to_json,
 )
-from .listing import broken_job_json, restore_error
+from .listing import broken_job_json, restore_error, with_last_run
 from .openapi import openapi_document
 from .protocol import JobScheduler
 from .web import (
@@ -225,10 +224,8 @@ class SchedulerAPI:
 
     def _job_json(self, job: Job, ran: bool = True) -> JSON:
         """A job's JSON with its ``last_run`` (``ran=False``: a job just added, none)."""
-        data = job_to_json(job)
         summary = self.scheduler.last_runs([job.id]).get(job.id) if ran else None
-        data["last_run"] = None if summary is None else json.loads(summary)
-        return data
+        return with_last_run(job_to_json(job), summary)
 
     def _runs(self, request: Request, job_id: str | None) -> tuple[JSON, int]:
         """A page of runs, as the query string asks, and how many match."""
@@ -384,9 +381,8 @@ class SchedulerAPI:
             return json_response(self._job_json(self._job(job_id)))
         except UnrestorableJob as exc:  # shown, so that it can be seen and deleted
             data = broken_job_json(job_id, self.scheduler.stored_job_state(job_id), exc.error)
-            summary = self.scheduler.last_runs([job_id]).get(job_id)
-            data["last_run"] = None if summary is None else json.loads(summary)
-            return json_response(data)
+            return json_response(with_last_run(
+                data, self.scheduler.last_runs([job_id]).get(job_id)))
 
     def on_update_job(self, request: Request, job_id: str) -> JSONResponse:
         body = read_json_body(request)

@@ -22,6 +22,7 @@ then id::
 
 from __future__ import annotations
 
+import json
 import logging
 import operator
 import pickle
@@ -237,6 +238,12 @@ class JobListing:
                 if state is not None:
                     return state  # type: ignore[no-any-return]
         return None
+
+
+def with_last_run(data: JSON, last_run: str | None) -> JSON:
+    """A job's JSON (a dict) with its ``last_run`` (JSON text; None: null, it never ran)."""
+    data["last_run"] = None if last_run is None else json.loads(last_run)
+    return data
 
 
 def splice_last_run(fragment: bytes, last_run: str | None) -> bytes:

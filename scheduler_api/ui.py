@@ -36,7 +36,7 @@ from authmw import AuthMiddleware
 
 from .codec import json_default
 from .jobs import JSON, job_to_json
-from .listing import JobListing, broken_job_json
+from .listing import JobListing, broken_job_json, with_last_run
 from .protocol import JobScheduler
 from .web import store_problem
 
@@ -356,10 +356,7 @@ class SchedulerUI:
         jobs = [job for job_id in ids[offset:offset + PAGE_SIZE]
                 if (job := self._job_json(job_id, ran=False)) is not None]
         last_runs = self.scheduler.last_runs([job["id"] for job in jobs])  # one query
-        for job in jobs:
-            summary = last_runs.get(job["id"])
-            job["last_run"] = None if summary is None else json.loads(summary)
-        return jobs, len(ids)
+        return [with_last_run(job, last_runs.get(job["id"])) for job in jobs], len(ids)
 
     def _job_json(self, job_id: str, ran: bool = True) -> JSON | None:
         """A job's JSON with its ``last_run`` (``ran=False``: without it); one that cannot
@@ -376,9 +373,7 @@ class SchedulerUI:
             data = job_to_json(job)
         if not ran:
             return data
-        summary = self.scheduler.last_runs([job_id]).get(job_id)
-        data["last_run"] = None if summary is None else json.loads(summary)
-        return data
+        return with_last_run(data, self.scheduler.last_runs([job_id]).get(job_id))
 
     def on_job(self, request: Request, page: _Page, job_id: str) -> HTMLResponse:
         page.refuse_unless(page.api_job(job_id))
