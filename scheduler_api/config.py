@@ -29,6 +29,13 @@ DEFAULT_JOBSTORE_TABLE = "apscheduler_jobs"
 #: late still runs, once for all the run times it missed (coalesce). Each key of
 #: ``SCHEDULER_JOB_DEFAULTS`` replaces its own here.
 JOB_DEFAULTS: Mapping[str, Any] = {"misfire_grace_time": 60, "coalesce": True}
+#: What ``SCHEDULER_EXECUTOR`` may be: runs in the leader's thread pool, or on Celery workers.
+EXECUTOR_KINDS = frozenset({"threadpool", "celery"})
+#: With Celery workers, the executor alias of jobs that still run in the leader's threads.
+LEADER_EXECUTOR = "leader"
+#: The queue runs go to unless ``SCHEDULER_CELERY_QUEUE`` says: a queue of their own, so
+#: that a Celery worker of the same broker that lacks the task never takes (and drops) one.
+DEFAULT_CELERY_QUEUE = "scheduler_api"
 #: What ``SCHEDULER_AUTH_OPTIONS`` may hold: ``AuthMiddleware``'s keyword arguments that the
 #: other settings do not give (``auth``, ``authenticate``, ``throttle``, ``prefixes``).
 AUTH_OPTIONS = frozenset({"rules", "public", "cors_preflight", "on_deny"})
@@ -114,6 +121,14 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "SCHEDULER_JOBSTORE_TABLE": _str,
     "SCHEDULER_JOBSTORES": _mapping,
     "SCHEDULER_EXECUTORS": _mapping,
+    # Where runs go: "threadpool" (the leader's threads) or "celery" (Celery workers).
+    "SCHEDULER_EXECUTOR": _check(lambda value: value in EXECUTOR_KINDS,
+                                 f"one of {', '.join(map(repr, sorted(EXECUTOR_KINDS)))}"),
+    "SCHEDULER_CELERY_APP": _check(lambda value: not isinstance(value, (bytes, int, float)),
+                                   "'module:attr' or a Celery app"),
+    "SCHEDULER_CELERY_BROKER_URL": _str,
+    "SCHEDULER_CELERY_QUEUE": _str,
+    "SCHEDULER_CELERY_ACKS_LATE": _bool,
     "SCHEDULER_JOB_DEFAULTS": _mapping,
     "SCHEDULER_TIMEZONE": _check(lambda value: isinstance(value, (str, tzinfo)),
                                  "a time zone name or tzinfo"),

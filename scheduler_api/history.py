@@ -183,6 +183,7 @@ class RunHistory:
                  timezone: tzinfo = timezone.utc) -> None:
         self.engine = engine
         self.timezone = timezone
+        self.tablename = tablename  # the job store's: the history's tables are named after it
         metadata = MetaData()
         self.runs = Table(
             f"{tablename}_history", metadata,

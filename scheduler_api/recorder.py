@@ -405,13 +405,18 @@ class RunRecorder:
         if ids:
             self.history.heartbeat(ids, time.time())
 
-    def _housekeeping(self) -> None:
+    def mark_lost(self) -> None:
+        """Mark lost the runs whose process is gone (see :meth:`RunHistory.mark_lost`): the
+        leader's housekeeping, and a Celery worker process as it starts."""
         mine = set(self._in_flight) | self._unwritten_ends
         for row in self.history.mark_lost(self.node, os.getpid(), mine,
                                           time.time() - LOST_AFTER_SECONDS):
             logger.warning("run %s of job %s was lost: %s", row["id"], row["job_id"],
                            row["error_message"])
             self._queue(self._run_event("run_finished", row))
+
+    def _housekeeping(self) -> None:
+        self.mark_lost()
         self.history.prune(self.keep_runs, self.keep_days * 86_400, KEEP_EVENTS_SECONDS,
                            self.live_jobs())
 

@@ -53,9 +53,11 @@ from authmw import AuthenticateCallback, AuthMiddleware, HTTPAuth, Throttle, nor
 from . import engine
 from .api import SchedulerAPI
 from .config import (
+    DEFAULT_CELERY_QUEUE,
     DEFAULT_JOBSTORE_TABLE,
     DEFAULT_JOBSTORE_URL,
     JOB_DEFAULTS,
+    LEADER_EXECUTOR,
     make_engine,
     printable_url,
     read_settings,
@@ -70,7 +72,7 @@ from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
 from .listing import JobListing
 from .metrics import MAX_JOBS, Metrics, instrument, metrics_enabled
 from .process import defer_to_workers, retrying_while_busy, start_scheduler
-from .recorder import KEEP_DAYS, KEEP_RUNS, RECORDED_EVENTS, RunRecorder
+from .recorder import KEEP_DAYS, KEEP_RUNS, RECORDED_EVENTS, RunRecorder, describe_error
 from .ui import UI_PATH, SchedulerUI
 
 logger = logging.getLogger("scheduler_api")
@@ -87,6 +89,32 @@ _ADD_JOB_OPTIONS = frozenset({"id", "func", "trigger", "args", "kwargs", "name",
                               "next_run_time", "jobstore", "executor", "replace_existing"})
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def configured_executors(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """APScheduler's executors for these settings: ``SCHEDULER_EXECUTORS`` as given, else by
+    ``SCHEDULER_EXECUTOR``: the leader's store-first thread pool as ``default``, or Celery
+    workers as ``default`` and the thread pool as ``leader`` (for jobs that stay there)."""
+    kind = settings.get("SCHEDULER_EXECUTOR", "threadpool")
+    celery_settings = sorted(name for name in settings if name.startswith("SCHEDULER_CELERY_"))
+    if settings.get("SCHEDULER_EXECUTORS"):
+        if "SCHEDULER_EXECUTOR" in settings:
+            raise ValueError("SCHEDULER_EXECUTOR and SCHEDULER_EXECUTORS are both set: give "
+                             "one (SCHEDULER_EXECUTORS is the whole map of executors)")
+        return dict(settings["SCHEDULER_EXECUTORS"])
+    if kind == "threadpool":
+        if celery_settings:
+            raise ValueError(f"{celery_settings[0]} is set but SCHEDULER_EXECUTOR is not "
+                             "'celery': runs stay in the leader")
+        return {"default": engine.StoreFirstThreadPoolExecutor()}
+    from .celery_executor import CeleryExecutor, celery_app_from
+
+    return {"default": CeleryExecutor(celery_app_from(settings),
+                                      queue=settings.get("SCHEDULER_CELERY_QUEUE",
+                                                         DEFAULT_CELERY_QUEUE),
+                                      acks_late=settings.get("SCHEDULER_CELERY_ACKS_LATE",
+                                                             False)),
+            LEADER_EXECUTOR: engine.StoreFirstThreadPoolExecutor()}
 
 
 class APScheduler:
@@ -201,8 +229,7 @@ class APScheduler:
             self._engine, self._tablename = default_store.engine, default_store.jobs_t.name
         options: dict[str, Any] = {
             "jobstores": jobstores,
-            "executors": settings.get("SCHEDULER_EXECUTORS") or {
-                "default": engine.StoreFirstThreadPoolExecutor()},
+            "executors": configured_executors(settings),
             "job_defaults": {**JOB_DEFAULTS, **settings.get("SCHEDULER_JOB_DEFAULTS", {})},
         }
         if settings.get("SCHEDULER_TIMEZONE"):
@@ -234,13 +261,14 @@ class APScheduler:
             self.func_policy.allow(rule)
         if settings.get("SCHEDULER_API_ALLOW_ANY_FUNC", False):
             self.func_policy = FuncPolicy(allow_any=True)
+        for job in settings.get("SCHEDULER_JOBS") or settings.get("JOBS") or ():
+            self._allow(job.get("func"))  # the operator's own jobs (a Celery worker too)
 
     def _load_jobs(self, settings: Mapping[str, Any]) -> None:
         for job in settings.get("SCHEDULER_JOBS") or settings.get("JOBS") or ():
             job = dict(job)
             job.setdefault("replace_existing", True)  # a persistent store keeps them across runs
             self.add_job(**self._checked_config_job(job))
-            self._allow(job["func"])
 
     def _checked_config_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """A job of SCHEDULER_JOBS with its trigger built and held to the API's bounds.
@@ -267,7 +295,7 @@ class APScheduler:
     def _allow(self, func: object) -> None:
         try:
             self.func_policy.allow(func if isinstance(func, str) else obj_to_ref(func))
-        except ValueError:
+        except (TypeError, ValueError):
             pass  # not importable by reference (a lambda, a nested function): nothing to allow
 
     def _mount(self, wsgi_app: Any) -> AuthMiddleware:
@@ -394,6 +422,8 @@ class APScheduler:
         for executor in engine.executors(self._scheduler).values():
             if isinstance(executor, engine.StoreFirstThreadPoolExecutor):
                 executor.run_job = self.recorder.run_job
+            if getattr(executor, "record_unsent", False) is None:  # a CeleryExecutor's
+                executor.record_unsent = self._record_unsent
         self._scheduler.add_listener(self.recorder.listen, RECORDED_EVENTS)
         self._scheduler.add_listener(self._announce_change, _CHANGE_EVENTS)
         self.listing.last_runs = self.history.last_run_summaries
@@ -408,6 +438,11 @@ class APScheduler:
         self.recorder = RunRecorder(self.history, leading=self._leads_runs,
                                     keep_runs=self.keep_runs, keep_days=self.keep_days,
                                     live_jobs=self.listing.job_ids)
+
+    def _record_unsent(self, job_id: str, reason: str, run_time: datetime,
+                       error: BaseException) -> None:
+        if self.recorder is not None:
+            self.recorder.record(job_id, reason, run_time, "error", error=describe_error(error))
 
     def _leads_runs(self) -> bool:
         return self.coordinator is None or self.coordinator.is_leader

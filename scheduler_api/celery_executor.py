@@ -1,0 +1,180 @@
+"""The leader's side of running jobs on Celery workers: an executor that sends each run.
+
+The leader still decides every run once (election, store-first order: a run is sent only
+once the store has the job's next run time), then, instead of starting the job in its own
+thread pool, publishes one message to a Celery queue; a worker on any host runs it through
+one generic task (:mod:`scheduler_api.celery_worker`), which checks the func against the
+allow-list again, holds ``max_instances`` across workers, records the run in the same store
+and reports a run that waited past its ``misfire_grace_time`` as missed::
+
+    executor = CeleryExecutor(Celery(broker="amqp://guest:guest@127.0.0.1:5672//"))
+    scheduler.init_app(app, {"SCHEDULER_EXECUTORS": {"default": executor}})
+
+or by settings: ``SCHEDULER_EXECUTOR = "celery"`` with ``SCHEDULER_CELERY_BROKER_URL`` (or
+``SCHEDULER_CELERY_APP = "module:attr"``); jobs whose ``executor`` is ``"leader"`` stay in
+the leader's thread pool.
+
+The message is JSON (never a pickle: whoever can publish to the broker must not be able to
+run code on the workers by it): the job's id, name, func reference, args and kwargs, its run
+times, why it runs, ``misfire_grace_time`` and ``max_instances``. A job whose args JSON
+cannot carry is not sent: its run is recorded as an error that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from queue import SimpleQueue
+from typing import Any
+
+from apscheduler.job import Job
+from apscheduler.util import ref_to_obj
+from kombu.utils import json
+
+from .config import DEFAULT_CELERY_QUEUE
+from .engine import ManualRun, StoreFirstThreadPoolExecutor
+
+logger = logging.getLogger("scheduler_api")
+
+#: The generic tasks: a run acknowledged when a worker takes it (at most once), or when it
+#: ends (``acks_late``: a run whose worker died is delivered again, at least once).
+TASK = "scheduler_api.run"
+TASK_ACKS_LATE = "scheduler_api.run_acks_late"
+#: Attempts to publish one run, and the pause between them (the broker restarting).
+SEND_ATTEMPTS = 3
+SEND_RETRY_SECONDS = 0.5
+
+
+def run_message(job: Job, run_times: list[datetime], reason: str) -> dict[str, Any]:
+    """What a worker needs to run ``job`` for ``run_times``: JSON types only."""
+    return {"job_id": job.id, "name": job.name, "func": job.func_ref,
+            "args": list(job.args), "kwargs": dict(job.kwargs),
+            "run_times": [run_time.isoformat() for run_time in run_times], "reason": reason,
+            "misfire_grace_time": job.misfire_grace_time, "max_instances": job.max_instances,
+            "sent_at": time.time()}
+
+
+class CeleryExecutor(StoreFirstThreadPoolExecutor):
+    """Sends each run, once the store has the job's next state, to Celery workers.
+
+    ``celery_app``: the Celery app whose broker the workers read. ``queue``: the queue they
+    consume (``celery -A scheduler_api.celery_worker worker`` reads ``scheduler_api``).
+    ``acks_late``: a run is acknowledged when it ends instead of when a worker takes it, so
+    that a run whose worker dies is delivered again (see docs/celery.md for what each gives).
+    ``record_unsent(job_id, reason, run_time, error)``: how a run that could not be sent is
+    recorded (the scheduler gives its run recorder's).
+
+    ``max_instances`` is held by the workers, in the store, across every worker and host:
+    here a run counts as an instance only until it is sent.
+    """
+
+    def __init__(self, celery_app: Any, queue: str = DEFAULT_CELERY_QUEUE, acks_late: bool = False,
+                 record_unsent: Callable[[str, str, datetime, BaseException], None] | None = None
+                 ) -> None:
+        super().__init__(max_workers=1)
+        self.celery_app = celery_app
+        self.queue = queue
+        self.acks_late = acks_late
+        self.record_unsent = record_unsent
+        self._outbox: SimpleQueue[dict[str, Any] | None] = SimpleQueue()
+        self._sender: threading.Thread | None = None
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        if self._sender is None or not self._sender.is_alive():
+            self._sender = threading.Thread(target=self._send_all, daemon=True,
+                                            name=f"scheduler_api-celery-{alias}")
+            self._sender.start()
+
+    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        """As APScheduler's, without counting instances here: the workers hold
+        ``max_instances``, across hosts (a run sent is not an instance of this process)."""
+        with self._lock:
+            self._do_submit_job(job, run_times)
+
+    def _drop_job(self, job_id: str) -> None:
+        with self._held_lock:  # not written: not sent (the job stays due in the store)
+            self._held.pop(job_id, None)
+
+    def _submit(self, job: Job, run_times: list[datetime]) -> None:
+        """Hand the run to the sender thread: publishing (a broker that is slow or away)
+        must not hold the scheduling thread that released it."""
+        reason = "run" if isinstance(run_times, ManualRun) else "schedule"
+        try:
+            message = run_message(job, run_times, reason)
+            json.dumps(message)  # type: ignore[no-untyped-call] # what JSON cannot carry
+        except Exception as error:  # noqa: BLE001 - a job APScheduler keeps, we cannot send
+            self._unsent(job.id, reason, run_times, error)
+        else:
+            self._outbox.put(message)
+
+    def _send_all(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            self._send(message)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        task = TASK_ACKS_LATE if self.acks_late else TASK
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                self.celery_app.send_task(task, args=[message], queue=self.queue,
+                                          ignore_result=True, retry=False)
+                return
+            except Exception as error:  # noqa: BLE001 - the broker away: tried again, recorded
+                if attempt == SEND_ATTEMPTS:
+                    run_times = [datetime.fromisoformat(text) for text in message["run_times"]]
+                    self._unsent(message["job_id"], message["reason"], run_times, error)
+                    return
+                time.sleep(SEND_RETRY_SECONDS)
+
+    def _unsent(self, job_id: str, reason: str, run_times: list[datetime],
+                error: BaseException) -> None:
+        logger.error("run of job %.100r not sent to Celery: %s", job_id, error)
+        if self.record_unsent is not None:
+            for run_time in run_times:
+                self.record_unsent(job_id, reason, run_time, error)
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            self._outbox.put(None)  # after what is queued: sent first
+            if wait:
+                sender.join(SEND_ATTEMPTS * (SEND_RETRY_SECONDS + 5))
+
+
+
+def celery_app_from(settings: Mapping[str, Any]) -> Any:
+    """The Celery app of ``SCHEDULER_CELERY_APP`` (an app, or ``"module:attr"``), or one
+    for ``SCHEDULER_CELERY_BROKER_URL``; ValueError naming what is missing or wrong."""
+    given = settings.get("SCHEDULER_CELERY_APP")
+    broker = settings.get("SCHEDULER_CELERY_BROKER_URL")
+    if given is not None and broker is not None:
+        raise ValueError("SCHEDULER_CELERY_APP and SCHEDULER_CELERY_BROKER_URL are both set: "
+                         "give one (the app has its broker)")
+    if isinstance(given, str):
+        try:
+            return ref_to_obj(given)
+        except (LookupError, ValueError) as error:
+            raise ValueError(f"SCHEDULER_CELERY_APP: {error}") from None
+    if given is not None:
+        return given
+    if not broker:
+        raise ValueError("SCHEDULER_EXECUTOR is 'celery': set SCHEDULER_CELERY_BROKER_URL "
+                         "(or SCHEDULER_CELERY_APP)")
+    from celery import Celery
+
+    app = Celery("scheduler_api", broker=broker)
+    configure(app, settings.get("SCHEDULER_CELERY_QUEUE", DEFAULT_CELERY_QUEUE))
+    return app
+
+
+def configure(celery_app: Any, queue: str = DEFAULT_CELERY_QUEUE) -> None:
+    """Celery settings fit for runs: JSON only; runs go to (and are read from) ``queue``;
+    a worker takes one run at a time (a long run holds no other run back in its prefetch)."""
+    celery_app.conf.update(
+        task_serializer="json", accept_content=["json"], task_ignore_result=True,
+        task_default_queue=queue, worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True)
