@@ -45,10 +45,6 @@ logger = logging.getLogger("scheduler_api")
 RUN_LOGGER = "apscheduler.executors.celery"
 #: Run times one message may carry (a coalesced backlog is one run time).
 MAX_RUN_TIMES = 1000
-#: The environment ``celery -A scheduler_api.celery_worker`` reads.
-ENVIRONMENT = ("SCHEDULER_CELERY_BROKER_URL", "SCHEDULER_CELERY_QUEUE",
-               "SCHEDULER_JOBSTORE_URL", "SCHEDULER_JOBSTORE_TABLE",
-               "SCHEDULER_API_ALLOWED_FUNCS")
 
 
 class BadMessage(ValueError):
@@ -211,7 +207,9 @@ def register(celery_app: Any, settings: object) -> None:
 
 def create_worker_app(environ: Mapping[str, str] | None = None) -> Any:
     """The Celery app of ``celery -A scheduler_api.celery_worker worker``, from the
-    environment (:data:`ENVIRONMENT`): the demo server's store and allow-list."""
+    environment as the demo server reads it: ``SCHEDULER_CELERY_BROKER_URL``,
+    ``SCHEDULER_CELERY_QUEUE``, ``SCHEDULER_JOBSTORE_URL``, ``SCHEDULER_JOBSTORE_TABLE`` and
+    ``SCHEDULER_API_ALLOWED_FUNCS`` (space-separated)."""
     from celery import Celery
 
     from .server import EXAMPLE_TASKS

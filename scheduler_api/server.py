@@ -45,12 +45,15 @@ def _throttle(max_failures: object) -> Throttle | None:
     return Throttle(max_failures=count, window=60) if count > 0 else None
 
 
+#: Where runs go (docs/celery.md): given as they are to the scheduler's settings.
+CELERY_ENVIRONMENT = ("SCHEDULER_EXECUTOR", "SCHEDULER_CELERY_BROKER_URL",
+                      "SCHEDULER_CELERY_QUEUE")
 #: The environment variables the demo app reads (``scheduler-api check`` names any other
 #: ``SCHEDULER_*`` variable as unknown).
 ENVIRONMENT = ("SCHEDULER_API_USERNAME", "SCHEDULER_API_PASSWORD", "SCHEDULER_JOBSTORE_URL",
                "SCHEDULER_JOBSTORE_TABLE", "SCHEDULER_API_ALLOWED_FUNCS",
                "SCHEDULER_API_MAX_FAILURES", "SCHEDULER_EVENTS_MAX_SECONDS",
-               "SCHEDULER_EVENTS_MAX_STREAMS")
+               "SCHEDULER_EVENTS_MAX_STREAMS", *CELERY_ENVIRONMENT)
 
 
 def _env_number(config: Mapping[str, Any], name: str, kind: type[int] | type[float]) -> Any:
@@ -80,6 +83,7 @@ def demo_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
         raise ValueError("SCHEDULER_API_MAX_FAILURES must be a whole number (0: no throttling), "
                          f"not {max_failures!r:.60}")
     settings = {
+        **{name: config.get(name) or None for name in CELERY_ENVIRONMENT},
         "SCHEDULER_API_ENABLED": True,
         "SCHEDULER_AUTH": HTTPBasicAuth(realm="Scheduler API"),
         "SCHEDULER_THROTTLE": _throttle(max_failures),
