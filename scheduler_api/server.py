@@ -47,7 +47,7 @@ def _throttle(max_failures: object) -> Throttle | None:
 
 #: Where runs go (docs/celery.md): given as they are to the scheduler's settings.
 CELERY_ENVIRONMENT = ("SCHEDULER_EXECUTOR", "SCHEDULER_CELERY_BROKER_URL",
-                      "SCHEDULER_CELERY_QUEUE")
+                      "SCHEDULER_CELERY_QUEUE", "SCHEDULER_CELERY_ACKS_LATE")
 #: The environment variables the demo app reads (``scheduler-api check`` names any other
 #: ``SCHEDULER_*`` variable as unknown).
 ENVIRONMENT = ("SCHEDULER_API_USERNAME", "SCHEDULER_API_PASSWORD", "SCHEDULER_JOBSTORE_URL",
@@ -68,6 +68,18 @@ def _env_number(config: Mapping[str, Any], name: str, kind: type[int] | type[flo
                          f"{value!r:.60}") from None
 
 
+def _env_flag(config: Mapping[str, Any], name: str) -> bool | None:
+    """A yes/no setting that the environment gives as text: 1/true/yes or 0/false/no."""
+    value = config.get(name)
+    if not isinstance(value, str):
+        return value  # type: ignore[no-any-return]
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("", "0", "false", "no"):
+        return None if value == "" else False
+    raise ValueError(f"{name} must be 1, true, yes, 0, false or no, not {value!r:.60}")
+
+
 def demo_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
     """The demo app's ``init_app`` settings, username and password, from ``config`` (the
     environment); ValueError naming a setting that is missing or wrong."""
@@ -84,6 +96,7 @@ def demo_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], str, str]:
                          f"not {max_failures!r:.60}")
     settings = {
         **{name: config.get(name) or None for name in CELERY_ENVIRONMENT},
+        "SCHEDULER_CELERY_ACKS_LATE": _env_flag(config, "SCHEDULER_CELERY_ACKS_LATE"),
         "SCHEDULER_API_ENABLED": True,
         "SCHEDULER_AUTH": HTTPBasicAuth(realm="Scheduler API"),
         "SCHEDULER_THROTTLE": _throttle(max_failures),

@@ -74,7 +74,7 @@ def delete_queue(broker: str, queue: str) -> None:
 
 
 @contextmanager
-def cluster(tmp_path: Path, broker: str) -> Iterator[dict]:
+def cluster(tmp_path: Path, broker: str, acks_late: bool = False) -> Iterator[dict]:
     """gunicorn -w 2 (the API and the leader) and two celery workers on one SQLite store."""
     store = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     queue = f"test-{uuid.uuid4().hex[:8]}"
@@ -84,11 +84,12 @@ def cluster(tmp_path: Path, broker: str) -> Iterator[dict]:
         host, port = stack.enter_context(gunicorn(
             "tests.cluster_app:app", "--workers", "2",
             env={**cluster_env(tmp_path / "runs.log", store), **celery_env,
-                 "SCHEDULER_EXECUTOR": "celery"}))
+                 "SCHEDULER_EXECUTOR": "celery",
+                 **({"SCHEDULER_CELERY_ACKS_LATE": "1"} if acks_late else {})}))
         workers = [stack.enter_context(celery_worker(name, {
             **celery_env, "SCHEDULER_JOBSTORE_URL": store,
             "SCHEDULER_API_ALLOWED_FUNCS": "tests.tasks:*"}, tmp_path / f"{name}.log"))
-            for name in ("w1", "w2")]
+            for name in (f"w1-{queue}", f"w2-{queue}")]  # a node name held by one worker
         yield {"base": f"http://{host}:{port}", "workers": workers, "store": store}
 
 
@@ -153,6 +154,9 @@ def test_a_job_run_100_times_is_recorded_100_times_by_the_workers(rabbitmq_clust
     assert not by & gunicorn_pids(base), "the leader ran a run itself"
     time.sleep(1)
     assert len(job_runs(base, "many")) == 100, "a run was recorded twice"
+    # The metrics read the same store: the workers' runs count as the leader's would.
+    metrics = api(base, "GET", "/metrics").text
+    assert 'scheduler_api_job_runs_total{job="many",outcome="success"} 100.0' in metrics
 
 
 @needs_rabbitmq
@@ -252,3 +256,23 @@ def test_runs_reach_workers_through_a_redis_broker_too(tmp_path):
         runs = ended(base, "via-redis", 20)
         assert len(runs) == 20 and {run["outcome"] for run in runs} == {"success"}
         assert {run["pid"] for run in runs} <= worker_pids(running)
+
+
+@needs_rabbitmq
+def test_with_acks_late_a_run_whose_worker_was_killed_is_lost_then_delivered_again(tmp_path):
+    # Its own cluster: workers whose scheduler sends to the acks-late task.
+    with cluster(tmp_path, RABBITMQ_URL, acks_late=True) as running:
+        base = running["base"]
+        add_job(base, "again", "tests.tasks:slow", args=[4])
+        run_now(base, "again")
+        first = wait_until(lambda: job_runs(base, "again"), timeout=15, step=0.1)
+        assert first and first[0]["outcome"] == "running"
+        os.kill(first[0]["pid"], signal.SIGKILL)
+        runs = wait_until(lambda: (lambda shown: shown if {run["outcome"] for run in shown}
+                                   == {"lost", "success"} else None)(job_runs(base, "again")),
+                          timeout=30, step=0.2)
+        assert runs, job_runs(base, "again")
+        lost, = [run for run in runs if run["outcome"] == "lost"]
+        again, = [run for run in runs if run["outcome"] == "success"]
+        assert lost["id"] == first[0]["id"] and again["scheduled_at"] == lost["scheduled_at"]
+        assert again["pid"] != lost["pid"]
