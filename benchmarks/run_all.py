@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "metrics": "bench_metrics.py",  # GET /scheduler/metrics, 10,000 jobs, 1,000,000 runs
     "run_history": "bench_run_history.py",  # last_run listings, lateness, bursts, run pages
     "ui": "bench_ui.py",  # the dashboard's job list, 10,000 jobs: server time, page weight
+    "celery": "bench_celery.py",  # 200 CPU-bound runs on 2/4 Celery workers vs the thread pool
     "profile": "profile_hot_paths.py",
 }
 TIMEOUT_SECONDS = 20 * 60
