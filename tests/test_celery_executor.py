@@ -46,13 +46,17 @@ def message(**changes: Any) -> dict[str, Any]:
 
 # -- the leader's side ---------------------------------------------------------------------
 
-@pytest.fixture
-def leader(tmp_path):
+@pytest.fixture(params=["by-settings", "as-an-executor-object"])
+def leader(request, tmp_path):
+    """A started leader sending to a RecordingCelery: configured by SCHEDULER_EXECUTOR, or
+    with a CeleryExecutor of its own in SCHEDULER_EXECUTORS."""
     celery = RecordingCelery()
+    executors = {"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": celery} \
+        if request.param == "by-settings" else {"SCHEDULER_EXECUTORS": {
+            "default": CeleryExecutor(celery), "leader": StoreFirstThreadPoolExecutor()}}
     scheduler = APScheduler()
     scheduler.init_app(None, config={
-        "SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-        "SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": celery,
+        "SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}", **executors,
         "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"]})
     scheduler.start()
     yield scheduler, celery
