@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.util import ref_to_obj
@@ -24,7 +25,13 @@ from sqlalchemy.exc import ArgumentError
 
 from authmw import HTTPAuth, Throttle, normalize_prefix
 
-from .config import DEFAULT_JOBSTORE_TABLE, DEFAULT_JOBSTORE_URL, printable_url
+from .config import (
+    DEFAULT_CELERY_QUEUE,
+    DEFAULT_JOBSTORE_TABLE,
+    DEFAULT_JOBSTORE_URL,
+    LEADER_EXECUTOR,
+    printable_url,
+)
 from .metrics import metrics_enabled
 from .scheduler import APScheduler
 from .server import ENVIRONMENT, demo_settings
@@ -89,6 +96,23 @@ def _hidden(url: str) -> str:
     return printable_url(url)
 
 
+def _runs(settings: Mapping[str, Any]) -> str:
+    """Where runs go: the leader's threads, Celery workers (through which broker), or the
+    executors given."""
+    executors = settings.get("SCHEDULER_EXECUTORS")
+    if executors:
+        return ", ".join(f"{alias}: {type(executor).__name__}"
+                         for alias, executor in executors.items())
+    if settings.get("SCHEDULER_EXECUTOR") != "celery":
+        return "the leader's thread pool"
+    broker = settings.get("SCHEDULER_CELERY_BROKER_URL")
+    via = printable_url(broker) if broker else f"the app {settings['SCHEDULER_CELERY_APP']!r:.80}"
+    late = ", acknowledged when they end" if settings.get("SCHEDULER_CELERY_ACKS_LATE") else ""
+    return (f"Celery workers through {via}, queue "
+            f"{settings.get('SCHEDULER_CELERY_QUEUE', DEFAULT_CELERY_QUEUE)}{late}; "
+            f"jobs with executor '{LEADER_EXECUTOR}' in the leader's threads")
+
+
 def _auth(settings: Mapping[str, Any], user: str) -> str:
     auth = settings.get("SCHEDULER_AUTH")
     if not isinstance(auth, HTTPAuth):
@@ -139,6 +163,9 @@ def check_configuration(module_name: str | None, environ: Mapping[str, str]) -> 
             _hidden(url)  # refused here, before anything else could quote it
             if make_url(url).password:
                 secrets.append(str(make_url(url).password))
+        broker = config.get("SCHEDULER_CELERY_BROKER_URL")
+        if isinstance(broker, str) and urlsplit(broker).password:
+            secrets.append(urlsplit(broker).password)  # type: ignore[arg-type]
         settings = APScheduler().check_config(config)
         prefix = normalize_prefix(settings.get("SCHEDULER_API_PREFIX", "/scheduler"))
         funcs = ("ANY importable callable (SCHEDULER_API_ALLOW_ANY_FUNC): dangerous"
@@ -153,6 +180,7 @@ def check_configuration(module_name: str | None, environ: Mapping[str, str]) -> 
             "throttle": _throttle(settings),
             "allowed funcs": funcs,
             "jobs defined": _jobs(settings),
+            "runs": _runs(settings),
             "metrics": (f"{prefix}/metrics" if metrics_enabled(settings) else
                         "off (SCHEDULER_METRICS_ENABLED, or prometheus-client not installed)"),
         }

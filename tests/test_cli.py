@@ -361,6 +361,42 @@ def test_check_hides_a_password_wherever_the_url_holds_it(check_env, capsys, mon
     assert PASSWORD not in out + err
 
 
+@pytest.mark.parametrize(("environment", "shown"), [
+    ({}, "the leader's thread pool"),
+    ({"SCHEDULER_EXECUTOR": "celery",
+      "SCHEDULER_CELERY_BROKER_URL": f"amqp://app:{PASSWORD}@mq.internal:5672//"},
+     "Celery workers through amqp://app:***@mq.internal:5672//, queue scheduler_api; jobs "
+     "with executor 'leader' in the leader's threads"),
+    ({"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_QUEUE": "runs",
+      "SCHEDULER_CELERY_ACKS_LATE": "yes",
+      "SCHEDULER_CELERY_BROKER_URL": f"redis://:{PASSWORD}@cache.internal:6379/0"},
+     "Celery workers through redis://:***@cache.internal:6379/0, queue runs, acknowledged "
+     "when they end"),
+], ids=["thread-pool", "celery-over-rabbitmq", "celery-over-redis-acks-late"])
+def test_check_says_where_runs_go_without_the_brokers_password(check_env, capsys, monkeypatch,
+                                                                 environment, shown):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "check")
+    assert code == 0 and shown in out
+    assert PASSWORD not in out + err
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("SCHEDULER_EXECUTOR", "celery", "set SCHEDULER_CELERY_BROKER_URL"),
+    ("SCHEDULER_EXECUTOR", "rq", "SCHEDULER_EXECUTOR must be one of 'celery', 'threadpool'"),
+    ("SCHEDULER_CELERY_BROKER_URL", f"amqp://app:{PASSWORD}@mq//",
+     "SCHEDULER_CELERY_BROKER_URL is set but SCHEDULER_EXECUTOR is not 'celery'"),
+    ("SCHEDULER_CELERY_ACKS_LATE", "maybe", "SCHEDULER_CELERY_ACKS_LATE must be 1, true"),
+], ids=["celery-without-a-broker", "an-unknown-executor", "a-broker-without-celery",
+        "acks-late-not-a-flag"])
+def test_check_names_a_wrong_executor_setting(check_env, capsys, monkeypatch, name, value,
+                                              message):
+    monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "check")
+    assert code == 1 and message in err and PASSWORD not in out + err
+
+
 def test_check_a_python_config_module(capsys, tmp_path):
     module = tmp_path / "settings.py"
     module.write_text(
