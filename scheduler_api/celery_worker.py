@@ -159,7 +159,9 @@ def worker_runs(settings: object) -> WorkerRuns:
 
     scheduler = APScheduler()
     scheduler.check_config(settings)
-    assert scheduler.history is not None
+    if scheduler.shared_store is None or scheduler.history is None:
+        raise ValueError("a Celery worker needs the scheduler's job store (SCHEDULER_JOBSTORE_URL:"
+                         " a SQLite file or PostgreSQL), where it records runs")
     return WorkerRuns(scheduler.func_policy, scheduler.history)
 
 

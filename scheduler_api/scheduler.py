@@ -250,6 +250,11 @@ class APScheduler:
         self.keep_runs = settings.get("SCHEDULER_HISTORY_KEEP_RUNS", self.keep_runs)
         self.keep_days = settings.get("SCHEDULER_HISTORY_KEEP_DAYS", self.keep_days)
         self._set_up_history()
+        if any(hasattr(executor, "celery_app") for executor in options["executors"].values()) \
+                and self.shared_store is None:
+            raise ValueError("SCHEDULER_EXECUTOR 'celery' needs a job store the workers share "
+                             "(SCHEDULER_JOBSTORE_URL: a SQLite file or PostgreSQL), where "
+                             "they record their runs and hold max_instances")
         self.metrics = Metrics(self, settings.get("SCHEDULER_METRICS_MAX_JOBS", MAX_JOBS)) \
             if metrics_enabled(settings) else None
         self.event_limits = EventLimits(
@@ -318,6 +323,17 @@ class APScheduler:
                             f"not {type(middleware).__name__}")
         self.middleware = middleware
         return middleware
+
+    @property
+    def shared_store(self) -> Engine | None:
+        """The default job store's database when other processes can share it (a SQLite
+        file, PostgreSQL), else None (a memory store, in-memory SQLite)."""
+        engine = self._engine
+        in_memory = engine is not None and engine.dialect.name == "sqlite" and \
+            engine.url.database in (None, "", ":memory:")
+        if engine is None or in_memory:
+            return None
+        return engine
 
     @property
     def health_paths(self) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from apscheduler.jobstores.memory import MemoryJobStore
 
 from scheduler_api import APScheduler
 from scheduler_api.celery_executor import TASK, TASK_ACKS_LATE, CeleryExecutor
@@ -172,6 +173,19 @@ def test_acks_late_sends_to_the_task_acknowledged_at_the_end(tmp_path):
 def test_a_wrong_executor_setting_is_an_error_that_names_it(settings, problem):
     with pytest.raises((TypeError, ValueError), match=problem.replace("(", r"\(")):
         configured_executors(read_settings(settings))
+
+
+@pytest.mark.parametrize("store", [
+    {"SCHEDULER_JOBSTORE_URL": "sqlite://"},
+    {"SCHEDULER_JOBSTORE_URL": "sqlite:///:memory:"},
+    {"SCHEDULER_JOBSTORES": {"default": MemoryJobStore()}},
+], ids=["in-memory-sqlite", "in-memory-sqlite-by-name", "a-memory-store"])
+def test_celery_needs_a_store_the_workers_share(store):
+    with pytest.raises(ValueError, match="needs a job store the workers share"):
+        APScheduler().init_app(None, config={
+            **store, "SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": RecordingCelery()})
+    with pytest.raises(ValueError, match="a Celery worker needs the scheduler's job store"):
+        worker_runs(store)
 
 
 def test_celery_by_broker_url_makes_a_json_only_app_and_keeps_a_leader_pool():
