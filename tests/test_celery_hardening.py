@@ -1,0 +1,71 @@
+"""Runs handed to Celery, attacked: a database hiccup while a run gives back its
+``max_instances`` slot, messages published straight to the broker with values the store
+cannot take, a broker that stays away while runs keep coming. In process against a real
+SQLite store, and against a real celery worker and RabbitMQ (SCHEDULER_TEST_RABBITMQ_URL)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from scheduler_api.celery_worker import WorkerRuns, worker_runs
+
+
+@pytest.fixture
+def worker(tmp_path):
+    runs = worker_runs({"SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
+                        "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"]})
+    runs.start()
+    yield runs
+    runs.stop()
+
+
+def message(**changes: Any) -> dict[str, Any]:
+    return {"job_id": "job", "name": "job", "func": "tests.tasks:give", "args": [42],
+            "kwargs": {}, "run_times": [datetime.now(timezone.utc).isoformat()],
+            "reason": "schedule", "misfire_grace_time": 60, "max_instances": 1,
+            "sent_at": time.time(), **changes}
+
+
+def outcomes(worker: WorkerRuns, job_id: str = "job") -> list[str]:
+    assert worker.recorder.flush()
+    return [run.outcome for run in worker.history.page(job_id).runs]
+
+
+# -- a slot given back while the database is away ------------------------------------------
+
+class FailingOnce:
+    """The store's engine, whose ``begin`` number ``fail_at`` raises (the database away)."""
+
+    def __init__(self, engine: Any, fail_at: int) -> None:
+        self.engine = engine
+        self.fail_at = fail_at
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def begin(self) -> Any:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OperationalError("DELETE", {}, Exception("database is locked"))
+        return self.engine.begin()
+
+
+@pytest.mark.parametrize("job", ["same-job-next", "another-job-next"])
+def test_a_slot_whose_release_failed_is_freed_at_the_next_claim_not_held_forever(worker, job):
+    real = worker.slots.engine
+    worker.slots.engine = FailingOnce(real, fail_at=2)  # 1: the claim's INSERT, 2: DELETE
+    with pytest.raises(OperationalError):
+        worker.run(message())
+    worker.slots.engine = real
+    if job == "another-job-next":
+        assert worker.run(message(job_id="other")) == "ran"
+    assert worker.run(message()) == "ran", "the job's slot leaked: it never runs again"
+    assert outcomes(worker) == ["success", "success"]
+    with worker.history.engine.connect() as connection:
+        assert connection.execute(worker.slots.table.select()).all() == []
