@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from scheduler_api.celery_worker import WorkerRuns, worker_runs
+from scheduler_api.celery_worker import BadMessage, WorkerRuns, worker_runs
+
+from . import tasks
 
 
 @pytest.fixture
@@ -67,5 +69,25 @@ def test_a_slot_whose_release_failed_is_freed_at_the_next_claim_not_held_forever
         assert worker.run(message(job_id="other")) == "ran"
     assert worker.run(message()) == "ran", "the job's slot leaked: it never runs again"
     assert outcomes(worker) == ["success", "success"]
+    with worker.history.engine.connect() as connection:
+        assert connection.execute(worker.slots.table.select()).all() == []
+
+
+# -- a message with values the store cannot take ---------------------------------------------
+
+@pytest.mark.parametrize("changes", [
+    {"misfire_grace_time": float("nan")}, {"misfire_grace_time": float("inf")},
+    {"misfire_grace_time": 1e300},
+    {"job_id": "a\ud800b"}, {"job_id": "a\x00b"}, {"job_id": "x" * 10_000}, {"job_id": ""},
+    {"run_times": ["9999-12-31T23:59:59-23:59"]}, {"run_times": ["0001-01-01T00:00:00+23:59"]},
+], ids=["grace-NaN", "grace-infinite", "grace-1e300", "job-id-with-a-lone-surrogate",
+        "job-id-with-NUL", "job-id-of-10000-characters", "job-id-empty",
+        "run-time-past-year-9999-in-UTC", "run-time-before-year-1-in-UTC"])
+def test_a_message_the_store_cannot_take_is_malformed_not_a_crash_or_an_unrecorded_run(
+        worker, changes):
+    ran_before = len(tasks.runs)
+    with pytest.raises(BadMessage):
+        worker.run(message(func="tests.tasks:record", args=["must not run"], **changes))
+    assert len(tasks.runs) == ran_before, "it ran"
     with worker.history.engine.connect() as connection:
         assert connection.execute(worker.slots.table.select()).all() == []
