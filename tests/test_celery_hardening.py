@@ -5,6 +5,7 @@ SQLite store, and against a real celery worker and RabbitMQ (SCHEDULER_TEST_RABB
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -91,3 +92,46 @@ def test_a_message_the_store_cannot_take_is_malformed_not_a_crash_or_an_unrecord
     assert len(tasks.runs) == ran_before, "it ran"
     with worker.history.engine.connect() as connection:
         assert connection.execute(worker.slots.table.select()).all() == []
+
+
+# -- the broker away while runs keep coming ------------------------------------------------
+
+class AwayBroker:
+    """A Celery app whose broker is away: each send fails after ``seconds`` (a connection
+    that times out)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.tries = 0
+
+    def send_task(self, name: str, args: list[Any], **options: Any) -> None:
+        self.tries += 1
+        time.sleep(self.seconds)
+        raise ConnectionError("timed out")
+
+
+def test_runs_queued_while_the_broker_is_away_are_recorded_unsent_in_bounded_time(
+        monkeypatch):
+    from scheduler_api import celery_executor
+
+    monkeypatch.setattr(celery_executor, "SEND_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(celery_executor, "OUTBOX_WAIT_SECONDS", 1.0, raising=False)
+    unsent: list[tuple[str, str]] = []
+    broker = AwayBroker(seconds=0.1)  # 0.3 s a run, in three attempts: 40 runs took 12 s
+    executor = celery_executor.CeleryExecutor(
+        broker, record_unsent=lambda job_id, reason, run_time, error: unsent.append(
+            (job_id, type(error).__name__)))
+    sender = threading.Thread(target=executor._send_all, daemon=True)
+    sender.start()
+    try:
+        for number in range(40):
+            executor._outbox.put(message(job_id=f"job-{number}"))
+        deadline = time.monotonic() + 3
+        while len(unsent) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(unsent) == 40, f"{len(unsent)} of 40 runs recorded after 3 s"
+        assert {kind for _, kind in unsent} == {"ConnectionError", "TimeoutError"}
+        assert broker.tries < 40, "every run waited for its own attempts"
+    finally:
+        executor._outbox.put(None)
+        sender.join(5)
