@@ -5,6 +5,7 @@ SQLite store, and against a real celery worker and RabbitMQ (SCHEDULER_TEST_RABB
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -135,3 +136,78 @@ def test_runs_queued_while_the_broker_is_away_are_recorded_unsent_in_bounded_tim
     finally:
         executor._outbox.put(None)
         sender.join(5)
+
+
+# -- the same, published straight to a real broker and read by a real worker ---------------
+
+def publish_raw(broker: str, queue: str, body: str) -> None:
+    """A task message as anyone who can reach the broker could publish it (not the leader)."""
+    import uuid
+
+    from kombu import Connection
+
+    task_id = str(uuid.uuid4())
+    with Connection(broker) as connection:
+        connection.Producer().publish(
+            body, routing_key=queue, exchange="", serializer=None,
+            content_type="application/json", content_encoding="utf-8",
+            headers={"lang": "py", "task": "scheduler_api.run", "id": task_id,
+                     "root_id": task_id, "parent_id": None, "group": None, "retries": 0,
+                     "eta": None, "expires": None, "timelimit": [None, None]})
+
+
+def task_body(fields: str) -> str:
+    return ('[[{"name": "x", "func": "tests.tasks:give", "args": [1], "kwargs": {}, '
+            '"reason": "schedule", "max_instances": 1, ' + fields + '}], {}, {}]')
+
+
+@pytest.mark.skipif(not os.environ.get("SCHEDULER_TEST_RABBITMQ_URL"),
+                    reason="set SCHEDULER_TEST_RABBITMQ_URL (e.g. "
+                           "amqp://guest:guest@127.0.0.1:5672//) for a real broker and worker")
+def test_crafted_messages_on_a_real_broker_are_malformed_and_the_worker_keeps_running(
+        tmp_path):
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from .test_celery_cluster import celery_worker, delete_queue
+    from .test_run_history import wait_until
+
+    broker = os.environ["SCHEDULER_TEST_RABBITMQ_URL"]
+    queue = f"test-hardening-{uuid.uuid4().hex[:8]}"
+    store = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+    now = f'"{datetime.now(timezone.utc).isoformat()}"'
+    crafted = [
+        task_body(f'"job_id": "nan", "run_times": [{now}], "misfire_grace_time": NaN'),
+        task_body(f'"job_id": "inf", "run_times": [{now}], "misfire_grace_time": Infinity'),
+        task_body(f'"job_id": "a\\ud800", "run_times": [{now}], "misfire_grace_time": 60'),
+        task_body('"job_id": "far", "run_times": ["9999-12-31T23:59:59-23:59"], '
+                  '"misfire_grace_time": null'),
+        task_body(f'"job_id": "deep", "run_times": [{now}], "misfire_grace_time": 60, '
+                  '"deep": ' + "[" * 100_000 + "]" * 100_000),
+    ]
+    good = task_body(f'"job_id": "good", "run_times": [{now}], "misfire_grace_time": 60')
+    try:
+        with celery_worker(f"hardening-{queue}", {
+                "SCHEDULER_CELERY_BROKER_URL": broker, "SCHEDULER_CELERY_QUEUE": queue,
+                "SCHEDULER_JOBSTORE_URL": store,
+                "SCHEDULER_API_ALLOWED_FUNCS": "tests.tasks:*"}, tmp_path / "worker.log"
+                           ) as worker:
+            for body in [*crafted, good]:
+                publish_raw(broker, queue, body)
+            engine = create_engine(store)
+
+            def recorded() -> list[str]:
+                with engine.connect() as connection:
+                    return list(connection.execute(text(
+                        "SELECT job_id FROM apscheduler_jobs_history")).scalars())
+
+            assert wait_until(lambda: "good" in recorded(), timeout=20), \
+                (tmp_path / "worker.log").read_text()[-3000:]
+            assert worker.poll() is None
+            assert recorded() == ["good"]
+            log = (tmp_path / "worker.log").read_text()
+            assert log.count("not run") == 4, log[-3000:]  # the deep one is not decoded
+            assert "raised unexpected" not in log
+    finally:
+        delete_queue(broker, queue)
