@@ -46,6 +46,11 @@ TASK_ACKS_LATE = "scheduler_api.run_acks_late"
 #: Attempts to publish one run, and the pause between them (the broker restarting).
 SEND_ATTEMPTS = 3
 SEND_RETRY_SECONDS = 0.5
+#: How long a run may wait for the sender, at most: past it, it is recorded as not sent
+#: without trying. While the broker is away each run takes its attempts (seconds each, the
+#: connection timing out): without a bound, runs queue up faster than they fail, the outbox
+#: grows without end and each is recorded only after every run before it failed.
+OUTBOX_WAIT_SECONDS = 60.0
 
 
 def run_message(job: Job, run_times: list[datetime], reason: str) -> dict[str, Any]:
@@ -117,6 +122,12 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
 
     def _send(self, message: dict[str, Any]) -> None:
         task = TASK_ACKS_LATE if self.acks_late else TASK
+        run_times = [datetime.fromisoformat(text) for text in message["run_times"]]
+        waited = time.time() - message["sent_at"]
+        if waited > OUTBOX_WAIT_SECONDS:
+            error = TimeoutError(f"waited {waited:.0f} s for the broker, which is away or slow")
+            self._unsent(message["job_id"], message["reason"], run_times, error)
+            return
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
                 self.celery_app.send_task(task, args=[message], queue=self.queue,
@@ -124,7 +135,6 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
                 return
             except Exception as error:  # noqa: BLE001 - the broker away: tried again, recorded
                 if attempt == SEND_ATTEMPTS:
-                    run_times = [datetime.fromisoformat(text) for text in message["run_times"]]
                     self._unsent(message["job_id"], message["reason"], run_times, error)
                     return
                 time.sleep(SEND_RETRY_SECONDS)

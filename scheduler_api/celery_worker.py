@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 from apscheduler.job import Job
@@ -34,7 +34,7 @@ from .celery_executor import TASK, TASK_ACKS_LATE, configure
 from .config import DEFAULT_CELERY_QUEUE
 from .engine import ManualRun
 from .funcs import ForbiddenFunc, FuncPolicy
-from .history import RunHistory
+from .history import RunHistory, storable
 from .process import retrying_while_busy
 from .recorder import LOST_AFTER_SECONDS, RunRecorder, describe_error
 from .run_slots import RunSlots
@@ -45,6 +45,8 @@ logger = logging.getLogger("scheduler_api")
 RUN_LOGGER = "apscheduler.executors.celery"
 #: Run times one message may carry (a coalesced backlog is one run time).
 MAX_RUN_TIMES = 1000
+#: The longest job id: the job store's, the run history's and the slots' job_id column.
+MAX_JOB_ID_LENGTH = 191
 
 
 class BadMessage(ValueError):
@@ -74,13 +76,25 @@ class QueuedJob:
             "misfire_grace_time", (int, float))
         self.max_instances: int = field("max_instances", int)
         texts = field("run_times", list)
+        # What the store cannot take (an id too long, NUL, a lone surrogate) would fail the
+        # slot's INSERT: the task would raise and the run be recorded nowhere.
         if self.reason not in ("schedule", "run") or self.max_instances < 1 or not (
                 1 <= len(texts) <= MAX_RUN_TIMES) or not all(
-                isinstance(key, str) for key in self.kwargs):
+                isinstance(key, str) for key in self.kwargs) or not (
+                1 <= len(self.id) <= MAX_JOB_ID_LENGTH) or storable(self.id) != self.id:
             raise BadMessage("run message: a field is out of range")
+        try:  # run_job makes a timedelta of it: NaN, infinity or 1e300 would raise there
+            if grace is not None:
+                timedelta(seconds=grace)
+        except (OverflowError, ValueError):
+            raise BadMessage("run message: 'misfire_grace_time' is out of range") from None
         try:
             times = [datetime.fromisoformat(text) for text in texts]
-        except (TypeError, ValueError):
+            # A time whose UTC is past year 9999 (or before year 1) cannot be read back from
+            # the history: its run would run and its record be dropped.
+            for moment in times:
+                moment.astimezone(timezone.utc)
+        except (TypeError, ValueError, OverflowError):
             raise BadMessage("run message: 'run_times' must be ISO 8601 times") from None
         if any(moment.tzinfo is None for moment in times):
             raise BadMessage("run message: 'run_times' need their UTC offset")

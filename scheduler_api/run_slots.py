@@ -71,6 +71,10 @@ class RunSlots:
         self.metadata = metadata
         #: job id -> the slots this process holds (a job may run twice here).
         self._held: dict[str, list[int]] = {}
+        #: (job id, slot) given back whose row could not be deleted (the database away at that
+        #: moment): its row names a live process, so no other process of this node would ever
+        #: free it. Deleted at this process's next claim, of any job.
+        self._unreleased: list[tuple[str, int]] = []
         self._held_lock = threading.Lock()
 
     def create_schema(self) -> None:
@@ -78,6 +82,7 @@ class RunSlots:
 
     def claim(self, job_id: str, max_instances: int) -> bool:
         """Take one of the job's ``max_instances`` slots; False if all are taken by live runs."""
+        self._delete_unreleased()
         table = self.table
         for _ in range(CLAIM_ATTEMPTS):
             with self.engine.connect() as connection:
@@ -113,6 +118,25 @@ class RunSlots:
             slot = held.pop()
             if not held:
                 del self._held[job_id]
+        try:
+            self._delete(job_id, slot)
+        except Exception:
+            with self._held_lock:
+                self._unreleased.append((job_id, slot))
+            raise
+
+    def _delete_unreleased(self) -> None:
+        with self._held_lock:
+            pending, self._unreleased = self._unreleased, []
+        for index, (job_id, slot) in enumerate(pending):
+            try:
+                self._delete(job_id, slot)
+            except Exception:
+                with self._held_lock:
+                    self._unreleased.extend(pending[index:])
+                raise
+
+    def _delete(self, job_id: str, slot: int) -> None:
         table = self.table
         with self.engine.begin() as connection:
             connection.execute(delete(table).where(
