@@ -316,11 +316,8 @@ class SchedulerUI:
                       else 1)
         number_int = max(1, min(number_int, 10**6))
         offset = (number_int - 1) * PAGE_SIZE
-        if query:
-            jobs, total = self._search(query, offset)
-        else:
-            listed, total = self.scheduler.list_jobs(PAGE_SIZE, offset)
-            jobs = json.loads(listed)
+        listed, total = self.scheduler.listing.page(PAGE_SIZE, offset, query)
+        jobs = json.loads(listed)
         rows = "".join(
             f'<tr><td>{_job_link(page, job["id"])}</td>'
             f'<td>{e(job.get("name"))}</td>'
@@ -330,7 +327,7 @@ class SchedulerUI:
             f'<td>{"yes" if job.get("next_run_time") is None else "no"}</td></tr>'
             for job in jobs)
         search = (f'<form class="search" method="get" action="{e(page.ui)}/jobs" role="search">'
-                  '<label for="q">Search by id</label>'
+                  '<label for="q">Search by id or name</label>'
                   f'<input id="q" name="q" type="search" value="{e(query)}">'
                   '<button type="submit">Search</button></form>')
         last = max(1, -(-total // PAGE_SIZE))
@@ -347,20 +344,8 @@ class SchedulerUI:
                 f'<nav class="pages" aria-label="pages">{" ".join(links)}</nav>')
         return HTMLResponse(page.layout("Jobs", body, watch="jobs"))
 
-    def _search(self, query: str, offset: int) -> tuple[list[JSON], int]:
-        """Jobs whose id holds ``query`` (case-insensitive): the ids read from the store's id
-        column, then only the page's jobs restored."""
-        folded = query.casefold()
-        ids = sorted(job_id for job_id in self.scheduler.listing.job_ids()
-                     if folded in job_id.casefold())
-        jobs = [job for job_id in ids[offset:offset + PAGE_SIZE]
-                if (job := self._job_json(job_id, ran=False)) is not None]
-        last_runs = self.scheduler.last_runs([job["id"] for job in jobs])  # one query
-        return [with_last_run(job, last_runs.get(job["id"])) for job in jobs], len(ids)
-
-    def _job_json(self, job_id: str, ran: bool = True) -> JSON | None:
-        """A job's JSON with its ``last_run`` (``ran=False``: without it); one that cannot
-        be restored with its error."""
+    def _job_json(self, job_id: str) -> JSON | None:
+        """A job's JSON with its ``last_run``; one that cannot be restored with its error."""
         try:
             job = self.scheduler.get_job(job_id)
         except (OperationalError, InterfaceError):
@@ -371,8 +356,6 @@ class SchedulerUI:
             if job is None:
                 return None
             data = job_to_json(job)
-        if not ran:
-            return data
         return with_last_run(data, self.scheduler.last_runs([job_id]).get(job_id))
 
     def on_job(self, request: Request, page: _Page, job_id: str) -> HTMLResponse:

@@ -84,10 +84,11 @@ def test_an_unknown_job_is_a_404_page(tmp_path):
         assert answer.status_code == 404 and answer.mimetype == "text/html"
 
 
-def test_the_list_pages_and_searches_by_id(tmp_path):
+def test_the_list_pages_and_searches_by_id_and_name(tmp_path):
     with running_api(tmp_path / "jobs.sqlite") as (_, client):
         for number in range(60):
             client.post("/jobs", json={"id": f"job-{number:02}", "func": "tests.tasks:record",
+                                       "name": "Weekly archive" if number == 7 else "record",
                                        "trigger": "interval", "hours": 1})
         first = client.get("/ui/jobs").text
         assert "60 jobs; page 1 of 2" in first and first.count('<tr><td><a') == 50
@@ -96,6 +97,12 @@ def test_the_list_pages_and_searches_by_id(tmp_path):
         found = client.get("/ui/jobs?q=JOB-5").text
         assert "10 jobs" in found and "job-59" in found and "job-49" not in found
         assert "every 1 hours" in found
+        by_name = client.get("/ui/jobs?q=ARCHIVE").text
+        assert "1 job;" in by_name and ">job-07</a>" in by_name and "Weekly archive" in by_name
+        searched_page = client.get("/ui/jobs?q=record&page=2").text  # 59 names hold it
+        assert "59 jobs; page 2 of 2" in searched_page
+        assert searched_page.count('<tr><td><a') == 9 and ">job-07</a>" not in searched_page
+        assert 'rel="prev" href="/scheduler/ui/jobs?page=1&amp;q=record"' in searched_page
 
 
 USERS = {"admin": {"roles": ["reader", "admin"]}, "reader": {"roles": ["reader"]},
@@ -213,11 +220,12 @@ def test_a_page_number_of_thousands_of_digits_is_the_first_page(tmp_path):
 
 def test_a_broken_job_with_dates_and_bytes_in_its_args_is_shown(tmp_path, vanishing_module):
     with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
-        scheduler.add_job("dt", f"{vanishing_module.__name__}:task",
+        scheduler.add_job("dt", f"{vanishing_module.__name__}:task", name="Nightly dates",
                           args=[datetime.datetime(2026, 1, 1), b"bytes", {1, 2}],
                           trigger="interval", hours=1)
         vanishing_module.gone()
-        for path, status in (("/ui/jobs/dt", 200), ("/ui/jobs/dt/edit", 409)):
+        for path, status in (("/ui/jobs/dt", 200), ("/ui/jobs/dt/edit", 409),
+                             ("/ui/jobs?q=nightly", 200)):  # its name is still read
             answer = client.get(path)
             assert answer.status_code == status and "cannot be restored" in answer.text, path
 

@@ -53,7 +53,9 @@ def server(tmp_path_factory):
         for job in ({"id": "report", "func": "tests.tasks:record", "trigger": "interval",
                      "hours": 1},
                     {"id": "failing", "func": "tests.tasks:fail",
-                     "kwargs": {"message": "disk <full>"}, "trigger": "cron", "hour": "3"}):
+                     "kwargs": {"message": "disk <full>"}, "trigger": "cron", "hour": "3"},
+                    {"id": "backup-7", "name": "Weekly archive", "func": "tests.tasks:record",
+                     "trigger": "interval", "days": 3}):
             answer = session.post(f"{base}/jobs", json=job, timeout=10)
             assert answer.status_code == 200, answer.text
         yield base, session
@@ -114,6 +116,20 @@ def test_see_a_job_in_the_list(server, browser):
         shot(browser, "jobs-phone")
     finally:
         browser.set_window_size(1280, 800)
+
+
+def test_search_finds_a_job_by_its_name(server, browser):
+    base, _ = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/jobs")
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=q]").text == "Search by id or name"
+    browser.find_element(By.ID, "q").send_keys("ARCHIVE", Keys.ENTER)  # keyboard: Enter
+    wait(browser, EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".count"), "1 job;"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+    assert [row.find_element(By.TAG_NAME, "a").text for row in rows] == ["backup-7"]
+    assert "Weekly archive" in rows[0].text and "every 3 days" in rows[0].text
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "ARCHIVE"
+    shot(browser, "search-by-name")
 
 
 def fill(driver, values: dict[str, str]) -> None:
