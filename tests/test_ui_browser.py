@@ -46,7 +46,9 @@ def header(user: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("ui") / "jobs.sqlite"
-    with gunicorn("tests.ui_app:app", "--worker-class", "gthread", "--threads", "8",
+    # Each page that follows the events holds a thread while it is open, and for up to a
+    # keepalive (15 s) after the browser left it: 30 pages in 15 s needed more than 8.
+    with gunicorn("tests.ui_app:app", "--worker-class", "gthread", "--threads", "32",
                   env={"UI_TEST_STORE": str(store)}) as (host, port):
         base = f"http://{host}:{port}/scheduler"
         session = requests.Session()
@@ -149,6 +151,13 @@ def submit(driver) -> None:
     driver.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
 
 
+def reached_job_page(driver, job_id: str) -> None:
+    """Wait for the job's page the form goes to once saved (its URL first: the form's
+    elements vanish meanwhile)."""
+    wait(driver, lambda d: d.current_url.endswith(f"/ui/jobs/{job_id}"))
+    assert driver.find_element(By.TAG_NAME, "h1").text == f"Job {job_id}"
+
+
 def test_add_a_job_through_the_form(server, browser):
     base, session = server
     log_in(browser, "admin")
@@ -157,7 +166,7 @@ def test_add_a_job_through_the_form(server, browser):
     fill(browser, {"id": "nightly", "name": "Nightly report", "func": "tests.tasks:record",
                    "interval-minutes": "30"})
     submit(browser)
-    wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Job nightly"))
+    reached_job_page(browser, "nightly")
     assert "every 30 minutes" in browser.find_element(By.CSS_SELECTOR, "table.fields").text
     assert session.get(f"{base}/jobs/nightly", timeout=10).json()["minutes"] == 30
     shot(browser, "job-added")
@@ -193,7 +202,7 @@ def test_add_a_job_of_another_trigger_type_through_the_form(server, browser, kin
     choose(browser, kind)
     fill(browser, {"id": job_id, "func": "tests.tasks:record", **values})
     submit(browser)
-    wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), f"Job {job_id}"))
+    reached_job_page(browser, job_id)
     assert words in browser.find_element(By.CSS_SELECTOR, "table.fields").text
     job = session.get(f"{base}/jobs/{job_id}", timeout=10).json()
     assert job["trigger"] == kind and holds(job, stored), job  # numbers sent as numbers
@@ -280,7 +289,7 @@ def test_editing_a_job_prefills_its_trigger_and_saves_it_unchanged(server, brows
     browser.execute_script("arguments[0].scrollIntoView()", shown[0])
     shot(browser, f"edit-{kind}")
     submit(browser)
-    wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), f"Job {job_id}"))
+    reached_job_page(browser, job_id)
     after = session.get(f"{base}/jobs/{job_id}", timeout=10).json()
     # An interval's start is now + the interval again when its trigger is saved.
     moving = {"next_run_time", "last_run", *(("start_date",) if kind == "interval" else ())}
