@@ -23,6 +23,7 @@ from .conftest import gunicorn
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install -e '.[test]')")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -85,7 +86,9 @@ def log_in(driver, user: str) -> None:
 
 
 def wait(driver, condition, seconds: float = 10):
-    return WebDriverWait(driver, seconds).until(condition)
+    """Until ``condition`` holds; a live page swaps its elements, so a stale one is retried."""
+    return WebDriverWait(driver, seconds, ignored_exceptions=(
+        StaleElementReferenceException,)).until(condition)
 
 
 def shot(driver, name: str) -> None:
@@ -360,3 +363,34 @@ def test_a_reader_sees_no_write_controls(server, browser):
     finally:
         log_in(browser, "admin")
 
+
+def test_shut_down_asks_first_and_start_brings_the_scheduler_back(server, browser):
+    base, session = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/")
+
+    def shown(state: str):
+        return lambda d: d.find_element(By.CSS_SELECTOR, ".state").text == state
+
+    def api_state() -> tuple[bool, str]:
+        info = session.get(f"{base}/", timeout=10).json()
+        return info["running"], info["state"]
+
+    assert shown("running")(browser) and api_state() == (True, "running")
+    browser.find_element(By.XPATH, "//button[text()='Shut down']").click()
+    alert = wait(browser, EC.alert_is_present())
+    assert alert.text == "Shut the scheduler down?"
+    alert.dismiss()
+    time.sleep(0.3)
+    assert shown("running")(browser) and api_state() == (True, "running")
+    browser.find_element(By.XPATH, "//button[text()='Shut down']").click()
+    wait(browser, EC.alert_is_present()).accept()
+    wait(browser, shown("stopped"))
+    assert api_state() == (False, "stopped")
+    assert browser.find_element(By.ID, "flash").text == "Shut down: done"
+    shot(browser, "scheduler-stopped")
+    browser.find_element(By.XPATH, "//button[text()='Start']").click()  # asks nothing
+    wait(browser, shown("running"))
+    assert api_state() == (True, "running")
+    assert browser.find_element(By.ID, "flash").text == "Start: done"
+    shot(browser, "scheduler-started")
