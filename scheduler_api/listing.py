@@ -14,10 +14,18 @@ is listed as what could be read of it plus an ``error`` (:func:`broken_job_json`
 and does not break the listing.
 
 Pages (``limit``/``offset``) follow the listing's order: next run time, paused jobs last,
-then id::
+then id. A ``query`` keeps the jobs whose id or name holds it (case-insensitive), in that
+order, and counts them::
 
     listing = JobListing(scheduler)
     body, total = listing.page(limit=100, offset=0)   # body: a JSON array, as bytes
+    body, found = listing.page(50, 0, query="nightly")
+
+A SQL store keeps a job's name only inside its pickled state (APScheduler's table has no
+name column), so a search reads every row's state and each job's name is unpickled once, then
+kept while its state is the same: no func is imported and only the page's jobs are restored.
+A ``LIKE`` on the pickled bytes would not do: pickle writes a name equal to an earlier string
+of the state (its id, its func) as a back-reference, and bytes have no case to fold.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from apscheduler.job import Job
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
-from sqlalchemy import Index, func, select
+from sqlalchemy import Index, Select, func, select
 from sqlalchemy.schema import CreateIndex
 
 from . import engine
@@ -89,24 +97,42 @@ class JobListing:
         self._spliced: dict[str, tuple[bytes, str | None, bytes]] = {}
         self._lock = threading.Lock()
         self._reported: dict[tuple[str, str], bool] = {}
+        #: job id -> (its pickled state, the name in it), see _stored_name.
+        self._names: dict[str, tuple[bytes, str]] = {}
         #: Job ids -> each one's last run as JSON text (``last_run``; absent: never ran).
         self.last_runs: Callable[[list[str] | None], dict[str, str]] | None = None
 
-    def page(self, limit: int | None = None, offset: int = 0) -> tuple[bytes, int]:
-        """The jobs ``[offset, offset + limit)`` as a JSON array, and the number of jobs."""
+    def page(self, limit: int | None = None, offset: int = 0,
+             query: str = "") -> tuple[bytes, int]:
+        """The jobs ``[offset, offset + limit)`` as a JSON array, and the number of jobs;
+        with a ``query``, of the jobs whose id or name holds it (case-insensitive)."""
         stores = engine.jobstores(self.scheduler)
         store = stores.get("default") if len(stores) == 1 else None
-        complete = limit is None and not offset
+        folded = query.casefold()
+        complete = limit is None and not offset and not folded
+        end = None if limit is None else offset + limit
         if self.scheduler.state != STATE_STOPPED and isinstance(store, SQLAlchemyJobStore):
-            fragments, ids, total = self._sql_page(store, limit, offset)
+            if folded:
+                rows = self._sql_matches(store, folded)
+                total = len(rows)
+                rows = rows[offset:end]
+            else:
+                rows, total = self._sql_rows(store, limit, offset)
+            fragments = self._sql_fragments(store, rows, complete)
+            ids = [job_id for _, job_id in rows]
         elif self.scheduler.state != STATE_STOPPED and isinstance(store, MemoryJobStore):
-            end = None if limit is None else offset + limit
-            jobs, total = engine.memory_page(self.scheduler, store, offset, end)
+            if folded:
+                jobs = _matching(engine.memory_page(self.scheduler, store, 0, None)[0], folded)
+                total = len(jobs)
+                jobs = jobs[offset:end]
+            else:
+                jobs, total = engine.memory_page(self.scheduler, store, offset, end)
             fragments = self._memory_fragments(jobs, complete)
             ids = [job.id for job in jobs]
         else:  # pending jobs (a stopped scheduler), several or custom stores: no shortcut
             every_job = self.scheduler.get_jobs()
-            end = None if limit is None else offset + limit
+            if folded:
+                every_job = _matching(every_job, folded)
             jobs = every_job[offset:end]
             fragments = [encode_json(job_to_json(job)) for job in jobs]
             ids = [job.id for job in jobs]
@@ -162,30 +188,51 @@ class JobListing:
             self._by_identity = fresh  # exactly the jobs there are: no stale entries kept
         return fragments
 
-    def _sql_page(self, store: SQLAlchemyJobStore, limit: int | None,
-                  offset: int) -> tuple[list[bytes], list[str], int]:
-        table = store.jobs_t
-        # Scheduled jobs (by next run time, then id: the index below serves it), then paused
-        # ones (by id): two queries, because databases disagree on where NULLs sort.
-        scheduled = (select(table.c.job_state, table.c.id)
-                     .where(table.c.next_run_time.is_not(None))
-                     .order_by(table.c.next_run_time, table.c.id))
-        paused = (select(table.c.job_state, table.c.id).where(table.c.next_run_time.is_(None))
-                  .order_by(table.c.id))
+    def _sql_rows(self, store: SQLAlchemyJobStore, limit: int | None,
+                  offset: int) -> tuple[list[Any], int]:
+        """The (job_state, id) rows ``[offset, offset + limit)`` in the listing's order, and
+        the number of jobs."""
+        scheduled, paused = _ordered(store)
         with store.engine.begin() as connection:
-            if limit is None and not offset:
-                rows = [*connection.execute(scheduled), *connection.execute(paused)]
-                total = len(rows)
-            else:
-                total = connection.execute(select(func.count()).select_from(table)).scalar_one()
-                running = connection.execute(select(func.count()).select_from(table).where(
-                    table.c.next_run_time.is_not(None))).scalar_one()
-                rows = list(connection.execute(scheduled.limit(limit).offset(offset)))
-                if limit is None or len(rows) < limit:
-                    rest = None if limit is None else limit - len(rows)
-                    rows += connection.execute(
-                        paused.limit(rest).offset(max(0, offset - running)))
-        complete = limit is None and not offset
+            if limit is None and not offset:  # all(): one fetch, not one call per row
+                rows = [*connection.execute(scheduled).all(), *connection.execute(paused).all()]
+                return rows, len(rows)
+            total = connection.execute(select(func.count()).select_from(store.jobs_t)).scalar_one()
+            running = connection.execute(select(func.count()).select_from(store.jobs_t).where(
+                store.jobs_t.c.next_run_time.is_not(None))).scalar_one()
+            rows = list(connection.execute(scheduled.limit(limit).offset(offset)))
+            if limit is None or len(rows) < limit:
+                rest = None if limit is None else limit - len(rows)
+                rows += connection.execute(paused.limit(rest).offset(max(0, offset - running)))
+        return rows, total
+
+    def _sql_matches(self, store: SQLAlchemyJobStore, folded: str) -> list[Any]:
+        """The (job_state, id) rows, in the listing's order, of the jobs whose id or name
+        holds ``folded`` (casefolded)."""
+        rows, _ = self._sql_rows(store, None, 0)
+        names = self._names
+        if len(names) > max(CACHE_SIZE, 2 * len(rows)):
+            names.clear()  # deleted jobs' entries: bounded; this search refills it
+        return [row for row in rows if folded in row[1].casefold()
+                or folded in self._stored_name(row[1], row[0]).casefold()]
+
+    def _stored_name(self, job_id: str, state: bytes) -> str:
+        """The name in a job's pickled state, unpickled once per state (the job is not
+        restored: its func is not imported); "" when the state cannot be read."""
+        cached = self._names.get(job_id)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        try:
+            name = str(pickle.loads(state)["name"])  # noqa: S301 - as APScheduler does
+        except Exception:  # noqa: BLE001 - unreadable (a class in its args is gone): found by id
+            return ""  # not kept: a later deploy may bring the class back
+        with self._lock:
+            self._names[job_id] = (state, name)
+        return name
+
+    def _sql_fragments(self, store: SQLAlchemyJobStore, rows: list[Any],
+                       complete: bool) -> list[bytes]:
+        """Each row's job as JSON, reused while its state is the same."""
         known = self._by_state
         fresh: dict[bytes, bytes] = {} if complete else known
         fragments = []
@@ -207,7 +254,7 @@ class JobListing:
                 self._remember(known, state, fragment)
         if complete:
             self._by_state = fresh  # exactly the jobs there are: no stale entries kept
-        return fragments, [job_id for _, job_id in rows], total
+        return fragments
 
     def _report_broken(self, job_id: str, error: BaseException) -> None:
         """Log a job that cannot be restored: once per job and error, not per listing."""
@@ -238,6 +285,25 @@ class JobListing:
                 if state is not None:
                     return state  # type: ignore[no-any-return]
         return None
+
+
+def _ordered(store: SQLAlchemyJobStore) -> tuple[Select[Any], Select[Any]]:
+    """The (job_state, id) rows of the scheduled jobs (by next run time, then id: the index
+    below serves it), and of the paused ones (by id): two queries, because databases
+    disagree on where NULLs sort."""
+    table = store.jobs_t
+    scheduled = (select(table.c.job_state, table.c.id)
+                 .where(table.c.next_run_time.is_not(None))
+                 .order_by(table.c.next_run_time, table.c.id))
+    paused = (select(table.c.job_state, table.c.id).where(table.c.next_run_time.is_(None))
+              .order_by(table.c.id))
+    return scheduled, paused
+
+
+def _matching(jobs: list[Job], folded: str) -> list[Job]:
+    """The jobs whose id or name holds ``folded`` (casefolded)."""
+    return [job for job in jobs
+            if folded in job.id.casefold() or folded in str(job.name).casefold()]
 
 
 def with_last_run(data: JSON, last_run: str | None) -> JSON:

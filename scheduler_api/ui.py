@@ -35,7 +35,7 @@ from werkzeug.wrappers import Request
 from authmw import AuthMiddleware
 
 from .codec import json_default
-from .jobs import JSON, job_to_json
+from .jobs import ALL_TRIGGER_FIELDS, JSON, TRIGGER_FIELDS, job_to_json
 from .listing import JobListing, broken_job_json, with_last_run
 from .protocol import JobScheduler
 from .web import store_problem
@@ -68,10 +68,38 @@ _SECURITY_HEADERS = (("Content-Security-Policy", CSP), ("X-Content-Type-Options"
                      ("Referrer-Policy", "same-origin"))
 _ASSETS = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
 _INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
+_CALENDAR_UNITS = ("years", "months", "weeks", "days")
+_TIME_OF_DAY = ("hour", "minute", "second")
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
-#: The trigger types the form edits, and their fields.
-FORM_TRIGGERS: dict[str, tuple[str, ...]] = {
-    "interval": _INTERVAL_UNITS, "cron": _CRON_FIELDS, "date": ("run_date",)}
+_ZONE = {"timezone": "text"}
+#: The trigger types the form edits, each one's fields (the API's names) and how the script
+#: sends a field: "number" as a JSON number (what the API requires there), "json" parsed
+#: (the children of and/or), "text" as typed.
+FORM_TRIGGERS: dict[str, dict[str, str]] = {
+    "interval": {**dict.fromkeys(_INTERVAL_UNITS, "number"), **_ZONE},
+    "cron": {**dict.fromkeys(_CRON_FIELDS, "text"), **_ZONE},
+    "date": {"run_date": "text", **_ZONE},
+    "calendarinterval": {**dict.fromkeys((*_CALENDAR_UNITS, *_TIME_OF_DAY), "number"),
+                         "start_date": "text", "end_date": "text", **_ZONE},
+    "and": {"triggers": "json"},
+    "or": {"triggers": "json"},
+}
+#: Hints under a trigger's fields, by (trigger type, field); ("", field): any type's.
+_HINTS: dict[tuple[str, str], str] = {
+    ("", "timezone"): "e.g. UTC; empty: the scheduler's",
+    ("calendarinterval", "hour"): "the time of day it runs: hour, minute, second",
+    ("calendarinterval", "start_date"): "a date, e.g. 2027-01-31; empty: today",
+    ("calendarinterval", "end_date"): "a date; empty: no end",
+    ("and", "triggers"): 'a JSON array of triggers as the API takes them; runs when all '
+                         'agree, e.g. weekdays among the first 7 of a month, at 9: '
+                         '[{"trigger": "cron", "day_of_week": "mon-fri", "hour": "9"}, '
+                         '{"trigger": "cron", "day": "1-7", "hour": "9"}]',
+    ("or", "triggers"): 'a JSON array of triggers as the API takes them; runs when any '
+                        'fires, e.g. [{"trigger": "cron", "hour": "9"}, {"trigger": '
+                        '"interval", "hours": 6}]',
+}
+#: Fields an API message may name inside an and/or trigger's children: shown at them.
+_CHILD_FIELDS = " ".join(sorted({*ALL_TRIGGER_FIELDS, *TRIGGER_FIELDS}))
 
 
 def e(value: object) -> str:
@@ -108,7 +136,8 @@ def trigger_words(job: Mapping[str, Any]) -> str:
     if kind == "calendarinterval":
         parts = [f"{job[unit]} {unit}" for unit in ("years", "months", "weeks", "days")
                  if job.get(unit)]
-        return "every " + " ".join(parts) + f" at {job.get('time_of_day', '00:00:00')}"
+        clock = ":".join(f"{job.get(unit, 0):02}" for unit in _TIME_OF_DAY)
+        return "every " + " ".join(parts) + f" at {clock}"
     if kind in ("and", "or"):
         words = "; ".join(trigger_words(part) for part in job.get("triggers", ()))
         return f"{'all' if kind == 'and' else 'any'} of ({words})"
@@ -316,11 +345,8 @@ class SchedulerUI:
                       else 1)
         number_int = max(1, min(number_int, 10**6))
         offset = (number_int - 1) * PAGE_SIZE
-        if query:
-            jobs, total = self._search(query, offset)
-        else:
-            listed, total = self.scheduler.list_jobs(PAGE_SIZE, offset)
-            jobs = json.loads(listed)
+        listed, total = self.scheduler.listing.page(PAGE_SIZE, offset, query)
+        jobs = json.loads(listed)
         rows = "".join(
             f'<tr><td>{_job_link(page, job["id"])}</td>'
             f'<td>{e(job.get("name"))}</td>'
@@ -330,7 +356,7 @@ class SchedulerUI:
             f'<td>{"yes" if job.get("next_run_time") is None else "no"}</td></tr>'
             for job in jobs)
         search = (f'<form class="search" method="get" action="{e(page.ui)}/jobs" role="search">'
-                  '<label for="q">Search by id</label>'
+                  '<label for="q">Search by id or name</label>'
                   f'<input id="q" name="q" type="search" value="{e(query)}">'
                   '<button type="submit">Search</button></form>')
         last = max(1, -(-total // PAGE_SIZE))
@@ -347,20 +373,8 @@ class SchedulerUI:
                 f'<nav class="pages" aria-label="pages">{" ".join(links)}</nav>')
         return HTMLResponse(page.layout("Jobs", body, watch="jobs"))
 
-    def _search(self, query: str, offset: int) -> tuple[list[JSON], int]:
-        """Jobs whose id holds ``query`` (case-insensitive): the ids read from the store's id
-        column, then only the page's jobs restored."""
-        folded = query.casefold()
-        ids = sorted(job_id for job_id in self.scheduler.listing.job_ids()
-                     if folded in job_id.casefold())
-        jobs = [job for job_id in ids[offset:offset + PAGE_SIZE]
-                if (job := self._job_json(job_id, ran=False)) is not None]
-        last_runs = self.scheduler.last_runs([job["id"] for job in jobs])  # one query
-        return [with_last_run(job, last_runs.get(job["id"])) for job in jobs], len(ids)
-
-    def _job_json(self, job_id: str, ran: bool = True) -> JSON | None:
-        """A job's JSON with its ``last_run`` (``ran=False``: without it); one that cannot
-        be restored with its error."""
+    def _job_json(self, job_id: str) -> JSON | None:
+        """A job's JSON with its ``last_run``; one that cannot be restored with its error."""
         try:
             job = self.scheduler.get_job(job_id)
         except (OperationalError, InterfaceError):
@@ -371,8 +385,6 @@ class SchedulerUI:
             if job is None:
                 return None
             data = job_to_json(job)
-        if not ran:
-            return data
         return with_last_run(data, self.scheduler.last_runs([job_id]).get(job_id))
 
     def on_job(self, request: Request, page: _Page, job_id: str) -> HTMLResponse:
@@ -436,46 +448,66 @@ class SchedulerUI:
         job = job or {}
         editing = bool(job)
         kind = job.get("trigger", "interval")
-
-        def field(name: str, label: str, value: object = None, hint: str = "",
-                  attrs: str = "") -> str:
-            shown = _shown(value)
-            return (f'<div class="field"><label for="f-{name}">{e(label)}</label>'
-                    f'<input id="f-{name}" name="{name}" value="{e(shown)}" {attrs}'
-                    f'aria-describedby="err-{name}">'
-                    f'{f"<small>{e(hint)}</small>" if hint else ""}'
-                    f'<span class="field-error" id="err-{name}" data-error-for="{name}">'
-                    '</span></div>')
-
         funcs = "".join(f'<option value="{e(func)}">' for func in allowed_funcs(self.scheduler))
         options = "".join(f'<option value="{name}"{" selected" * (name == kind)}>{name}</option>'
                           for name in FORM_TRIGGERS)
         if editing:
             keep = " selected" * (kind not in FORM_TRIGGERS)
             options = f'<option value=""{keep}>unchanged ({e(kind)})</option>' + options
-        fieldsets = "".join(
-            f'<fieldset class="trigger" data-trigger="{name}"><legend>{name} fields</legend>'
-            + "".join(field(part, part.replace("_", " "), job.get(part) if kind == name
-                            else None) for part in parts) + "</fieldset>"
-            for name, parts in FORM_TRIGGERS.items())
-        return (
-            f'<form id="job-form" novalidate data-mode="{"edit" if editing else "add"}">'
-            + field("id", "Id", job.get("id"), attrs="required readonly " if editing
-                    else "required ")
-            + field("name", "Name", job.get("name"))
-            + field("func", "Func (module:callable)", job.get("func"), "from the allow-list",
-                    'list="funcs" required autocomplete="off" ')
-            + f'<datalist id="funcs">{funcs}</datalist>'
-            + field("args", "Args (JSON array)", job.get("args"))
-            + field("kwargs", "Kwargs (JSON object)", job.get("kwargs"))
-            + '<div class="field"><label for="f-trigger">Trigger</label>'
+        fieldsets = "".join(_trigger_fieldset(name, job if name == kind else {})
+                            for name in FORM_TRIGGERS)
+        own = "".join((
+            _field("id", "id", "Id", job.get("id"),
+                   attrs="required readonly " if editing else "required "),
+            _field("name", "name", "Name", job.get("name")),
+            _field("func", "func", "Func (module:callable)", job.get("func"),
+                   "from the allow-list", 'list="funcs" required autocomplete="off" '),
+            f'<datalist id="funcs">{funcs}</datalist>',
+            _field("args", "args", "Args (JSON array)", job.get("args"), send="json"),
+            _field("kwargs", "kwargs", "Kwargs (JSON object)", job.get("kwargs"), send="json"),
+            '<div class="field"><label for="f-trigger">Trigger</label>'
             f'<select id="f-trigger" name="trigger" aria-describedby="err-trigger">{options}'
             '</select><span class="field-error" id="err-trigger" data-error-for="trigger">'
-            '</span></div>' + fieldsets
-            + field("timezone", "Time zone", job.get("timezone") if kind in FORM_TRIGGERS
-                    and editing else None, "e.g. UTC; empty: the scheduler's")
-            + '<p class="field-error" id="form-error" role="alert"></p>'
+            '</span></div>'))
+        return (
+            f'<form id="job-form" novalidate data-mode="{"edit" if editing else "add"}">'
+            f'<div class="job-fields">{own}</div>{fieldsets}'
+            '<p class="field-error" id="form-error" role="alert"></p>'
             f'<button type="submit">{"Save" if editing else "Add the job"}</button></form>')
+
+
+def _field(name: str, key: str, label: str, value: object = None, hint: str = "",
+           attrs: str = "", send: str = "text") -> str:
+    """A labelled input for the API field ``name``, sent as ``send`` says (FORM_TRIGGERS),
+    its element ids made from ``key`` (a trigger's fields are keyed by its type: interval and
+    calendarinterval both have weeks), and its slot for the API's message about it. The
+    children of and/or are a textarea of JSON; API messages about their fields go there."""
+    hint_html = f'<small id="hint-{key}">{e(hint)}</small>' if hint else ""
+    common = (f'id="f-{key}" name="{name}" data-send="{send}" '
+              f'aria-describedby="err-{key}{f" hint-{key}" if hint else ""}" {attrs}')
+    slot = ""
+    if name == "triggers":
+        shown = "" if value is None else json.dumps(value, indent=2, default=json_default)
+        control = f'<textarea {common}rows="8" spellcheck="false">{e(shown)}</textarea>'
+        slot = f' data-child-fields="{_CHILD_FIELDS}"'
+    else:
+        mode = 'inputmode="decimal" ' if send == "number" else ""
+        control = f'<input {common}{mode}value="{e(_shown(value))}">'
+    return (f'<div class="field"><label for="f-{key}">{e(label)}</label>{control}{hint_html}'
+            f'<span class="field-error" id="err-{key}" data-error-for="{name}"{slot}>'
+            '</span></div>')
+
+
+def _trigger_fieldset(kind: str, job: JSON) -> str:
+    """The fields of one trigger type, filled from ``job`` (empty: not this job's type), and
+    a slot for a message about the trigger as a whole (``calendarinterval: ...``)."""
+    fields = "".join(
+        _field(name, f"{kind}-{name}", name.replace("_", " "), job.get(name),
+               _HINTS.get((kind, name)) or _HINTS.get(("", name), ""), send=send)
+        for name, send in FORM_TRIGGERS[kind].items())
+    return (f'<fieldset class="trigger" data-trigger="{kind}"><legend>{kind} fields</legend>'
+            f'<p class="field-error" id="err-{kind}" data-error-for="{kind}" role="alert"></p>'
+            f'{fields}</fieldset>')
 
 
 def _table(rows: Iterable[tuple[str, str]]) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 
-from .api_helpers import running_api
+from .api_helpers import make_scheduler, running_api
 from .conftest import POSTGRES_URL
 
 STORES = ["sqlite", "memory", "memory-subclass", "postgres"]
@@ -71,3 +73,30 @@ def test_pages_follow_the_listing_order(client):
     assert {page["total"] for page in pages} == {5}
     assert client.get("/jobs?offset=10").json == {"jobs": [], "total": 5, "limit": 100,
                                                   "offset": 10}
+
+
+def searched(scheduler, query: str, limit: int | None = None, offset: int = 0):
+    body, total = scheduler.listing.page(limit, offset, query)
+    return [job["id"] for job in json.loads(body)], total
+
+
+def test_a_search_finds_ids_and_names_in_listing_order_and_sees_a_rename(client):
+    scheduler, client = client
+    for job_id, name, hour in (("a", "Nightly report", 5), ("b", "backup", 3),
+                               ("nightly-c", "copy", 4), ("d", "other", 1)):
+        client.post("/jobs", json={"id": job_id, "name": name, "func": "tests.tasks:record",
+                                   "trigger": "cron", "hour": str(hour)})
+    assert searched(scheduler, "NIGHTLY") == (["nightly-c", "a"], 2)  # case folded
+    assert searched(scheduler, "nightly", limit=1, offset=1) == (["a"], 2)
+    assert searched(scheduler, "archive") == ([], 0)
+    scheduler.modify_job("b", name="nightly backup")  # a new state: its name read again
+    assert searched(scheduler, "nightly") == (["b", "nightly-c", "a"], 3)
+    client.post("/jobs/b/pause")  # paused jobs last, as listed
+    assert searched(scheduler, "nightly") == (["nightly-c", "a", "b"], 3)
+
+
+def test_a_stopped_schedulers_pending_jobs_are_searched_too(tmp_path):
+    scheduler, _ = make_scheduler(tmp_path / "jobs.sqlite")
+    for job_id, name in (("a", "Nightly report"), ("b", "backup")):
+        scheduler.add_job(job_id, "tests.tasks:record", name=name, trigger="interval", hours=1)
+    assert searched(scheduler, "report") == (["a"], 1)

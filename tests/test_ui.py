@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime
 import time
+from html.parser import HTMLParser
 
 import pytest
 from werkzeug.test import Client
@@ -84,10 +85,11 @@ def test_an_unknown_job_is_a_404_page(tmp_path):
         assert answer.status_code == 404 and answer.mimetype == "text/html"
 
 
-def test_the_list_pages_and_searches_by_id(tmp_path):
+def test_the_list_pages_and_searches_by_id_and_name(tmp_path):
     with running_api(tmp_path / "jobs.sqlite") as (_, client):
         for number in range(60):
             client.post("/jobs", json={"id": f"job-{number:02}", "func": "tests.tasks:record",
+                                       "name": "Weekly archive" if number == 7 else "record",
                                        "trigger": "interval", "hours": 1})
         first = client.get("/ui/jobs").text
         assert "60 jobs; page 1 of 2" in first and first.count('<tr><td><a') == 50
@@ -96,6 +98,12 @@ def test_the_list_pages_and_searches_by_id(tmp_path):
         found = client.get("/ui/jobs?q=JOB-5").text
         assert "10 jobs" in found and "job-59" in found and "job-49" not in found
         assert "every 1 hours" in found
+        by_name = client.get("/ui/jobs?q=ARCHIVE").text
+        assert "1 job;" in by_name and ">job-07</a>" in by_name and "Weekly archive" in by_name
+        searched_page = client.get("/ui/jobs?q=record&page=2").text  # 59 names hold it
+        assert "59 jobs; page 2 of 2" in searched_page
+        assert searched_page.count('<tr><td><a') == 9 and ">job-07</a>" not in searched_page
+        assert 'rel="prev" href="/scheduler/ui/jobs?page=1&amp;q=record"' in searched_page
 
 
 USERS = {"admin": {"roles": ["reader", "admin"]}, "reader": {"roles": ["reader"]},
@@ -152,7 +160,12 @@ def test_a_reader_sees_no_write_controls(tmp_path):
     ({"trigger": "or", "triggers": [{"trigger": "interval", "days": 1},
                                     {"trigger": "cron", "hour": "1"}]},
      "any of (every 1 days; cron hour=1)"),
-])
+    ({"trigger": "calendarinterval", "months": 1, "hour": 6, "minute": 30, "second": 0},
+     "every 1 months at 06:30:00"),
+    ({"trigger": "and", "triggers": [{"trigger": "cron", "day_of_week": "mon-fri"},
+                                     {"trigger": "calendarinterval", "weeks": 2, "hour": 9}]},
+     "all of (cron day_of_week=mon-fri; every 2 weeks at 09:00:00)"),
+], ids=["interval", "cron", "date", "or", "calendarinterval at its time of day", "and"])
 def test_triggers_in_words(job, words):
     assert trigger_words(job) == words
 
@@ -213,11 +226,12 @@ def test_a_page_number_of_thousands_of_digits_is_the_first_page(tmp_path):
 
 def test_a_broken_job_with_dates_and_bytes_in_its_args_is_shown(tmp_path, vanishing_module):
     with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
-        scheduler.add_job("dt", f"{vanishing_module.__name__}:task",
+        scheduler.add_job("dt", f"{vanishing_module.__name__}:task", name="Nightly dates",
                           args=[datetime.datetime(2026, 1, 1), b"bytes", {1, 2}],
                           trigger="interval", hours=1)
         vanishing_module.gone()
-        for path, status in (("/ui/jobs/dt", 200), ("/ui/jobs/dt/edit", 409)):
+        for path, status in (("/ui/jobs/dt", 200), ("/ui/jobs/dt/edit", 409),
+                             ("/ui/jobs?q=nightly", 200)):  # its name is still read
             answer = client.get(path)
             assert answer.status_code == status and "cannot be restored" in answer.text, path
 
@@ -229,3 +243,74 @@ def test_an_id_no_url_can_name_is_listed_without_a_link(tmp_path):
         page = client.get("/ui/jobs").text
         assert "x%2Fedit" not in page and 'href="/scheduler/ui/jobs/.."' not in page
         assert page.count("the id cannot be a URL") == 2
+
+
+class FormControls(HTMLParser):
+    """The ids, the labels' targets and the form controls of a page (a textarea's text is
+    its value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.labelled: set[str] = set()
+        self.controls: list[dict[str, str | None]] = []
+        self._textarea: dict[str, str | None] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        found = dict(attrs)
+        if found.get("id"):
+            self.ids.append(found["id"])
+        if tag == "label":
+            self.labelled.add(found["for"])
+        if tag in ("input", "select", "textarea") and found.get("type") != "search":
+            self.controls.append(found)
+        if tag == "textarea":
+            self._textarea = found
+            found["value"] = ""
+
+    def handle_data(self, data):
+        if self._textarea is not None:
+            self._textarea["value"] = (self._textarea["value"] or "") + data
+
+    def handle_endtag(self, tag):
+        if tag == "textarea":
+            self._textarea = None
+
+
+def form_of(client, path: str) -> FormControls:
+    parser = FormControls()
+    parser.feed(client.get(path).text)
+    return parser
+
+
+def test_every_form_control_has_its_own_id_and_a_label(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        form = form_of(client, "/ui/new")
+        assert len(form.ids) == len(set(form.ids))  # interval and calendarinterval: weeks
+        assert [c["id"] for c in form.controls if c["id"] not in form.labelled] == []
+        kinds = {c["id"].split("-")[1] for c in form.controls if c["id"].count("-") >= 2}
+        assert kinds == {"interval", "cron", "date", "calendarinterval", "and", "or"}
+
+
+@pytest.mark.parametrize(("trigger", "shown"), [
+    pytest.param({"trigger": "calendarinterval", "months": 1, "hour": 6, "minute": 30,
+                  "start_date": "2030-01-31", "timezone": "Europe/Berlin"},
+                 {"months": "1", "hour": "6", "minute": "30", "second": "0", "years": "",
+                  "start_date": "2030-01-31", "timezone": "Europe/Berlin"},
+                 id="calendarinterval"),
+    pytest.param({"trigger": "or", "triggers": [{"trigger": "cron", "hour": "9"}]},
+                 {"triggers": '[\n  {\n    "trigger": "cron",\n    "hour": "9",\n'
+                              '    "timezone": "UTC",\n    "jitter": null\n  }\n]'},
+                 id="or: its children as JSON"),
+])
+def test_the_edit_form_holds_the_jobs_trigger_fields(tmp_path, trigger, shown):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        assert client.post("/jobs", json={"id": "j", "func": "tests.tasks:record",
+                                          **trigger}).status_code == 200
+        page = client.get("/ui/jobs/j/edit").text
+        assert f'<option value="{trigger["trigger"]}" selected>' in page
+        form = form_of(client, "/ui/jobs/j/edit")
+        prefix = f"f-{trigger['trigger']}-"
+        values = {c["name"]: c.get("value") for c in form.controls
+                  if c["id"].startswith(prefix) and c["name"] in shown}
+        assert values == shown

@@ -11,6 +11,7 @@ saves a screenshot under tests/screenshots/.
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import time
 from pathlib import Path
@@ -22,11 +23,12 @@ from .conftest import gunicorn
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install -e '.[test]')")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -45,7 +47,9 @@ def header(user: str) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("ui") / "jobs.sqlite"
-    with gunicorn("tests.ui_app:app", "--worker-class", "gthread", "--threads", "8",
+    # Each page that follows the events holds a thread while it is open, and for up to a
+    # keepalive (15 s) after the browser left it: 30 pages in 15 s needed more than 8.
+    with gunicorn("tests.ui_app:app", "--worker-class", "gthread", "--threads", "32",
                   env={"UI_TEST_STORE": str(store)}) as (host, port):
         base = f"http://{host}:{port}/scheduler"
         session = requests.Session()
@@ -53,7 +57,9 @@ def server(tmp_path_factory):
         for job in ({"id": "report", "func": "tests.tasks:record", "trigger": "interval",
                      "hours": 1},
                     {"id": "failing", "func": "tests.tasks:fail",
-                     "kwargs": {"message": "disk <full>"}, "trigger": "cron", "hour": "3"}):
+                     "kwargs": {"message": "disk <full>"}, "trigger": "cron", "hour": "3"},
+                    {"id": "backup-7", "name": "Weekly archive", "func": "tests.tasks:record",
+                     "trigger": "interval", "days": 3}):
             answer = session.post(f"{base}/jobs", json=job, timeout=10)
             assert answer.status_code == 200, answer.text
         yield base, session
@@ -80,7 +86,9 @@ def log_in(driver, user: str) -> None:
 
 
 def wait(driver, condition, seconds: float = 10):
-    return WebDriverWait(driver, seconds).until(condition)
+    """Until ``condition`` holds; a live page swaps its elements, so a stale one is retried."""
+    return WebDriverWait(driver, seconds, ignored_exceptions=(
+        StaleElementReferenceException,)).until(condition)
 
 
 def shot(driver, name: str) -> None:
@@ -116,11 +124,41 @@ def test_see_a_job_in_the_list(server, browser):
         browser.set_window_size(1280, 800)
 
 
+def test_search_finds_a_job_by_its_name(server, browser):
+    base, _ = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/jobs")
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=q]").text == "Search by id or name"
+    browser.find_element(By.ID, "q").send_keys("ARCHIVE", Keys.ENTER)  # keyboard: Enter
+    wait(browser, EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".count"), "1 job;"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+    assert [row.find_element(By.TAG_NAME, "a").text for row in rows] == ["backup-7"]
+    assert "Weekly archive" in rows[0].text and "every 3 days" in rows[0].text
+    assert browser.find_element(By.ID, "q").get_attribute("value") == "ARCHIVE"
+    shot(browser, "search-by-name")
+
+
 def fill(driver, values: dict[str, str]) -> None:
-    for name, value in values.items():
-        field = driver.find_element(By.ID, f"f-{name}")
+    """Type into the form's fields; a trigger's fields are keyed ``{type}-{field}``."""
+    for key, value in values.items():
+        field = driver.find_element(By.ID, f"f-{key}")
         field.clear()
         field.send_keys(value)
+
+
+def choose(driver, kind: str) -> None:
+    Select(driver.find_element(By.ID, "f-trigger")).select_by_value(kind)
+
+
+def submit(driver) -> None:
+    driver.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
+
+
+def reached_job_page(driver, job_id: str) -> None:
+    """Wait for the job's page the form goes to once saved (its URL first: the form's
+    elements vanish meanwhile)."""
+    wait(driver, lambda d: d.current_url.endswith(f"/ui/jobs/{job_id}"))
+    assert driver.find_element(By.TAG_NAME, "h1").text == f"Job {job_id}"
 
 
 def test_add_a_job_through_the_form(server, browser):
@@ -129,26 +167,137 @@ def test_add_a_job_through_the_form(server, browser):
     browser.get(f"{base}/ui/new")
     assert browser.find_element(By.CSS_SELECTOR, "label[for=f-func]").text.startswith("Func")
     fill(browser, {"id": "nightly", "name": "Nightly report", "func": "tests.tasks:record",
-                   "minutes": "30"})
-    browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
-    wait(browser, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Job nightly"))
+                   "interval-minutes": "30"})
+    submit(browser)
+    reached_job_page(browser, "nightly")
     assert "every 30 minutes" in browser.find_element(By.CSS_SELECTOR, "table.fields").text
     assert session.get(f"{base}/jobs/nightly", timeout=10).json()["minutes"] == 30
     shot(browser, "job-added")
 
 
-def test_the_apis_validation_message_is_shown_at_its_field(server, browser):
-    base, _ = server
+def holds(actual, expected) -> bool:
+    """Whether ``actual`` (JSON) has every field of ``expected``, in lists item by item."""
+    if isinstance(expected, dict):
+        return all(holds(actual.get(key), value) for key, value in expected.items())
+    if isinstance(expected, list):
+        return len(actual) == len(expected) and all(map(holds, actual, expected))
+    return type(actual) is type(expected) and actual == expected
+
+
+@pytest.mark.parametrize(("kind", "values", "words", "stored"), [
+    pytest.param("calendarinterval", {"calendarinterval-months": "1", "calendarinterval-hour": "6",
+                                      "calendarinterval-minute": "30"},
+                 "every 1 months at 06:30:00", {"months": 1, "hour": 6, "minute": 30},
+                 id="calendarinterval"),
+    pytest.param("or", {"or-triggers": '[{"trigger": "cron", "hour": "9"}, '
+                                       '{"trigger": "interval", "hours": 6}]'},
+                 "any of (cron hour=9; every 6 hours)",
+                 {"triggers": [{"trigger": "cron", "hour": "9"},
+                               {"trigger": "interval", "hours": 6}]},
+                 id="or of a cron and an interval"),
+])
+def test_add_a_job_of_another_trigger_type_through_the_form(server, browser, kind, values,
+                                                            words, stored):
+    base, session = server
     log_in(browser, "admin")
     browser.get(f"{base}/ui/new")
-    browser.find_element(By.ID, "f-trigger").send_keys("cron")  # keyboard: choose by typing
-    fill(browser, {"id": "bad", "func": "tests.tasks:record", "hour": "25"})
-    browser.find_element(By.ID, "f-hour").send_keys(Keys.ENTER)  # submit from the keyboard
-    error = wait(browser, lambda d: d.find_element(By.ID, "err-hour").text or None)
-    assert error.startswith("hour: Error validating expression '25'")
-    assert browser.find_element(By.ID, "f-hour").get_attribute("aria-invalid") == "true"
-    assert browser.switch_to.active_element.get_attribute("id") == "f-hour"
-    shot(browser, "validation")
+    job_id = f"added-{kind}"
+    choose(browser, kind)
+    fill(browser, {"id": job_id, "func": "tests.tasks:record", **values})
+    submit(browser)
+    reached_job_page(browser, job_id)
+    assert words in browser.find_element(By.CSS_SELECTOR, "table.fields").text
+    job = session.get(f"{base}/jobs/{job_id}", timeout=10).json()
+    assert job["trigger"] == kind and holds(job, stored), job  # numbers sent as numbers
+    shot(browser, f"job-added-{kind}")
+
+
+@pytest.mark.parametrize(("kind", "values", "key", "message"), [
+    pytest.param("cron", {"cron-hour": "25"}, "cron-hour",
+                 "hour: Error validating expression '25'", id="a cron field at that field"),
+    pytest.param("calendarinterval", {"calendarinterval-weeks": "1.5"}, "calendarinterval-weeks",
+                 "weeks: must be an integer >= 0",
+                 id="calendarinterval weeks at its own weeks, not the interval's"),
+    pytest.param("calendarinterval", {}, "calendarinterval",
+                 "calendarinterval: interval must be at least 1 day long",
+                 id="the calendarinterval as a whole at its fieldset"),
+    pytest.param("and", {"and-triggers": '[{"trigger": "cron", "hour": "25"}]'}, "and-triggers",
+                 "hour: Error validating expression '25'", id="a child's field at the children"),
+    pytest.param("or", {"or-triggers": '[{"trigger": "cron",'}, "or-triggers",
+                 "triggers: is not valid JSON", id="children that are not JSON at the children"),
+])
+def test_the_apis_validation_message_is_shown_at_its_field(server, browser, kind, values, key,
+                                                           message):
+    base, session = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/new")
+    browser.find_element(By.ID, "f-trigger").send_keys(kind)  # keyboard: choose by typing
+    fill(browser, {"id": "bad", "func": "tests.tasks:record", **values})
+    browser.find_element(By.ID, "f-func").send_keys(Keys.ENTER)  # submit from the keyboard
+    error = wait(browser, lambda d: d.find_element(By.ID, f"err-{key}").text or None)
+    assert error.startswith(message)
+    others = [slot.get_attribute("id") for slot in
+              browser.find_elements(By.CSS_SELECTOR, ".field-error, #form-error")
+              if slot.get_attribute("id") != f"err-{key}" and slot.text]
+    assert others == []  # shown once, in the visible fieldset (interval has weeks too)
+    if browser.find_elements(By.ID, f"f-{key}"):
+        assert browser.find_element(By.ID, f"f-{key}").get_attribute("aria-invalid") == "true"
+        assert browser.switch_to.active_element.get_attribute("id") == f"f-{key}"
+    assert browser.execute_script(  # on screen, where the user looks
+        "const box = arguments[0].getBoundingClientRect();"
+        "return box.top >= 0 && box.bottom <= window.innerHeight;",
+        browser.find_element(By.ID, f"err-{key}"))
+    assert session.get(f"{base}/jobs/bad", timeout=10).status_code == 404
+    shot(browser, "validation" if kind == "cron" else f"validation-{key}")
+
+
+#: A job of each trigger type, as the API takes it, for the edit form.
+EDITED = {
+    "interval": {"trigger": "interval", "hours": 2, "minutes": 30, "timezone": "Europe/Berlin"},
+    "cron": {"trigger": "cron", "day_of_week": "mon-fri", "hour": "9", "minute": "15"},
+    "date": {"trigger": "date", "run_date": "2031-01-01T09:00:00+00:00"},
+    "calendarinterval": {"trigger": "calendarinterval", "months": 1, "days": 2, "hour": 6,
+                         "minute": 30, "start_date": "2030-01-31"},
+    "and": {"trigger": "and", "triggers": [
+        {"trigger": "cron", "day_of_week": "mon-fri", "hour": "9"},
+        {"trigger": "cron", "day": "1-7", "hour": "9"}]},
+    "or": {"trigger": "or", "triggers": [
+        {"trigger": "cron", "hour": "9"},
+        {"trigger": "calendarinterval", "weeks": 2, "hour": 18}]},
+}
+
+
+@pytest.mark.parametrize("kind", list(EDITED))
+def test_editing_a_job_prefills_its_trigger_and_saves_it_unchanged(server, browser, kind):
+    base, session = server
+    job_id = f"edit-{kind}"
+    answer = session.post(f"{base}/jobs", json={"id": job_id, "func": "tests.tasks:record",
+                                                **EDITED[kind]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    before = answer.json()
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/jobs/{job_id}/edit")
+    choice = Select(browser.find_element(By.ID, "f-trigger")).first_selected_option
+    assert choice.get_attribute("value") == kind
+    shown = [fieldset for fieldset in browser.find_elements(By.CSS_SELECTOR, "fieldset.trigger")
+             if fieldset.is_displayed()]
+    assert [fieldset.get_attribute("data-trigger") for fieldset in shown] == [kind]
+    for control in shown[0].find_elements(By.CSS_SELECTOR, "[data-send]"):
+        name, value = control.get_attribute("name"), control.get_attribute("value")
+        expected = before.get(name)
+        if control.get_attribute("data-send") == "json":
+            assert json.loads(value) == expected, name
+        else:
+            assert value == ("" if expected is None else str(expected)), name
+    browser.execute_script("arguments[0].scrollIntoView()", shown[0])
+    shot(browser, f"edit-{kind}")
+    submit(browser)
+    reached_job_page(browser, job_id)
+    after = session.get(f"{base}/jobs/{job_id}", timeout=10).json()
+    # An interval's start is now + the interval again when its trigger is saved.
+    moving = {"next_run_time", "last_run", *(("start_date",) if kind == "interval" else ())}
+    assert {k: v for k, v in after.items() if k not in moving} == {
+        k: v for k, v in before.items() if k not in moving}
 
 
 def test_pause_then_run_and_see_the_run_and_its_traceback_live(server, browser):
@@ -213,3 +362,35 @@ def test_a_reader_sees_no_write_controls(server, browser):
         shot(browser, "reader")
     finally:
         log_in(browser, "admin")
+
+
+def test_shut_down_asks_first_and_start_brings_the_scheduler_back(server, browser):
+    base, session = server
+    log_in(browser, "admin")
+    browser.get(f"{base}/ui/")
+
+    def shown(state: str):
+        return lambda d: d.find_element(By.CSS_SELECTOR, ".state").text == state
+
+    def api_state() -> tuple[bool, str]:
+        info = session.get(f"{base}/", timeout=10).json()
+        return info["running"], info["state"]
+
+    assert shown("running")(browser) and api_state() == (True, "running")
+    browser.find_element(By.XPATH, "//button[text()='Shut down']").click()
+    alert = wait(browser, EC.alert_is_present())
+    assert alert.text == "Shut the scheduler down?"
+    alert.dismiss()
+    time.sleep(0.3)
+    assert shown("running")(browser) and api_state() == (True, "running")
+    browser.find_element(By.XPATH, "//button[text()='Shut down']").click()
+    wait(browser, EC.alert_is_present()).accept()
+    wait(browser, shown("stopped"))
+    assert api_state() == (False, "stopped")
+    assert browser.find_element(By.ID, "flash").text == "Shut down: done"
+    shot(browser, "scheduler-stopped")
+    browser.find_element(By.XPATH, "//button[text()='Start']").click()  # asks nothing
+    wait(browser, shown("running"))
+    assert api_state() == (True, "running")
+    assert browser.find_element(By.ID, "flash").text == "Start: done"
+    shot(browser, "scheduler-started")

@@ -75,6 +75,8 @@
   const form = document.getElementById("job-form");
   if (form) {
     const select = form.elements.trigger;
+    const visibleSet = () => form.querySelector('fieldset.trigger[data-trigger="' +
+      CSS.escape(select.value) + '"]');
     const showFields = () => {
       form.querySelectorAll("fieldset.trigger").forEach((set) => {
         set.hidden = set.dataset.trigger !== select.value;
@@ -83,15 +85,36 @@
     select.addEventListener("change", showFields);
     showFields();
 
+    // Where the API's message about `field` goes: the visible trigger's own field first
+    // (interval and calendarinterval both have weeks and days), then the job's fields; a
+    // trigger field the visible and/or does not have is one of its children's.
+    const slotFor = (field) => {
+      const named = '[data-error-for="' + CSS.escape(field) + '"]';
+      const set = visibleSet();
+      const children = set && set.querySelector("[data-child-fields]");
+      return (set && set.querySelector(named)) ||
+        form.querySelector(".job-fields " + named) ||
+        (children && children.dataset.childFields.split(" ").includes(field) ? children : null);
+    };
+
     const showError = (field, message) => {
-      const slot = form.querySelector('[data-error-for="' + CSS.escape(field) + '"]');
-      const target = slot || document.getElementById("form-error");
-      target.textContent = message;
-      const input = form.elements[field];
-      if (slot && input && input.setAttribute) {
+      const slot = field ? slotFor(field) : null;
+      (slot || document.getElementById("form-error")).textContent = message;
+      const input = slot && form.querySelector('[aria-describedby~="' + slot.id + '"]');
+      if (input) {
         input.setAttribute("aria-invalid", "true");
-        input.focus();
+        input.focus({preventScroll: true});
       }
+      // The message in view (below a tall textarea, focusing it would not show it).
+      if (slot) slot.scrollIntoView({block: "center"});
+    };
+
+    // A field's value as the API takes it: numbers as numbers (text that is not one is sent
+    // as typed, for the API to name the field), JSON parsed; throws on JSON that is not.
+    const valueOf = (input) => {
+      const text = input.value.trim();
+      if (input.dataset.send === "number") return isNaN(Number(text)) ? text : Number(text);
+      return input.dataset.send === "json" ? JSON.parse(text) : text;
     };
 
     form.addEventListener("submit", async (event) => {
@@ -99,29 +122,18 @@
       form.querySelectorAll(".field-error").forEach((slot) => { slot.textContent = ""; });
       form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
       const editing = form.dataset.mode === "edit";
-      const value = (name) => form.elements[name].value.trim();
+      const inputs = Array.from(form.querySelectorAll(".job-fields [data-send]"));
+      if (select.value) inputs.push(...visibleSet().querySelectorAll("[data-send]"));
       const payload = {};
-      if (!editing) payload.id = value("id");
-      for (const name of ["name", "func"]) if (value(name)) payload[name] = value(name);
-      for (const name of ["args", "kwargs"]) {
-        if (!value(name)) continue;
-        try { payload[name] = JSON.parse(value(name)); } catch (ignored) {
-          showError(name, name + ": is not valid JSON");
+      for (const input of inputs) {
+        if (!input.value.trim() || (editing && input.name === "id")) continue;
+        try { payload[input.name] = valueOf(input); } catch (ignored) {
+          showError(input.name, input.name + ": is not valid JSON");
           return;
         }
       }
-      if (select.value) {
-        payload.trigger = select.value;
-        const set = form.querySelector('fieldset[data-trigger="' + select.value + '"]');
-        set.querySelectorAll("input").forEach((input) => {
-          const text = input.value.trim();
-          if (!text) return;
-          payload[input.name] = select.value === "interval" && !isNaN(Number(text))
-            ? Number(text) : text;
-        });
-        if (value("timezone")) payload.timezone = value("timezone");
-      }
-      const id = editing ? value("id") : payload.id;
+      if (select.value) payload.trigger = select.value;
+      const id = form.elements.id.value.trim();
       const url = editing ? api + "/jobs/" + encodeURIComponent(id) : api + "/jobs";
       const answer = await send(editing ? "PATCH" : "POST", url, payload);
       if (answer.ok) {
@@ -131,8 +143,7 @@
       const message = (answer.data && answer.data.error_message) || ("failed: " + answer.status);
       // The API names the field first ("minutes: must be ..."); a refused func says "func ...".
       const match = /^([a-z_]+)[: ]/.exec(message);
-      showError(match && form.querySelector('[data-error-for="' + match[1] + '"]')
-        ? match[1] : "", message);
+      showError(match ? match[1] : "", message);
     });
   }
 
