@@ -216,6 +216,23 @@ def test_a_job_added_again_under_a_removed_jobs_id_has_no_last_run(
     assert client.get("/jobs/again/runs").json["total"] == 1, "its runs stay, by id"
 
 
+def test_a_run_noted_before_its_job_was_forgotten_is_not_the_new_jobs_last_run(
+        api: tuple[APScheduler, APIClient]) -> None:
+    # The run's end and the forgetting reach the writer in one batch: the forgetting comes
+    # first in the transaction, the run is written after it, yet is not the last run.
+    scheduler, _ = api
+    recorder = scheduler.recorder
+    assert recorder is not None
+    recorder.stop()  # so that the three are written in one batch
+    recorder.record("reused", "schedule", datetime.now(timezone.utc), "missed")
+    recorder.forget_last_run("reused")
+    recorder.record("other", "schedule", datetime.now(timezone.utc), "missed")
+    recorder.start()
+    assert recorder.flush()
+    assert scheduler.last_runs(["reused", "other"]).keys() == {"other"}
+    assert scheduler.get_runs(job_id="reused").total == 1
+
+
 class FailingOnceStore(SQLAlchemyJobStore):  # type: ignore[misc]
     """A store whose first write of a job's next run time fails (the database locked)."""
 
