@@ -127,27 +127,16 @@ def new_run_id() -> str:
     return f"{_run_ids.prefix}{next(_run_ids.serials):0{RUN_ID_SERIAL_DIGITS}x}"
 
 
-class _Run:
-    """A run as the thread that runs it notes it: its start (never changed after), then its
-    end. The writer thread makes its rows and its events' JSON: the job's thread only
-    notes times and outcomes, on its way to the job and back."""
-
-    __slots__ = ("ended_at", "error", "id", "job_id", "outcome", "reason", "result",
-                 "scheduled_at", "started_at")
-
-    def __init__(self, job_id: str, reason: str, scheduled_at: datetime,
-                 started_at: float | None, outcome: str = "running") -> None:
-        self.id = new_run_id()
-        self.job_id = job_id
-        self.reason = reason
-        self.scheduled_at = scheduled_at
-        #: None for a run that did not start (missed, skipped) or was recorded afterwards.
-        self.started_at = started_at
-        #: When its end was noted: its finished_at if it started.
-        self.ended_at: float | None = None
-        self.outcome = outcome
-        self.error: tuple[str, str, str] | None = None
-        self.result: str | None = None
+#: A run's record: a flat tuple of strings, numbers, a datetime and None, which the garbage
+#: collector stops tracking at its first collection. Objects (or dicts) per run, kept until
+#: the writer looks, made every young collection traverse thousands and set off full ones:
+#: 8 us a run in a burst of 5,000, more than all the rest of the recording.
+#: (kind, id, job_id, reason, scheduled_at, started_at, outcome, ended_at, error, result)
+#: kind: "run" (queued as it starts: outcome "running"), "finish" (its end, the writer having
+#: taken its start), "whole" (it ended before the writer took its start, or did not start:
+#: started_at None); error: (type, message, traceback) or None.
+RunRecord = tuple[str, str, str, str, datetime, float | None, str, float | None,
+                  tuple[str, str, str] | None, str | None]
 
 
 class RunRecorder:
@@ -169,16 +158,19 @@ class RunRecorder:
         self.node = f"{self.host}/{pid_namespace()}"
         #: Records for the writer: (kind, payload). Appended without a lock (deque.append
         #: is atomic) by the threads that run jobs; taken by the writer under ``_wake``.
-        self._pending: deque[tuple[str, Any]] = deque()
-        #: Runs of this process that are running (their heartbeat is renewed), and those that
-        #: ended but are not written yet: the leader must not take either for lost.
-        self._in_flight: dict[str, _Run] = {}
+        self._pending: deque[tuple[Any, ...]] = deque()
+        #: Runs of this process that are running (their heartbeat is renewed) by id, with
+        #: their start time, and those that ended but are not written yet: the leader must
+        #: not take either for lost.
+        self._in_flight: dict[str, float] = {}
         self._unwritten_ends: set[str] = set()
         #: Runs whose start the writer has not taken yet. Whoever pops a run from it first
         #: (dict.pop is atomic) decides how it is written: the writer, as a running row (its
         #: end follows as a record of its own), or the job's thread at the run's end, which
-        #: then queues nothing more: the writer writes start and end as one row.
-        self._unwritten_starts: dict[str, _Run] = {}
+        #: then queues nothing more: the writer writes start and end as one row, taking the
+        #: end from ``_ends`` (where it is put before that pop).
+        self._unwritten_starts: dict[str, RunRecord] = {}
+        self._ends: dict[str, RunRecord] = {}
         self._wake = threading.Condition()
         self._stopped = threading.Event()
         self._stopping = False
@@ -192,15 +184,14 @@ class RunRecorder:
     def emit(self, kind: str, **data: Any) -> None:
         """An event for the live stream (``kind``: job_added, run_finished, ...); its JSON is
         made by the writer thread (a job's removal is announced by the scheduling thread)."""
-        self._push(("event", (kind, data, time.time())))
+        self._push(("event", kind, tuple(data.items()), time.time()))
 
     def record(self, job_id: str, reason: str, scheduled_at: datetime, outcome: str,
                error: tuple[str, str, str] | None = None, result: str | None = None) -> None:
         """A run that did not start (``missed``, ``skipped``), or one an executor that
         records nothing itself ran (both ends at once)."""
-        run = _Run(job_id, reason, scheduled_at, None, outcome)
-        run.error, run.result, run.ended_at = error, result, time.time()
-        self._push(("run", run))  # not in _unwritten_starts: written whole
+        self._push(("whole", new_run_id(), job_id, reason, scheduled_at, None, outcome,
+                    time.time(), error, result))
 
     def run_job(self, job: Job, jobstore_alias: str, run_times: list[datetime],
                 logger_name: str) -> list[JobExecutionEvent]:
@@ -219,6 +210,7 @@ class RunRecorder:
                     continue
             job_logger.info('Running job "%s" (scheduled at %s)', job, run_time)
             run = self._started(job.id, reason, run_time)
+            outcome: tuple[str, tuple[str, str, str] | None, str | None]
             try:
                 result = job.func(*job.args, **job.kwargs)
             except BaseException as error:  # as APScheduler: a job's SystemExit is its error
@@ -226,34 +218,40 @@ class RunRecorder:
                     EVENT_JOB_ERROR, job.id, jobstore_alias, run_time, exception=error,
                     traceback="".join(traceback.format_tb(error.__traceback__))))
                 job_logger.exception('Job "%s" raised an exception', job)
-                run.error = describe_error(error)
-                self._finished(run, "error")
+                outcome = ("error", describe_error(error), None)
                 traceback.clear_frames(error.__traceback__)
                 del error
             else:
                 events.append(_RecordedEvent(EVENT_JOB_EXECUTED, job.id, jobstore_alias,
                                              run_time, retval=result))
                 job_logger.info('Job "%s" executed successfully', job)
-                run.result = describe_result(result)
-                self._finished(run, "success")
+                outcome = ("success", None, describe_result(result))
+            self._finished(run, *outcome)
         return events
 
-    def _started(self, job_id: str, reason: str, scheduled_at: datetime) -> _Run:
-        run = _Run(job_id, reason, scheduled_at, time.time())
-        self._in_flight[run.id] = run
-        self._unwritten_starts[run.id] = run
-        self._push(("run", run))
+    def _started(self, job_id: str, reason: str, scheduled_at: datetime) -> RunRecord:
+        started = time.time()
+        run: RunRecord = ("run", new_run_id(), job_id, reason, scheduled_at, started, "running",
+                          None, None, None)
+        run_id = run[1]
+        self._in_flight[run_id] = started
+        self._unwritten_starts[run_id] = run
+        self._push(run)
         return run
 
-    def _finished(self, run: _Run, outcome: str) -> None:
-        """The run's end (its error or result set already): queued only if the writer took
-        its start meanwhile; otherwise the record of its start carries it."""
-        run.ended_at = time.time()
-        run.outcome = outcome
-        self._unwritten_ends.add(run.id)
-        self._in_flight.pop(run.id, None)
-        if self._unwritten_starts.pop(run.id, None) is None:
-            self._push(("finish", run))
+    def _finished(self, run: RunRecord, outcome: str, error: tuple[str, str, str] | None,
+                  result: str | None) -> None:
+        """The run's end: queued only if the writer took its start meanwhile; otherwise
+        the writer finds it in ``_ends`` as it takes the start."""
+        run_id = run[1]
+        end: RunRecord = ("finish", run_id, run[2], run[3], run[4], run[5], outcome,
+                          time.time(), error, result)
+        self._unwritten_ends.add(run_id)
+        self._in_flight.pop(run_id, None)
+        self._ends[run_id] = end
+        if self._unwritten_starts.pop(run_id, None) is None:
+            del self._ends[run_id]
+            self._push(end)
 
     def listen(self, event: Any) -> None:
         """The scheduler's listener: runs that :meth:`run_job` did not record (an executor
@@ -281,7 +279,7 @@ class RunRecorder:
         forgotten, and none of them becomes it."""
         self._push(("forget", job_id))
 
-    def _push(self, record: tuple[str, Any]) -> None:
+    def _push(self, record: tuple[Any, ...]) -> None:
         pending = self._pending
         pending.append(record)
         size = len(pending)
@@ -294,12 +292,14 @@ class RunRecorder:
         """Wake the writer; beyond MAX_PENDING records, drop the oldest."""
         with self._wake:
             while len(self._pending) > MAX_PENDING:
-                kind, dropped = self._pending.popleft()
-                if kind == "finish" or (kind == "run" and self._unwritten_starts.pop(
-                        dropped.id, None) is None):
+                dropped = self._pending.popleft()
+                if dropped[0] in ("finish", "whole") or (
+                        dropped[0] == "run" and
+                        self._unwritten_starts.pop(dropped[1], None) is None):
                     # Its end will not be written: no longer this process's to vouch for.
                     # (A start dropped while its run goes on: its end is queued on its own.)
-                    self._unwritten_ends.discard(dropped.id)
+                    self._ends.pop(dropped[1], None)
+                    self._unwritten_ends.discard(dropped[1])
                 self._dropped += 1
             self._wake.notify()
 
@@ -342,7 +342,7 @@ class RunRecorder:
     def _run(self) -> None:
         next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         failures = 0
-        batch: list[tuple[str, Any]] = []
+        batch: list[tuple[Any, ...]] = []
         while True:
             with self._wake:
                 if not batch:  # the last batch is written: take the next
@@ -395,17 +395,14 @@ class RunRecorder:
                 # Not woken by new records (they come all the time): by stop() only.
                 self._stopped.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))
 
-    def _take(self, record: tuple[str, Any]) -> tuple[str, Any]:
-        """A record as the writer takes it: a run's is its start ("start": the run goes on,
-        its end follows) or the whole run ("whole": it ended before the writer looked, or
-        did not start)."""
-        kind, item = record
-        if kind != "run":
+    def _take(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A record as the writer takes it: a run's is its start ("run": the run goes on, its
+        end follows) or the whole run ("whole": it ended before the writer looked)."""
+        if record[0] != "run" or self._unwritten_starts.pop(record[1], None) is not None:
             return record
-        return ("start" if self._unwritten_starts.pop(item.id, None) is not None
-                else "whole", item)
+        return ("whole", *self._ends.pop(record[1])[1:])
 
-    def _write_each(self, batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    def _write_each(self, batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Write records one at a time; drop those the database refuses; return the rest
         when it cannot be reached."""
         for index, item in enumerate(batch):
@@ -414,46 +411,50 @@ class RunRecorder:
             except (OperationalError, InterfaceError):
                 return batch[index:]
             except Exception as error:  # noqa: BLE001 - a value it refuses: drop that one
-                kind, payload = item
+                kind = item[0]
                 logger.warning("run history: the job store refused a %s record of job %r; it "
-                               "is dropped: %s", kind, getattr(payload, "job_id", None),
+                               "is dropped: %s", kind,
+                               item[2] if kind in ("run", "finish", "whole") else None,
                                describe_database_error(error))
                 if kind in ("finish", "whole"):
-                    self._unwritten_ends.discard(payload.id)
+                    self._unwritten_ends.discard(item[1])
         return []
 
-    def _write(self, batch: list[tuple[str, Any]]) -> None:
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
         inserts: dict[str, dict[str, Any]] = {}
         finishes: dict[str, dict[str, Any]] = {}
         events: list[dict[str, Any]] = []
         forgotten: list[str | None] = []
         not_last: set[str] = set()
-        for kind, item in batch:
+        for record in batch:
+            kind = record[0]
             if kind == "event":
-                name, data, at = item
-                events.append({"kind": name, "data": json.dumps(data, default=str), "at": at})
+                _, name, data, at = record
+                events.append({"kind": name, "data": json.dumps(dict(data), default=str),
+                               "at": at})
             elif kind == "lost":
-                events.append(self._run_event("run_finished", item, time.time()))
+                events.append(self._run_event("run_finished", record[1], time.time()))
             elif kind == "forget":
-                forgotten.append(item)
+                job_id = record[1]
+                forgotten.append(job_id)
                 # Runs noted before the forgetting are not the last run of the job now
                 # holding the id (they are written in this transaction, after the forgetting).
                 not_last.update(run_id for run_id, row in (*inserts.items(), *finishes.items())
-                                if item is None or row["job_id"] == storable(item))
-            elif kind == "start":
-                row = inserts[item.id] = self._row(item, ended=False)
-                events.append(self._run_event("run_started", row, item.started_at))
+                                if job_id is None or row["job_id"] == storable(job_id))
+            elif kind == "run":
+                row = inserts[record[1]] = self._row(record)
+                events.append(self._run_event("run_started", row, record[5]))
             elif kind == "whole":
-                if item.started_at is not None:
+                if record[5] is not None:
                     events.append(self._run_event(
-                        "run_started", self._row(item, ended=False), item.started_at))
-                row = inserts[item.id] = self._row(item, ended=True)
-                events.append(self._run_event("run_finished", row, item.ended_at))
+                        "run_started", self._row(record, ended=False), record[5]))
+                row = inserts[record[1]] = self._row(record)
+                events.append(self._run_event("run_finished", row, record[7]))
             else:  # "finish"
-                row = self._row(item, ended=True)
+                row = self._row(record)
                 # started and ended within one batch: one insert
-                (inserts if item.id in inserts else finishes)[item.id] = row
-                events.append(self._run_event("run_finished", row, item.ended_at))
+                (inserts if record[1] in inserts else finishes)[record[1]] = row
+                events.append(self._run_event("run_finished", row, record[7]))
         with self.history.engine.begin() as connection:
             self.history.write(connection, list(inserts.values()), list(finishes.values()),
                                events, forgotten, not_last)
@@ -468,19 +469,18 @@ class RunRecorder:
                 logger.warning("run history: cannot notify the event streams (they see the "
                                "events at their next poll)", exc_info=True)
 
-    def _row(self, run: _Run, ended: bool) -> dict[str, Any]:
-        """The run's row in the runs table: as it started (``ended=False``), or ended."""
-        started = run.started_at
-        finished = duration = None
-        if ended and started is not None and run.ended_at is not None:
-            finished, duration = run.ended_at, run.ended_at - started
-        error = run.error if ended and run.error is not None else (None, None, None)
-        return {"id": run.id, "job_id": storable(run.job_id), "reason": run.reason,
-                "outcome": run.outcome if ended else "running",
-                "scheduled_at": run.scheduled_at.timestamp(), "started_at": started,
-                "finished_at": finished, "duration": duration,
-                "heartbeat_at": started, "error_type": error[0], "error_message": error[1],
-                "traceback": error[2], "result": run.result if ended else None,
+    def _row(self, record: tuple[Any, ...], ended: bool = True) -> dict[str, Any]:
+        """A run record's row in the runs table (``ended=False``: as the run started)."""
+        _, run_id, job_id, reason, scheduled_at, started, outcome, ended_at, error, result = \
+            record if ended else (*record[:6], "running", None, None, None)
+        finished = ended_at if started is not None else None
+        error_type, message, text = error or (None, None, None)
+        return {"id": run_id, "job_id": storable(job_id), "reason": reason, "outcome": outcome,
+                "scheduled_at": scheduled_at.timestamp(), "started_at": started,
+                "finished_at": finished,
+                "duration": None if finished is None else finished - started,
+                "heartbeat_at": started, "error_type": error_type, "error_message": message,
+                "traceback": text, "result": result,
                 "host": self.host, "node": self.node, "pid": os.getpid()}
 
     def _run_event(self, kind: str, row: dict[str, Any], at: float | None) -> dict[str, Any]:
