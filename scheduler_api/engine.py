@@ -662,6 +662,12 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
 _step = threading.local()
 
 
+def in_scheduling_step() -> bool:
+    """Whether this thread runs a scheduling step now: a job it removes is removed by the
+    scheduler itself (no fire time left, or its executor gone)."""
+    return getattr(_step, "stores", None) is not None
+
+
 class _StepWrites:
     """The job writes of one SQL store in one scheduling step, committed in one transaction.
 

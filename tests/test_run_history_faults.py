@@ -216,6 +216,23 @@ def test_a_job_added_again_under_a_removed_jobs_id_has_no_last_run(
     assert client.get("/jobs/again/runs").json["total"] == 1, "its runs stay, by id"
 
 
+def test_a_date_job_added_again_after_the_scheduler_removed_it_has_no_last_run(
+        api: tuple[APScheduler, APIClient]) -> None:
+    # The scheduler removes a date job as it runs it (store first: before the run), so its
+    # removal cannot forget a last run that does not exist yet; adding the id anew does.
+    scheduler, client = api
+    scheduler.add_job("once", f"{HERE}:succeed", trigger="date",
+                      run_date=datetime.now(timezone.utc) + timedelta(seconds=0.3))
+    wait_for_runs(scheduler, 1, job_id="once")
+    assert scheduler.get_job("once") is None
+    added = client.post("/jobs", json={"id": "once", "func": "tests.tasks:record",
+                                       "trigger": "date", "run_date": "2100-01-01T00:00:00Z"})
+    assert added.status_code == 200 and added.json["last_run"] is None
+    assert scheduler.recorder is not None and scheduler.recorder.flush()
+    assert client.get("/jobs/once").json["last_run"] is None
+    assert client.get("/jobs/once/runs").json["total"] == 1
+
+
 def test_a_run_noted_before_its_job_was_forgotten_is_not_the_new_jobs_last_run(
         api: tuple[APScheduler, APIClient]) -> None:
     # The run's end and the forgetting reach the writer in one batch: the forgetting comes
