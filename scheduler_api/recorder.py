@@ -26,7 +26,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta, timezone
-from itertools import count
+from itertools import chain, count
 from types import SimpleNamespace
 from typing import Any
 
@@ -184,7 +184,9 @@ class RunRecorder:
     def emit(self, kind: str, **data: Any) -> None:
         """An event for the live stream (``kind``: job_added, run_finished, ...); its JSON is
         made by the writer thread (a job's removal is announced by the scheduling thread)."""
-        self._push(("event", kind, tuple(data.items()), time.time()))
+        # One flat tuple, names and values in turn: the collector untracks it at once (a
+        # dict, or a tuple of pairs, in it kept it tracked).
+        self._push(("event", kind, time.time(), *chain.from_iterable(data.items())))
 
     def record(self, job_id: str, reason: str, scheduled_at: datetime, outcome: str,
                error: tuple[str, str, str] | None = None, result: str | None = None) -> None:
@@ -429,9 +431,9 @@ class RunRecorder:
         for record in batch:
             kind = record[0]
             if kind == "event":
-                _, name, data, at = record
-                events.append({"kind": name, "data": json.dumps(dict(data), default=str),
-                               "at": at})
+                data = dict(zip(record[3::2], record[4::2], strict=True))
+                events.append({"kind": record[1], "data": json.dumps(data, default=str),
+                               "at": record[2]})
             elif kind == "lost":
                 events.append(self._run_event("run_finished", record[1], time.time()))
             elif kind == "forget":
