@@ -130,7 +130,7 @@ def new_run_id() -> str:
 #: A run's record: a flat tuple of strings, numbers, a datetime and None, which the garbage
 #: collector stops tracking at its first collection. Objects (or dicts) per run, kept until
 #: the writer looks, made every young collection traverse thousands and set off full ones:
-#: 8 us a run in a burst of 5,000, more than all the rest of the recording.
+#: ~7 us a run in a burst of 5,000, more than all the rest of the recording.
 #: (kind, id, job_id, reason, scheduled_at, started_at, outcome, ended_at, error, result)
 #: kind: "run" (queued as it starts: outcome "running"), "finish" (its end, the writer having
 #: taken its start), "whole" (it ended before the writer took its start, or did not start:
