@@ -662,6 +662,12 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
 _step = threading.local()
 
 
+def in_scheduling_step() -> bool:
+    """Whether this thread runs a scheduling step now: a job it removes is removed by the
+    scheduler itself (no fire time left, or its executor gone)."""
+    return getattr(_step, "stores", None) is not None
+
+
 class _StepWrites:
     """The job writes of one SQL store in one scheduling step, committed in one transaction.
 
@@ -714,6 +720,11 @@ class _StepWrites:
             raise
         for job_id in [*updates, *removals]:
             self.written(job_id)
+        # Hand the interpreter to the jobs just released: a job thread woken by its
+        # submission would otherwise wait for the GIL until this thread has finished the
+        # rest of the step (the next run time's query, the events), ~0.35 ms for a lone job.
+        # One yield a commit, so at most one per DUE_JOBS_PER_STEP jobs of a burst.
+        time.sleep(0)
 
 
 def _after_writes(store: BaseJobStore, written: Callable[[str], None],

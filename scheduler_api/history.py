@@ -383,9 +383,11 @@ class RunHistory:
 
     def write(self, connection: Connection, inserts: list[dict[str, Any]],
               finishes: list[dict[str, Any]], events: list[dict[str, Any]],
-              forgotten: Collection[str | None] = ()) -> None:
+              forgotten: Collection[str | None] = (), not_last: Collection[str] = ()) -> None:
         """Record new runs, the ends of runs recorded earlier, and events, in one transaction;
-        first forget the last runs of ``forgotten`` jobs (removed; None: all jobs).
+        first forget the last runs of ``forgotten`` jobs (removed or added anew; None: all
+        jobs). The runs whose ids are in ``not_last`` (noted before their job was forgotten)
+        do not become their job's last run.
 
         ``inserts`` and ``finishes`` are whole rows of the runs table. A finish whose run is
         no longer ``running`` (the next leader took it for lost while it still ran) sets the
@@ -412,7 +414,8 @@ class RunHistory:
                     deltas[row["job_id"], previous] -= 1
                     deltas[row["job_id"], row["outcome"]] += 1
         self.add_counts(connection, deltas)
-        self.set_last_runs(connection, [*inserts, *finishes])
+        self.set_last_runs(connection, [row for row in (*inserts, *finishes)
+                                        if row["id"] not in not_last])
         self.add_stats(connection, *stat_deltas(inserts, finishes, events))
         if events:
             if connection.dialect.name == "postgresql":

@@ -472,8 +472,11 @@ class APScheduler:
     def _announce_change(self, event: Any) -> None:
         if self.recorder is not None:
             job_id = getattr(event, "job_id", None)
-            if event.code in (EVENT_JOB_REMOVED, EVENT_ALL_JOBS_REMOVED):
-                self.recorder.forget_last_run(job_id)  # a new job with its id has not run
+            # A new job with its id has not run (the scheduler's own removals, of jobs with
+            # no fire time left, are forgotten as a job with the id is added: add_job).
+            if event.code in (EVENT_JOB_REMOVED, EVENT_ALL_JOBS_REMOVED) and \
+                    not engine.in_scheduling_step():
+                self.recorder.forget_last_run(job_id)
             self.recorder.emit(_CHANGE_KINDS[event.code], job_id=job_id)
 
     def _announce_state(self) -> None:
@@ -548,7 +551,15 @@ class APScheduler:
 
     def add_job(self, id: str, func: Any, **kwargs: Any) -> Job:
         kwargs.setdefault("name", id)
-        return self._scheduler.add_job(func, id=id, **kwargs)
+        job = self._scheduler.add_job(func, id=id, **kwargs)
+        if self.recorder is not None and not kwargs.get("replace_existing", False):
+            # A new job (an existing id would have been refused): the last run of a job
+            # that had its id before is not its own. (Here, not as the scheduler removes a
+            # date job, which is before its run, store first: that forgot nothing, and cost a
+            # record per run on the way to every job.) A replacement keeps its last run:
+            # SCHEDULER_JOBS are added again at every start.
+            self.recorder.forget_last_run(id)
+        return job
 
     def remove_job(self, id: str, jobstore: str | None = None) -> None:
         self._scheduler.remove_job(id, jobstore)

@@ -566,8 +566,11 @@ def test_a_stream_on_every_gunicorn_worker_sees_the_leaders_runs(tmp_path):
                                                               "func": "tests.tasks:record"})
             assert response.status_code == 200
             for pid, stream in streams.items():
+                # job_added is written by the worker that took the POST, the rest by the
+                # leader: two writers, in no set order (the leader may run the job first).
                 events = stream.read_until(lambda events: seen("run_finished")(events)
-                                           and seen("job_removed")(events))
+                                           and seen("job_removed")(events)
+                                           and seen("job_added")(events))
                 kinds = [event["event"] for event in events]
                 assert sorted(kinds) == ["job_added", "job_removed", "run_finished",
                                          "run_started"], f"worker {pid}: {kinds}"

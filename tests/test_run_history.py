@@ -682,3 +682,21 @@ def test_no_password_or_authorization_value_is_ever_stored_in_the_history(tmp_pa
             assert secret not in stored
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_run_ids_are_unique_and_a_forked_process_draws_its_own():
+    from scheduler_api.recorder import RUN_ID_PROCESS_DIGITS, new_run_id
+
+    ids = [new_run_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000 and {len(run_id) for run_id in ids} == {32}
+    assert ids == sorted(ids), "a process's serials keep their order"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a gunicorn worker or a Celery child after the fork
+        os.write(write, new_run_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert len(child) == 32 and child[:RUN_ID_PROCESS_DIGITS] != ids[0][:RUN_ID_PROCESS_DIGITS]

@@ -216,6 +216,40 @@ def test_a_job_added_again_under_a_removed_jobs_id_has_no_last_run(
     assert client.get("/jobs/again/runs").json["total"] == 1, "its runs stay, by id"
 
 
+def test_a_date_job_added_again_after_the_scheduler_removed_it_has_no_last_run(
+        api: tuple[APScheduler, APIClient]) -> None:
+    # The scheduler removes a date job as it runs it (store first: before the run), so its
+    # removal cannot forget a last run that does not exist yet; adding the id anew does.
+    scheduler, client = api
+    scheduler.add_job("once", f"{HERE}:succeed", trigger="date",
+                      run_date=datetime.now(timezone.utc) + timedelta(seconds=0.3))
+    wait_for_runs(scheduler, 1, job_id="once")
+    assert scheduler.get_job("once") is None
+    added = client.post("/jobs", json={"id": "once", "func": "tests.tasks:record",
+                                       "trigger": "date", "run_date": "2100-01-01T00:00:00Z"})
+    assert added.status_code == 200 and added.json["last_run"] is None
+    assert scheduler.recorder is not None and scheduler.recorder.flush()
+    assert client.get("/jobs/once").json["last_run"] is None
+    assert client.get("/jobs/once/runs").json["total"] == 1
+
+
+def test_a_run_noted_before_its_job_was_forgotten_is_not_the_new_jobs_last_run(
+        api: tuple[APScheduler, APIClient]) -> None:
+    # The run's end and the forgetting reach the writer in one batch: the forgetting comes
+    # first in the transaction, the run is written after it, yet is not the last run.
+    scheduler, _ = api
+    recorder = scheduler.recorder
+    assert recorder is not None
+    recorder.stop()  # so that the three are written in one batch
+    recorder.record("reused", "schedule", datetime.now(timezone.utc), "missed")
+    recorder.forget_last_run("reused")
+    recorder.record("other", "schedule", datetime.now(timezone.utc), "missed")
+    recorder.start()
+    assert recorder.flush()
+    assert scheduler.last_runs(["reused", "other"]).keys() == {"other"}
+    assert scheduler.get_runs(job_id="reused").total == 1
+
+
 class FailingOnceStore(SQLAlchemyJobStore):  # type: ignore[misc]
     """A store whose first write of a job's next run time fails (the database locked)."""
 
