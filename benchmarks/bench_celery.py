@@ -40,6 +40,7 @@ from benchmarks.harness import ROOT, Report, fmt, median, paired_ratios, parser,
 from scheduler_api import APScheduler
 
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+SIGNING_KEY = "bench-celery-signing-key"
 RUNS = 200
 RUN_SECONDS = 0.05
 LATENESS_FIRES = 30
@@ -64,6 +65,7 @@ def _timed(iterations: int) -> float:
 def workers(count: int, store: str, queue: str, logs: Path) -> Iterator[None]:
     """``count`` Celery workers (one pool process each) reading ``queue``, ready."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SCHEDULER_CELERY_BROKER_URL": BROKER,
+           "SCHEDULER_CELERY_SIGNING_KEY": SIGNING_KEY,
            "SCHEDULER_CELERY_QUEUE": queue, "SCHEDULER_JOBSTORE_URL": store,
            "SCHEDULER_API_ALLOWED_FUNCS": "benchmarks.tasks:*"}
     processes = []
@@ -101,7 +103,7 @@ def leader(store: str, queue: str | None) -> Iterator[APScheduler]:
                               "SCHEDULER_API_ALLOWED_FUNCS": ["benchmarks.tasks:*"]}
     if queue is not None:
         config.update(SCHEDULER_EXECUTOR="celery", SCHEDULER_CELERY_BROKER_URL=BROKER,
-                      SCHEDULER_CELERY_QUEUE=queue)
+                      SCHEDULER_CELERY_QUEUE=queue, SCHEDULER_CELERY_SIGNING_KEY=SIGNING_KEY)
     scheduler = APScheduler()
     scheduler.init_app(None, config=config)
     scheduler.start()

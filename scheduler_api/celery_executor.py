@@ -22,6 +22,8 @@ cannot carry is not sent: its run is recorded as an error that says so.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -53,13 +55,54 @@ SEND_RETRY_SECONDS = 0.5
 OUTBOX_WAIT_SECONDS = 60.0
 
 
-def run_message(job: Job, run_times: list[datetime], reason: str) -> dict[str, Any]:
-    """What a worker needs to run ``job`` for ``run_times``: JSON types only."""
+#: The shortest SCHEDULER_CELERY_SIGNING_KEY taken.
+MIN_KEY_LENGTH = 16
+
+
+def check_signing_key(key: object) -> bytes:
+    """The signing key as bytes; ValueError naming the setting if it is missing or short."""
+    if not isinstance(key, (str, bytes)) or len(key) < MIN_KEY_LENGTH:
+        raise ValueError(f"SCHEDULER_CELERY_SIGNING_KEY must be set, at least {MIN_KEY_LENGTH} "
+                         "characters, the same for the scheduler and its workers (whoever can "
+                         "publish to the broker cannot then send runs of their own)")
+    return key.encode() if isinstance(key, str) else key
+
+
+def seal(message: dict[str, Any], key: bytes) -> dict[str, str]:
+    """The message as the workers take it: its JSON text and that text's HMAC-SHA256."""
+    payload: str = json.dumps(message)  # type: ignore[no-untyped-call]
+    return {"payload": payload,
+            "signature": hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()}
+
+
+def unseal(sealed: object, key: bytes, max_bytes: int) -> Any:
+    """The message a leader holding ``key`` sealed; ValueError for anything else (unsigned,
+    signed with another key, changed on the way, over ``max_bytes``)."""
+    if not isinstance(sealed, dict) or not isinstance(sealed.get("payload"), str) or \
+            not isinstance(sealed.get("signature"), str):
+        raise ValueError("run message: not a sealed message (payload and signature)")
+    payload = sealed["payload"].encode("utf-8", "surrogatepass")
+    if len(payload) > max_bytes:
+        raise ValueError(f"run message: over {max_bytes} bytes")
+    expected = hmac.new(key, payload, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, sealed["signature"]):
+        raise ValueError("run message: its signature does not match (not sent by a scheduler "
+                         "with this worker's SCHEDULER_CELERY_SIGNING_KEY)")
+    try:
+        return json.loads(sealed["payload"])  # type: ignore[no-untyped-call]
+    except RecursionError:  # signed, yet nested past the parser's depth: not ours to run
+        raise ValueError("run message: nested too deep") from None
+
+
+def run_message(job: Job, run_times: list[datetime], reason: str,
+                store_id: str | None) -> dict[str, Any]:
+    """What a worker needs to run ``job`` for ``run_times``: JSON types only. ``store_id``:
+    the store's identity (a worker of another store refuses the run)."""
     return {"job_id": job.id, "name": job.name, "func": job.func_ref,
             "args": list(job.args), "kwargs": dict(job.kwargs),
             "run_times": [run_time.isoformat() for run_time in run_times], "reason": reason,
             "misfire_grace_time": job.misfire_grace_time, "max_instances": job.max_instances,
-            "sent_at": time.time()}
+            "store": store_id, "sent_at": time.time()}
 
 
 class CeleryExecutor(StoreFirstThreadPoolExecutor):
@@ -69,18 +112,23 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
     consume (``celery -A scheduler_api.celery_worker worker`` reads ``scheduler_api``).
     ``acks_late``: a run is acknowledged when it ends instead of when a worker takes it, so
     that a run whose worker dies is delivered again (see docs/celery.md for what each gives).
-    ``record_unsent(job_id, reason, run_time, error)``: how a run that could not be sent is
-    recorded (the scheduler gives its run recorder's).
+    ``signing_key``: each message is signed with it (HMAC-SHA256); the workers, holding the
+    same key, run only what it signed. ``record_unsent(job_id, reason, run_time, error)``: how
+    a run that could not be sent is recorded, and ``store_id``: the identity of the store
+    the workers must share (both given by the scheduler as it starts).
 
     ``max_instances`` is held by the workers, in the store, across every worker and host:
     here a run counts as an instance only until it is sent.
     """
 
-    def __init__(self, celery_app: Any, queue: str = DEFAULT_CELERY_QUEUE, acks_late: bool = False,
+    def __init__(self, celery_app: Any, *, signing_key: str | bytes,
+                 queue: str = DEFAULT_CELERY_QUEUE, acks_late: bool = False,
                  record_unsent: Callable[[str, str, datetime, BaseException], None] | None = None
                  ) -> None:
         super().__init__(max_workers=1)
         self.celery_app = celery_app
+        self.signing_key = check_signing_key(signing_key)
+        self.store_id: str | None = None
         self.queue = queue
         self.acks_late = acks_late
         self.record_unsent = record_unsent
@@ -109,7 +157,7 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
         must not hold the scheduling thread that released it."""
         reason = "run" if isinstance(run_times, ManualRun) else "schedule"
         try:
-            message = run_message(job, run_times, reason)
+            message = run_message(job, run_times, reason, self.store_id)
             json.dumps(message)  # type: ignore[no-untyped-call] # what JSON cannot carry
         except Exception as error:  # noqa: BLE001 - a job APScheduler keeps, we cannot send
             self._unsent(job.id, reason, run_times, error)
@@ -130,7 +178,8 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
             return
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                self.celery_app.send_task(task, args=[message], queue=self.queue,
+                self.celery_app.send_task(task, args=[seal(message, self.signing_key)],
+                                          queue=self.queue,
                                           ignore_result=True, retry=False)
                 return
             except Exception as error:  # noqa: BLE001 - the broker away: tried again, recorded

@@ -1,7 +1,8 @@
 """The Celery workers' side: one generic task that runs a scheduler_api job, on any host.
 
-The leader sends each run (:class:`scheduler_api.celery_executor.CeleryExecutor`); a worker
-takes it and, before anything else, checks the func against the allow-list again (the
+The leader sends each run (:class:`scheduler_api.celery_executor.CeleryExecutor`), signed
+with the key it shares with the workers; a worker takes only what that key signed, for its
+own store, and, before anything else, checks the func against the allow-list again (the
 message, or the store it came from, may have been edited by hand: ``os:system`` is refused
 without importing ``os``); then takes one of the job's ``max_instances`` slots in the store
 (:mod:`scheduler_api.run_slots`: the limit holds across every worker and host; a run over it
@@ -10,6 +11,7 @@ end, outcome, error, host and pid in the same run history (a run that waited in 
 past its ``misfire_grace_time`` is recorded ``missed``, not run late)::
 
     SCHEDULER_CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672// \\
+    SCHEDULER_CELERY_SIGNING_KEY=...the-scheduler's... \\
     SCHEDULER_JOBSTORE_URL=postgresql+psycopg://scheduler@db/scheduler \\
     SCHEDULER_API_ALLOWED_FUNCS="tasks:*" celery -A scheduler_api.celery_worker worker
 
@@ -30,8 +32,8 @@ from apscheduler.job import Job
 from apscheduler.util import ref_to_obj
 from sqlalchemy import exists, select
 
-from .celery_executor import TASK, TASK_ACKS_LATE, configure
-from .config import DEFAULT_CELERY_QUEUE
+from .celery_executor import TASK, TASK_ACKS_LATE, check_signing_key, configure, unseal
+from .config import DEFAULT_CELERY_QUEUE, read_settings
 from .engine import ManualRun
 from .funcs import ForbiddenFunc, FuncPolicy
 from .history import RunHistory, storable
@@ -45,6 +47,8 @@ logger = logging.getLogger("scheduler_api")
 RUN_LOGGER = "apscheduler.executors.celery"
 #: Run times one message may carry (a coalesced backlog is one run time).
 MAX_RUN_TIMES = 1000
+#: The largest message taken (its JSON text): a job's args travel in it.
+MAX_MESSAGE_BYTES = 1 << 20
 #: The longest job id: the job store's, the run history's and the slots' job_id column.
 MAX_JOB_ID_LENGTH = 191
 
@@ -102,16 +106,18 @@ class QueuedJob:
         self.func: Any = None  # resolved once the allow-list let it through
 
     def __str__(self) -> str:
-        return f"{self.name} (sent by the scheduler's leader)"
+        return f"{self.name:.200} (sent by the scheduler's leader)"  # a log line stays short
 
 
 class WorkerRuns:
     """What one worker process needs to run jobs: the allow-list, the run history and the
     ``max_instances`` slots of the store the scheduler uses."""
 
-    def __init__(self, policy: FuncPolicy, history: RunHistory) -> None:
+    def __init__(self, policy: FuncPolicy, history: RunHistory, signing_key: bytes) -> None:
         self.policy = policy
         self.history = history
+        self.signing_key = signing_key
+        self.store_id: str | None = None  # read as it starts
         self.recorder = RunRecorder(history, leading=lambda: False)
         self.slots = RunSlots(history.engine, history.tablename, self.recorder.node,
                               stale_after=LOST_AFTER_SECONDS,
@@ -122,6 +128,7 @@ class WorkerRuns:
         lost (a worker killed mid-run is replaced by one that starts here)."""
         retrying_while_busy(self.history.create_schema)
         retrying_while_busy(self.slots.create_schema)
+        self.store_id = self.history.store_id()
         self.recorder.start()
         try:
             self.recorder.mark_lost()
@@ -131,8 +138,21 @@ class WorkerRuns:
     def stop(self) -> None:
         self.recorder.stop()
 
+    def run_sealed(self, sealed: object) -> str:
+        """Run the job of a message as it came from the broker: only if the leader signed
+        it with this worker's key, for this worker's store."""
+        try:
+            message = unseal(sealed, self.signing_key, MAX_MESSAGE_BYTES)
+        except ValueError as error:
+            raise BadMessage(str(error)) from None
+        if not isinstance(message, Mapping) or message.get("store") != self.store_id:
+            raise BadMessage("run message: sent by the scheduler of another job store (this "
+                             "worker's SCHEDULER_JOBSTORE_URL is not the scheduler's)")
+        return self.run(message)
+
     def run(self, message: Mapping[str, Any]) -> str:
-        """Run one message's job; the outcome in a word (for Celery's log)."""
+        """Run one message's job (a message already unsealed); the outcome in a word (for
+        Celery's log)."""
         job = QueuedJob(message)
         try:
             self.policy.check(job.func_ref)
@@ -171,12 +191,16 @@ def worker_runs(settings: object) -> WorkerRuns:
     the same store, table and allow-list."""
     from .scheduler import APScheduler  # the scheduler imports this package's executors
 
+    checked = read_settings(settings)
+    key = check_signing_key(checked.get("SCHEDULER_CELERY_SIGNING_KEY"))
     scheduler = APScheduler()
-    scheduler.check_config(settings)
+    # The store and the allow-list; where the scheduler sends runs is not the worker's.
+    scheduler.check_config({name: value for name, value in checked.items()
+                            if not name.startswith(("SCHEDULER_CELERY_", "SCHEDULER_EXECUTOR"))})
     if scheduler.shared_store is None or scheduler.history is None:
         raise ValueError("a Celery worker needs the scheduler's job store (SCHEDULER_JOBSTORE_URL:"
                          " a SQLite file or PostgreSQL), where it records runs")
-    return WorkerRuns(scheduler.func_policy, scheduler.history)
+    return WorkerRuns(scheduler.func_policy, scheduler.history, key)
 
 
 def register(celery_app: Any, settings: object) -> None:
@@ -198,7 +222,7 @@ def register(celery_app: Any, settings: object) -> None:
 
     def run(message: dict[str, Any]) -> str:
         try:
-            return runs_here().run(message)
+            return runs_here().run_sealed(message)
         except BadMessage as error:
             logger.error("%s: not run", error)
             return "malformed"
@@ -224,8 +248,8 @@ def register(celery_app: Any, settings: object) -> None:
 def create_worker_app(environ: Mapping[str, str] | None = None) -> Any:
     """The Celery app of ``celery -A scheduler_api.celery_worker worker``, from the
     environment as the demo server reads it: ``SCHEDULER_CELERY_BROKER_URL``,
-    ``SCHEDULER_CELERY_QUEUE``, ``SCHEDULER_JOBSTORE_URL``, ``SCHEDULER_JOBSTORE_TABLE`` and
-    ``SCHEDULER_API_ALLOWED_FUNCS`` (space-separated)."""
+    ``SCHEDULER_CELERY_SIGNING_KEY``, ``SCHEDULER_CELERY_QUEUE``, ``SCHEDULER_JOBSTORE_URL``,
+    ``SCHEDULER_JOBSTORE_TABLE`` and ``SCHEDULER_API_ALLOWED_FUNCS`` (space-separated)."""
     from celery import Celery
 
     from .server import EXAMPLE_TASKS
@@ -242,7 +266,9 @@ def create_worker_app(environ: Mapping[str, str] | None = None) -> Any:
         "SCHEDULER_JOBSTORE_TABLE": environ.get("SCHEDULER_JOBSTORE_TABLE") or None,
         "SCHEDULER_API_ALLOWED_FUNCS": (environ.get("SCHEDULER_API_ALLOWED_FUNCS")
                                         or EXAMPLE_TASKS).split(),
+        "SCHEDULER_CELERY_SIGNING_KEY": environ.get("SCHEDULER_CELERY_SIGNING_KEY"),
     }
+    check_signing_key(settings["SCHEDULER_CELERY_SIGNING_KEY"])  # named at start, not per run
     register(app, settings)
     return app
 

@@ -129,6 +129,8 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "SCHEDULER_CELERY_BROKER_URL": _str,
     "SCHEDULER_CELERY_QUEUE": _str,
     "SCHEDULER_CELERY_ACKS_LATE": _bool,
+    "SCHEDULER_CELERY_SIGNING_KEY": _check(lambda value: isinstance(value, (str, bytes)),
+                                           "a str"),
     "SCHEDULER_JOB_DEFAULTS": _mapping,
     "SCHEDULER_TIMEZONE": _check(lambda value: isinstance(value, (str, tzinfo)),
                                  "a time zone name or tzinfo"),

@@ -163,6 +163,8 @@ def check_configuration(module_name: str | None, environ: Mapping[str, str]) -> 
             _hidden(url)  # refused here, before anything else could quote it
             if make_url(url).password:
                 secrets.append(str(make_url(url).password))
+        if isinstance(config.get("SCHEDULER_CELERY_SIGNING_KEY"), str):
+            secrets.append(config["SCHEDULER_CELERY_SIGNING_KEY"])
         broker = config.get("SCHEDULER_CELERY_BROKER_URL")
         if isinstance(broker, str) and urlsplit(broker).password:
             secrets.append(urlsplit(broker).password)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from .config import make_engine
 from .coordination import advisory_key
@@ -241,6 +242,13 @@ class RunHistory:
             Column("at", Float, nullable=False),
         )
         Index(f"ix_{tablename}_events_at", self.events.c.at)
+        #: One row: this store's identity, made by the first process that asks for it (a
+        #: Celery worker compares it with the leader's: the same database, however named).
+        self.identity = Table(
+            f"{tablename}_store", metadata,
+            Column("key", String(16), primary_key=True),
+            Column("value", String(32), nullable=False),
+        )
         self.metadata = metadata
         #: Every job's last run as last read, and the count of changes it was read at.
         self._summaries: tuple[int, dict[str, str]] | None = None
@@ -253,6 +261,22 @@ class RunHistory:
         # create_all adds no index to a table that exists: those added since, here.
         for index in self.runs.indexes:
             index.create(self.engine, checkfirst=True)
+
+    def store_id(self) -> str:
+        """This store's identity (made once, then the same for every process)."""
+        table = self.identity
+        for _ in range(2):
+            with self.engine.connect() as connection:
+                found = connection.execute(select(table.c.value).where(
+                    table.c.key == "id")).scalar()
+            if found is not None:
+                return str(found)
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(table.insert().values(key="id", value=uuid.uuid4().hex))
+            except IntegrityError:
+                pass  # another process made it meanwhile: read that one
+        raise RuntimeError("the store's identity cannot be read")
 
     # -- JSON ------------------------------------------------------------------------------
 

@@ -107,9 +107,10 @@ def configured_executors(settings: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{celery_settings[0]} is set but SCHEDULER_EXECUTOR is not "
                              "'celery': runs stay in the leader")
         return {"default": engine.StoreFirstThreadPoolExecutor()}
-    from .celery_executor import CeleryExecutor, celery_app_from
+    from .celery_executor import CeleryExecutor, celery_app_from, check_signing_key
 
-    return {"default": CeleryExecutor(celery_app_from(settings),
+    return {"default": CeleryExecutor(celery_app_from(settings), signing_key=check_signing_key(
+                                          settings.get("SCHEDULER_CELERY_SIGNING_KEY")),
                                       queue=settings.get("SCHEDULER_CELERY_QUEUE",
                                                          DEFAULT_CELERY_QUEUE),
                                       acks_late=settings.get("SCHEDULER_CELERY_ACKS_LATE",
@@ -438,8 +439,9 @@ class APScheduler:
         for executor in engine.executors(self._scheduler).values():
             if isinstance(executor, engine.StoreFirstThreadPoolExecutor):
                 executor.run_job = self.recorder.run_job
-            if getattr(executor, "record_unsent", False) is None:  # a CeleryExecutor's
-                executor.record_unsent = self._record_unsent
+            if hasattr(executor, "celery_app"):  # a CeleryExecutor: what it learns as we start
+                executor.record_unsent = executor.record_unsent or self._record_unsent
+                executor.store_id = self.history.store_id()
         self._scheduler.add_listener(self.recorder.listen, RECORDED_EVENTS)
         self._scheduler.add_listener(self._announce_change, _CHANGE_EVENTS)
         self.listing.last_runs = self.history.last_run_summaries

@@ -47,7 +47,8 @@ def _throttle(max_failures: object) -> Throttle | None:
 
 #: Where runs go (docs/celery.md): given as they are to the scheduler's settings.
 CELERY_ENVIRONMENT = ("SCHEDULER_EXECUTOR", "SCHEDULER_CELERY_BROKER_URL",
-                      "SCHEDULER_CELERY_QUEUE", "SCHEDULER_CELERY_ACKS_LATE")
+                      "SCHEDULER_CELERY_QUEUE", "SCHEDULER_CELERY_ACKS_LATE",
+                      "SCHEDULER_CELERY_SIGNING_KEY")
 #: The environment variables the demo app reads (``scheduler-api check`` names any other
 #: ``SCHEDULER_*`` variable as unknown).
 ENVIRONMENT = ("SCHEDULER_API_USERNAME", "SCHEDULER_API_PASSWORD", "SCHEDULER_JOBSTORE_URL",

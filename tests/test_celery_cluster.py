@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from .conftest import ROOT, gunicorn
+from .test_celery_executor import KEY
 from .test_cluster import api, cluster_env
 from .test_run_history import wait_until
 
@@ -78,7 +79,8 @@ def cluster(tmp_path: Path, broker: str, acks_late: bool = False) -> Iterator[di
     """gunicorn -w 2 (the API and the leader) and two celery workers on one SQLite store."""
     store = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     queue = f"test-{uuid.uuid4().hex[:8]}"
-    celery_env = {"SCHEDULER_CELERY_BROKER_URL": broker, "SCHEDULER_CELERY_QUEUE": queue}
+    celery_env = {"SCHEDULER_CELERY_BROKER_URL": broker, "SCHEDULER_CELERY_QUEUE": queue,
+                  "SCHEDULER_CELERY_SIGNING_KEY": KEY}
     with ExitStack() as stack:
         stack.callback(delete_queue, broker, queue)
         host, port = stack.enter_context(gunicorn(

@@ -4,6 +4,8 @@ brokers are in tests/test_celery_cluster.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
 
 from scheduler_api import APScheduler
-from scheduler_api.celery_executor import TASK, TASK_ACKS_LATE, CeleryExecutor
+from scheduler_api.celery_executor import TASK, TASK_ACKS_LATE, CeleryExecutor, seal, unseal
 from scheduler_api.celery_worker import BadMessage, QueuedJob, WorkerRuns, worker_runs
 from scheduler_api.config import read_settings
 from scheduler_api.engine import StoreFirstThreadPoolExecutor
@@ -23,9 +25,12 @@ from scheduler_api.scheduler import configured_executors
 
 from .test_run_history import wait_until
 
+KEY = "a-signing-key-for-the-tests"
+
 
 class RecordingCelery:
-    """Stands in for a Celery app: keeps what is sent; ``failures`` sends raise first."""
+    """Stands in for a Celery app: keeps what is sent (``message``: as a worker with KEY
+    unseals it); ``failures`` sends raise first."""
 
     def __init__(self, failures: int = 0) -> None:
         self.sent: list[dict[str, Any]] = []
@@ -35,7 +40,8 @@ class RecordingCelery:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("the broker is away")
-        self.sent.append({"task": name, "message": args[0], **options})
+        self.sent.append({"task": name, "sealed": args[0],
+                          "message": unseal(args[0], KEY.encode(), 1 << 20), **options})
 
 
 def message(**changes: Any) -> dict[str, Any]:
@@ -52,9 +58,11 @@ def leader(request, tmp_path):
     """A started leader sending to a RecordingCelery: configured by SCHEDULER_EXECUTOR, or
     with a CeleryExecutor of its own in SCHEDULER_EXECUTORS."""
     celery = RecordingCelery()
-    executors = {"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": celery} \
+    executors = {"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": celery,
+                 "SCHEDULER_CELERY_SIGNING_KEY": KEY} \
         if request.param == "by-settings" else {"SCHEDULER_EXECUTORS": {
-            "default": CeleryExecutor(celery), "leader": StoreFirstThreadPoolExecutor()}}
+            "default": CeleryExecutor(celery, signing_key=KEY),
+            "leader": StoreFirstThreadPoolExecutor()}}
     scheduler = APScheduler()
     scheduler.init_app(None, config={
         "SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}", **executors,
@@ -77,7 +85,8 @@ def test_the_leader_sends_each_due_run_as_json_once_the_store_has_its_next_run_t
     send = celery.send_task
 
     def send_and_look(name: str, args: list[Any], **options: Any) -> None:
-        seen_at_send.append(stored_next_run_time(scheduler, args[0]["job_id"]))
+        job_id = unseal(args[0], KEY.encode(), 1 << 20)["job_id"]
+        seen_at_send.append(stored_next_run_time(scheduler, job_id))
         send(name, args, **options)
 
     celery.send_task = send_and_look  # type: ignore[method-assign]
@@ -91,6 +100,7 @@ def test_the_leader_sends_each_due_run_as_json_once_the_store_has_its_next_run_t
     assert (first["message"]["args"], first["message"]["kwargs"]) == (
         [], {"value": {"a": [1, None]}})
     assert first["message"]["run_times"] == [due.isoformat()]
+    assert first["message"]["store"] == scheduler.history.store_id()
     assert (first["message"]["reason"], first["message"]["misfire_grace_time"],
             first["message"]["max_instances"]) == ("schedule", 5, 3)
     assert seen_at_send[0] is not None and seen_at_send[0] > due, \
@@ -149,7 +159,8 @@ def test_acks_late_sends_to_the_task_acknowledged_at_the_end(tmp_path):
     celery = RecordingCelery()
     executor = configured_executors(read_settings({
         "SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": celery,
-        "SCHEDULER_CELERY_ACKS_LATE": True, "SCHEDULER_CELERY_QUEUE": "runs"}))["default"]
+        "SCHEDULER_CELERY_SIGNING_KEY": KEY, "SCHEDULER_CELERY_ACKS_LATE": True,
+        "SCHEDULER_CELERY_QUEUE": "runs"}))["default"]
     assert isinstance(executor, CeleryExecutor)
     executor._send(message())
     assert [(sent["task"], sent["queue"]) for sent in celery.sent] == [(TASK_ACKS_LATE, "runs")]
@@ -167,9 +178,13 @@ def test_acks_late_sends_to_the_task_acknowledged_at_the_end(tmp_path):
      "SCHEDULER_CELERY_BROKER_URL is set but SCHEDULER_EXECUTOR is not 'celery'"),
     ({"SCHEDULER_EXECUTOR": "rq"}, "SCHEDULER_EXECUTOR must be one of 'celery', 'threadpool'"),
     ({"SCHEDULER_CELERY_ACKS_LATE": "yes"}, "SCHEDULER_CELERY_ACKS_LATE must be True or False"),
+    ({"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_BROKER_URL": "amqp://127.0.0.1//"},
+     "SCHEDULER_CELERY_SIGNING_KEY must be set, at least 16 characters"),
+    ({"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_BROKER_URL": "amqp://127.0.0.1//",
+      "SCHEDULER_CELERY_SIGNING_KEY": "short"}, "SCHEDULER_CELERY_SIGNING_KEY must be set"),
 ], ids=["celery-without-a-broker", "an-app-that-is-not-there", "an-app-and-a-broker",
         "executor-and-executors", "celery-settings-without-celery", "an-unknown-executor",
-        "acks-late-as-text"])
+        "acks-late-as-text", "no-signing-key", "a-short-signing-key"])
 def test_a_wrong_executor_setting_is_an_error_that_names_it(settings, problem):
     with pytest.raises((TypeError, ValueError), match=problem.replace("(", r"\(")):
         configured_executors(read_settings(settings))
@@ -183,14 +198,15 @@ def test_a_wrong_executor_setting_is_an_error_that_names_it(settings, problem):
 def test_celery_needs_a_store_the_workers_share(store):
     with pytest.raises(ValueError, match="needs a job store the workers share"):
         APScheduler().init_app(None, config={
-            **store, "SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": RecordingCelery()})
+            **store, "SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_APP": RecordingCelery(),
+            "SCHEDULER_CELERY_SIGNING_KEY": KEY})
     with pytest.raises(ValueError, match="a Celery worker needs the scheduler's job store"):
-        worker_runs(store)
+        worker_runs({**store, "SCHEDULER_CELERY_SIGNING_KEY": KEY})
 
 
 def test_celery_by_broker_url_makes_a_json_only_app_and_keeps_a_leader_pool():
     executors = configured_executors(read_settings({
-        "SCHEDULER_EXECUTOR": "celery",
+        "SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_SIGNING_KEY": KEY,
         "SCHEDULER_CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}))
     assert set(executors) == {"default", "leader"}
     app = executors["default"].celery_app
@@ -204,7 +220,8 @@ def test_celery_by_broker_url_makes_a_json_only_app_and_keeps_a_leader_pool():
 @pytest.fixture
 def worker(tmp_path):
     runs = worker_runs({"SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-                        "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"]})
+                        "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"],
+                        "SCHEDULER_CELERY_SIGNING_KEY": KEY})
     runs.start()
     yield runs
     runs.stop()
@@ -216,7 +233,7 @@ def recorded(worker: WorkerRuns, job_id: str = "job") -> list[Any]:
 
 
 def test_the_worker_runs_a_message_and_records_it_as_its_own(worker):
-    assert worker.run(message()) == "ran"
+    assert worker.run_sealed(seal(message(store=worker.store_id), KEY.encode())) == "ran"
     run, = recorded(worker)
     assert (run.outcome, run.reason, run.result, run.pid) == ("success", "schedule", "42",
                                                               os.getpid())
@@ -301,6 +318,42 @@ def test_max_instances_counts_every_slot_and_gives_each_back(worker):
     with worker.history.engine.connect() as connection:
         held = connection.execute(worker.slots.table.select()).all()
     assert len(held) == 2, "a run's slot was not given back"
+
+
+def forged(worker: WorkerRuns, how: str) -> object:
+    """A message the leader did not send as it is: ``how`` it was made."""
+    genuine = seal(message(store=worker.store_id), KEY.encode())
+    if how == "unsigned":
+        return message(store=worker.store_id)
+    if how == "signed-with-another-key":
+        return seal(message(store=worker.store_id), b"another-key-of-16-or-more")
+    if how == "payload-changed":
+        return {**genuine, "payload": genuine["payload"].replace("give", "fail")}
+    if how == "signature-cut":
+        return {**genuine, "signature": genuine["signature"][:-1]}
+    if how == "for-another-store":
+        return seal(message(store="0" * 32), KEY.encode())
+    if how == "over-a-mebibyte":
+        return seal(message(store=worker.store_id, args=["x" * (1 << 20)]), KEY.encode())
+    assert how == "nested-past-the-parser"
+    deep = "[" * 100_000 + "]" * 100_000
+    payload = f'{{"store": "{worker.store_id}", "deep": {deep}}}'
+    return {"payload": payload, "signature": seal_text(payload)}
+
+
+def seal_text(payload: str, key: str = KEY) -> str:
+    """The signature of a payload written by hand (``seal`` makes its own JSON)."""
+    return hmac.new(key.encode(), payload.encode("utf-8", "surrogatepass"),
+                    hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("how", [
+    "unsigned", "signed-with-another-key", "payload-changed", "signature-cut",
+    "for-another-store", "over-a-mebibyte", "nested-past-the-parser"])
+def test_the_worker_runs_nothing_the_leader_did_not_sign_for_its_store(worker, how):
+    with pytest.raises(BadMessage):
+        worker.run_sealed(forged(worker, how))
+    assert recorded(worker) == []
 
 
 @pytest.mark.parametrize("changes", [

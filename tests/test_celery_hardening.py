@@ -5,6 +5,7 @@ SQLite store, and against a real celery worker and RabbitMQ (SCHEDULER_TEST_RABB
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -15,14 +16,17 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from scheduler_api.celery_worker import BadMessage, WorkerRuns, worker_runs
+from scheduler_api.history import RunHistory
 
 from . import tasks
+from .test_celery_executor import KEY, seal_text
 
 
 @pytest.fixture
 def worker(tmp_path):
     runs = worker_runs({"SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-                        "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"]})
+                        "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"],
+                        "SCHEDULER_CELERY_SIGNING_KEY": KEY})
     runs.start()
     yield runs
     runs.stop()
@@ -120,8 +124,8 @@ def test_runs_queued_while_the_broker_is_away_are_recorded_unsent_in_bounded_tim
     unsent: list[tuple[str, str]] = []
     broker = AwayBroker(seconds=0.1)  # 0.3 s a run, in three attempts: 40 runs took 12 s
     executor = celery_executor.CeleryExecutor(
-        broker, record_unsent=lambda job_id, reason, run_time, error: unsent.append(
-            (job_id, type(error).__name__)))
+        broker, signing_key=KEY, record_unsent=lambda job_id, reason, run_time, error:
+        unsent.append((job_id, type(error).__name__)))
     sender = threading.Thread(target=executor._send_all, daemon=True)
     sender.start()
     try:
@@ -156,9 +160,14 @@ def publish_raw(broker: str, queue: str, body: str) -> None:
                      "eta": None, "expires": None, "timelimit": [None, None]})
 
 
-def task_body(fields: str) -> str:
-    return ('[[{"name": "x", "func": "tests.tasks:give", "args": [1], "kwargs": {}, '
-            '"reason": "schedule", "max_instances": 1, ' + fields + '}], {}, {}]')
+def task_body(fields: str, store_id: str, key: str | None = KEY) -> str:
+    """A task message whose run message is ``fields`` (JSON text, NaN and all), sealed with
+    ``key`` as the leader seals it (None: published unsealed, as a forger would)."""
+    payload = ('{"name": "x", "func": "tests.tasks:give", "args": [1], "kwargs": {}, '
+               f'"reason": "schedule", "max_instances": 1, "store": "{store_id}", {fields}}}')
+    if key is None:
+        return f"[[{payload}], {{}}, {{}}]"
+    return json.dumps([[{"payload": payload, "signature": seal_text(payload, key)}], {}, {}])
 
 
 @pytest.mark.skipif(not os.environ.get("SCHEDULER_TEST_RABBITMQ_URL"),
@@ -178,20 +187,32 @@ def test_crafted_messages_on_a_real_broker_are_malformed_and_the_worker_keeps_ru
     queue = f"test-hardening-{uuid.uuid4().hex[:8]}"
     store = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     now = f'"{datetime.now(timezone.utc).isoformat()}"'
+    history = RunHistory(create_engine(store))
+    history.create_schema()
+    store_id = history.store_id()
     crafted = [
-        task_body(f'"job_id": "nan", "run_times": [{now}], "misfire_grace_time": NaN'),
-        task_body(f'"job_id": "inf", "run_times": [{now}], "misfire_grace_time": Infinity'),
-        task_body(f'"job_id": "a\\ud800", "run_times": [{now}], "misfire_grace_time": 60'),
+        task_body(f'"job_id": "nan", "run_times": [{now}], "misfire_grace_time": NaN',
+                  store_id),
+        task_body(f'"job_id": "inf", "run_times": [{now}], "misfire_grace_time": Infinity',
+                  store_id),
+        task_body(f'"job_id": "a\\ud800", "run_times": [{now}], "misfire_grace_time": 60',
+                  store_id),
         task_body('"job_id": "far", "run_times": ["9999-12-31T23:59:59-23:59"], '
-                  '"misfire_grace_time": null'),
+                  '"misfire_grace_time": null', store_id),
         task_body(f'"job_id": "deep", "run_times": [{now}], "misfire_grace_time": 60, '
-                  '"deep": ' + "[" * 100_000 + "]" * 100_000),
+                  '"deep": ' + "[" * 100_000 + "]" * 100_000, store_id),
+        # Well-formed, but unsealed (a forger without the key) or for another store.
+        task_body(f'"job_id": "forged", "run_times": [{now}], "misfire_grace_time": 60',
+                  store_id, key=None),
+        task_body(f'"job_id": "elsewhere", "run_times": [{now}], "misfire_grace_time": 60',
+                  "0" * 32),
     ]
-    good = task_body(f'"job_id": "good", "run_times": [{now}], "misfire_grace_time": 60')
+    good = task_body(f'"job_id": "good", "run_times": [{now}], "misfire_grace_time": 60',
+                     store_id)
     try:
         with celery_worker(f"hardening-{queue}", {
                 "SCHEDULER_CELERY_BROKER_URL": broker, "SCHEDULER_CELERY_QUEUE": queue,
-                "SCHEDULER_JOBSTORE_URL": store,
+                "SCHEDULER_JOBSTORE_URL": store, "SCHEDULER_CELERY_SIGNING_KEY": KEY,
                 "SCHEDULER_API_ALLOWED_FUNCS": "tests.tasks:*"}, tmp_path / "worker.log"
                            ) as worker:
             for body in [*crafted, good]:
@@ -211,7 +232,7 @@ def test_crafted_messages_on_a_real_broker_are_malformed_and_the_worker_keeps_ru
             assert worker.poll() is None
             assert recorded() == ["good"]
             log = (tmp_path / "worker.log").read_text()
-            assert log.count("not run") == 4, log[-3000:]  # the deep one is not decoded
+            assert log.count("not run") == len(crafted), log[-3000:]
             assert "raised unexpected" not in log
     finally:
         delete_queue(broker, queue)

@@ -363,12 +363,12 @@ def test_check_hides_a_password_wherever_the_url_holds_it(check_env, capsys, mon
 
 @pytest.mark.parametrize(("environment", "shown"), [
     ({}, "the leader's thread pool"),
-    ({"SCHEDULER_EXECUTOR": "celery",
+    ({"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_SIGNING_KEY": f"key-{PASSWORD}-key",
       "SCHEDULER_CELERY_BROKER_URL": f"amqp://app:{PASSWORD}@mq.internal:5672//"},
      "Celery workers through amqp://app:***@mq.internal:5672//, queue scheduler_api; jobs "
      "with executor 'leader' in the leader's threads"),
     ({"SCHEDULER_EXECUTOR": "celery", "SCHEDULER_CELERY_QUEUE": "runs",
-      "SCHEDULER_CELERY_ACKS_LATE": "yes",
+      "SCHEDULER_CELERY_ACKS_LATE": "yes", "SCHEDULER_CELERY_SIGNING_KEY": f"{PASSWORD}" * 4,
       "SCHEDULER_CELERY_BROKER_URL": f"redis://:{PASSWORD}@cache.internal:6379/0"},
      "Celery workers through redis://:***@cache.internal:6379/0, queue runs, acknowledged "
      "when they end"),
@@ -388,10 +388,14 @@ def test_check_says_where_runs_go_without_the_brokers_password(check_env, capsys
     ("SCHEDULER_CELERY_BROKER_URL", f"amqp://app:{PASSWORD}@mq//",
      "SCHEDULER_CELERY_BROKER_URL is set but SCHEDULER_EXECUTOR is not 'celery'"),
     ("SCHEDULER_CELERY_ACKS_LATE", "maybe", "SCHEDULER_CELERY_ACKS_LATE must be 1, true"),
+    ("SCHEDULER_CELERY_BROKER_URL", f"amqp://app:{PASSWORD}@mq//",
+     "SCHEDULER_CELERY_SIGNING_KEY must be set, at least 16 characters"),
 ], ids=["celery-without-a-broker", "an-unknown-executor", "a-broker-without-celery",
-        "acks-late-not-a-flag"])
+        "acks-late-not-a-flag", "celery-without-a-signing-key"])
 def test_check_names_a_wrong_executor_setting(check_env, capsys, monkeypatch, name, value,
                                               message):
+    if "SIGNING_KEY" in message:
+        monkeypatch.setenv("SCHEDULER_EXECUTOR", "celery")
     monkeypatch.setenv(name, value)
     code, out, err = run(capsys, "check")
     assert code == 1 and message in err and PASSWORD not in out + err

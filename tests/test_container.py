@@ -97,10 +97,13 @@ def test_the_celery_compose_example_shares_one_store_and_one_broker_with_passwor
     app, worker = services["app"], services["worker"]
     assert services["broker"]["image"].startswith("rabbitmq:")
     assert app["environment"]["SCHEDULER_EXECUTOR"] == "celery"
-    for name in ("SCHEDULER_JOBSTORE_URL", "SCHEDULER_CELERY_BROKER_URL"):
+    for name in ("SCHEDULER_JOBSTORE_URL", "SCHEDULER_CELERY_BROKER_URL",
+                 "SCHEDULER_CELERY_SIGNING_KEY"):
         assert app["environment"][name] == worker["environment"][name]
     assert ":?set RABBITMQ_PASSWORD}@broker:5672//" in worker["environment"][
         "SCHEDULER_CELERY_BROKER_URL"]
+    assert worker["environment"]["SCHEDULER_CELERY_SIGNING_KEY"].startswith(
+        "${SCHEDULER_CELERY_SIGNING_KEY:?")  # no default key: unset, compose refuses to start
     assert "@db:5432/" in worker["environment"]["SCHEDULER_JOBSTORE_URL"]
     assert worker["image"] == app["image"] and worker["deploy"]["replicas"] == 2
     assert worker["command"][:4] == ["celery", "-A", "scheduler_api.celery_worker", "worker"]
@@ -118,5 +121,6 @@ def test_compose_is_valid_for_docker_compose_where_it_is_installed():
         result = subprocess.run(
             [docker, "compose", "-f", file, "config", "-q"], cwd=ROOT, capture_output=True,
             text=True, timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "x",
-                                        "RABBITMQ_PASSWORD": "z", "SCHEDULER_API_PASSWORD": "y"})
+                                        "RABBITMQ_PASSWORD": "z", "SCHEDULER_API_PASSWORD": "y",
+                                        "SCHEDULER_CELERY_SIGNING_KEY": "k" * 16})
         assert result.returncode == 0, file + ": " + result.stderr
