@@ -15,28 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from scheduler_api.celery_worker import BadMessage, WorkerRuns, worker_runs
+from scheduler_api.celery_worker import BadMessage, WorkerRuns
 from scheduler_api.history import RunHistory
 
-from . import tasks
-from .test_celery_executor import KEY, seal_text
+from . import tasks, test_celery_executor
+from .test_celery_executor import KEY, message, seal_text
 
-
-@pytest.fixture
-def worker(tmp_path):
-    runs = worker_runs({"SCHEDULER_JOBSTORE_URL": f"sqlite:///{tmp_path / 'jobs.sqlite'}",
-                        "SCHEDULER_API_ALLOWED_FUNCS": ["tests.tasks:*"],
-                        "SCHEDULER_CELERY_SIGNING_KEY": KEY})
-    runs.start()
-    yield runs
-    runs.stop()
-
-
-def message(**changes: Any) -> dict[str, Any]:
-    return {"job_id": "job", "name": "job", "func": "tests.tasks:give", "args": [42],
-            "kwargs": {}, "run_times": [datetime.now(timezone.utc).isoformat()],
-            "reason": "schedule", "misfire_grace_time": 60, "max_instances": 1,
-            "sent_at": time.time(), **changes}
+#: The same fixture as test_celery_executor's: a started WorkerRuns on a SQLite store.
+worker = test_celery_executor.worker
 
 
 def outcomes(worker: WorkerRuns, job_id: str = "job") -> list[str]:
