@@ -7,16 +7,18 @@ one generic task (:mod:`scheduler_api.celery_worker`), which checks the func aga
 allow-list again, holds ``max_instances`` across workers, records the run in the same store
 and reports a run that waited past its ``misfire_grace_time`` as missed::
 
-    executor = CeleryExecutor(Celery(broker="amqp://guest:guest@127.0.0.1:5672//"))
+    executor = CeleryExecutor(Celery(broker="amqp://guest:guest@127.0.0.1:5672//"),
+                              signing_key=os.environ["SCHEDULER_CELERY_SIGNING_KEY"])
     scheduler.init_app(app, {"SCHEDULER_EXECUTORS": {"default": executor}})
 
 or by settings: ``SCHEDULER_EXECUTOR = "celery"`` with ``SCHEDULER_CELERY_BROKER_URL`` (or
-``SCHEDULER_CELERY_APP = "module:attr"``); jobs whose ``executor`` is ``"leader"`` stay in
-the leader's thread pool.
+``SCHEDULER_CELERY_APP = "module:attr"``) and ``SCHEDULER_CELERY_SIGNING_KEY``; jobs whose
+``executor`` is ``"leader"`` stay in the leader's thread pool.
 
 The message is JSON (never a pickle: whoever can publish to the broker must not be able to
-run code on the workers by it): the job's id, name, func reference, args and kwargs, its run
-times, why it runs, ``misfire_grace_time`` and ``max_instances``. A job whose args JSON
+run code on the workers by it), signed with the key the workers share (:func:`seal`): the
+job's id, name, func reference, args and kwargs, its run times, why it runs,
+``misfire_grace_time``, ``max_instances`` and the store's identity. A job whose args JSON
 cannot carry is not sent: its run is recorded as an error that says so.
 """
 
@@ -53,8 +55,6 @@ SEND_RETRY_SECONDS = 0.5
 #: connection timing out): without a bound, runs queue up faster than they fail, the outbox
 #: grows without end and each is recorded only after every run before it failed.
 OUTBOX_WAIT_SECONDS = 60.0
-
-
 #: The shortest SCHEDULER_CELERY_SIGNING_KEY taken.
 MIN_KEY_LENGTH = 16
 
@@ -170,11 +170,10 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
 
     def _send(self, message: dict[str, Any]) -> None:
         task = TASK_ACKS_LATE if self.acks_late else TASK
-        run_times = [datetime.fromisoformat(text) for text in message["run_times"]]
         waited = time.time() - message["sent_at"]
         if waited > OUTBOX_WAIT_SECONDS:
             error = TimeoutError(f"waited {waited:.0f} s for the broker, which is away or slow")
-            self._unsent(message["job_id"], message["reason"], run_times, error)
+            self._unsent_message(message, error)
             return
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
@@ -184,9 +183,13 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
                 return
             except Exception as error:  # noqa: BLE001 - the broker away: tried again, recorded
                 if attempt == SEND_ATTEMPTS:
-                    self._unsent(message["job_id"], message["reason"], run_times, error)
+                    self._unsent_message(message, error)
                     return
                 time.sleep(SEND_RETRY_SECONDS)
+
+    def _unsent_message(self, message: dict[str, Any], error: BaseException) -> None:
+        run_times = [datetime.fromisoformat(text) for text in message["run_times"]]
+        self._unsent(message["job_id"], message["reason"], run_times, error)
 
     def _unsent(self, job_id: str, reason: str, run_times: list[datetime],
                 error: BaseException) -> None:
@@ -202,7 +205,6 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
             self._outbox.put(None)  # after what is queued: sent first
             if wait:
                 sender.join(SEND_ATTEMPTS * (SEND_RETRY_SECONDS + 5))
-
 
 
 def celery_app_from(settings: Mapping[str, Any]) -> Any:

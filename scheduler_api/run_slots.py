@@ -8,7 +8,7 @@ worker claims a slot with an INSERT (the database refuses a second row with the 
 two workers can never both take the last slot, on SQLite or PostgreSQL) and deletes its row
 when the run ends::
 
-    slots = RunSlots(engine, "apscheduler_jobs")
+    slots = RunSlots(engine, "apscheduler_jobs", node="web-1/4026531836")  # host/pid namespace
     if slots.claim("nightly", max_instances=1):
         try: run()
         finally: slots.release("nightly")

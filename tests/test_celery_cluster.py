@@ -171,7 +171,7 @@ def test_scheduled_runs_reach_the_workers_once_each(rabbitmq_cluster):
     assert response.status_code == 200, response.text
     time.sleep(4.5)
     assert api(base, "POST", "/jobs/tick/pause").status_code == 200
-    runs = ended(base, "tick", 3)
+    ended(base, "tick", 3)  # then wait for a run that started before the pause
     time.sleep(1)
     runs = job_runs(base, "tick")
     scheduled = [run["scheduled_at"] for run in runs]
