@@ -127,14 +127,17 @@ def new_run_id() -> str:
     return f"{_run_ids.prefix}{next(_run_ids.serials):0{RUN_ID_SERIAL_DIGITS}x}"
 
 
-#: A run's record: a flat tuple of strings, numbers, a datetime and None, which the garbage
-#: collector stops tracking at its first collection. Objects (or dicts) per run, kept until
-#: the writer looks, made every young collection traverse thousands and set off full ones:
-#: ~7 us a run in a burst of 5,000, more than all the rest of the recording.
-#: (kind, id, job_id, reason, scheduled_at, started_at, outcome, ended_at, error, result)
-#: kind: "run" (queued as it starts: outcome "running"), "finish" (its end, the writer having
-#: taken its start), "whole" (it ended before the writer took its start, or did not start:
-#: started_at None); error: (type, message, traceback) or None.
+#: The records a job's thread queues: flat tuples of strings, numbers, a datetime and None,
+#: which the garbage collector stops tracking at its first collection (objects or dicts per
+#: run, kept until the writer looks, made every young collection traverse thousands).
+#: A run's start: ("run", id, job_id, reason, scheduled_at, started_at).
+RunStart = tuple[str, str, str, str, datetime, float]
+#: Its end: ("end", start, ended_at, outcome, error, result); error: (type, message,
+#: traceback) or None. The writer joins a start and an end it takes together into one insert.
+RunEnd = tuple[str, RunStart, float, str, tuple[str, str, str] | None, str | None]
+#: A whole run, as the writer writes it, and as queued for a run that did not start
+#: (started_at None) or that another executor ran:
+#: ("whole", id, job_id, reason, scheduled_at, started_at, outcome, ended_at, error, result).
 RunRecord = tuple[str, str, str, str, datetime, float | None, str, float | None,
                   tuple[str, str, str] | None, str | None]
 
@@ -159,18 +162,14 @@ class RunRecorder:
         #: Records for the writer: (kind, payload). Appended without a lock (deque.append
         #: is atomic) by the threads that run jobs; taken by the writer under ``_wake``.
         self._pending: deque[tuple[Any, ...]] = deque()
-        #: Runs of this process that are running (their heartbeat is renewed) by id, with
-        #: their start time, and those that ended but are not written yet: the leader must
-        #: not take either for lost.
-        self._in_flight: dict[str, float] = {}
-        self._unwritten_ends: set[str] = set()
-        #: Runs whose start the writer has not taken yet. Whoever pops a run from it first
-        #: (dict.pop is atomic) decides how it is written: the writer, as a running row (its
-        #: end follows as a record of its own), or the job's thread at the run's end, which
-        #: then queues nothing more: the writer writes start and end as one row, taking the
-        #: end from ``_ends`` (where it is put before that pop).
-        self._unwritten_starts: dict[str, RunRecord] = {}
-        self._ends: dict[str, RunRecord] = {}
+        #: Ids of this process's runs whose end is not written yet (running, or ended with
+        #: the end queued): their heartbeat is renewed, and the leader must not take them for
+        #: lost. Added to by the job's thread (set.add is atomic); removed from by the writer
+        #: as it writes the end, or where an end is dropped.
+        self._unfinished: set[str] = set()
+        #: Ids of the runs the writer wrote as running and whose end it has not written: an
+        #: end of one of them is an update, of any other run an insert. The writer's alone.
+        self._running_rows: set[str] = set()
         self._wake = threading.Condition()
         self._stopped = threading.Event()
         self._stopping = False
@@ -187,6 +186,12 @@ class RunRecorder:
         # One flat tuple, names and values in turn: the collector untracks it at once (a
         # dict, or a tuple of pairs, in it kept it tracked).
         self._push(("event", kind, time.time(), *chain.from_iterable(data.items())))
+
+    def job_event(self, kind: str, job_id: str | None) -> None:
+        """:meth:`emit` of a job's change (job_added, job_changed, job_removed): the same
+        event without building keyword arguments, for the scheduling thread announces each
+        job it removes (a burst of date jobs: thousands in a step)."""
+        self._push(("event", kind, time.time(), "job_id", job_id))
 
     def record(self, job_id: str, reason: str, scheduled_at: datetime, outcome: str,
                error: tuple[str, str, str] | None = None, result: str | None = None) -> None:
@@ -211,8 +216,11 @@ class RunRecorder:
                     self.record(job.id, reason, run_time, "missed")
                     continue
             job_logger.info('Running job "%s" (scheduled at %s)', job, run_time)
-            run = self._started(job.id, reason, run_time)
-            outcome: tuple[str, tuple[str, str, str] | None, str | None]
+            # The start and the end are queued as they happen, and nothing else is done on
+            # the way to the job: each costs its thread about half a microsecond.
+            run: RunStart = ("run", new_run_id(), job.id, reason, run_time, time.time())
+            self._unfinished.add(run[1])
+            self._push(run)
             try:
                 result = job.func(*job.args, **job.kwargs)
             except BaseException as error:  # as APScheduler: a job's SystemExit is its error
@@ -220,40 +228,15 @@ class RunRecorder:
                     EVENT_JOB_ERROR, job.id, jobstore_alias, run_time, exception=error,
                     traceback="".join(traceback.format_tb(error.__traceback__))))
                 job_logger.exception('Job "%s" raised an exception', job)
-                outcome = ("error", describe_error(error), None)
+                self._push(("end", run, time.time(), "error", describe_error(error), None))
                 traceback.clear_frames(error.__traceback__)
                 del error
             else:
+                self._push(("end", run, time.time(), "success", None, describe_result(result)))
                 events.append(_RecordedEvent(EVENT_JOB_EXECUTED, job.id, jobstore_alias,
                                              run_time, retval=result))
                 job_logger.info('Job "%s" executed successfully', job)
-                outcome = ("success", None, describe_result(result))
-            self._finished(run, *outcome)
         return events
-
-    def _started(self, job_id: str, reason: str, scheduled_at: datetime) -> RunRecord:
-        started = time.time()
-        run: RunRecord = ("run", new_run_id(), job_id, reason, scheduled_at, started, "running",
-                          None, None, None)
-        run_id = run[1]
-        self._in_flight[run_id] = started
-        self._unwritten_starts[run_id] = run
-        self._push(run)
-        return run
-
-    def _finished(self, run: RunRecord, outcome: str, error: tuple[str, str, str] | None,
-                  result: str | None) -> None:
-        """The run's end: queued only if the writer took its start meanwhile; otherwise
-        the writer finds it in ``_ends`` as it takes the start."""
-        run_id = run[1]
-        end: RunRecord = ("finish", run_id, run[2], run[3], run[4], run[5], outcome,
-                          time.time(), error, result)
-        self._unwritten_ends.add(run_id)
-        self._in_flight.pop(run_id, None)
-        self._ends[run_id] = end
-        if self._unwritten_starts.pop(run_id, None) is None:
-            del self._ends[run_id]
-            self._push(end)
 
     def listen(self, event: Any) -> None:
         """The scheduler's listener: runs that :meth:`run_job` did not record (an executor
@@ -295,13 +278,10 @@ class RunRecorder:
         with self._wake:
             while len(self._pending) > MAX_PENDING:
                 dropped = self._pending.popleft()
-                if dropped[0] in ("finish", "whole") or (
-                        dropped[0] == "run" and
-                        self._unwritten_starts.pop(dropped[1], None) is None):
+                if dropped[0] == "end":
                     # Its end will not be written: no longer this process's to vouch for.
-                    # (A start dropped while its run goes on: its end is queued on its own.)
-                    self._ends.pop(dropped[1], None)
-                    self._unwritten_ends.discard(dropped[1])
+                    # (A start dropped: its end, when written, inserts the whole run.)
+                    self._unfinished.discard(dropped[1][1])
                 self._dropped += 1
             self._wake.notify()
 
@@ -362,7 +342,7 @@ class RunRecorder:
                            and not self._stopping and time.monotonic() < gather_until):
                         self._wake.wait(0.05)
                     while self._pending and len(batch) < MAX_BATCH:
-                        batch.append(self._take(self._pending.popleft()))
+                        batch.append(self._pending.popleft())
                     self._idle = not batch
                 stopping, dropped, self._dropped = self._stopping, self._dropped, 0
             if dropped:
@@ -382,6 +362,9 @@ class RunRecorder:
                 if now >= next_heartbeat:
                     next_heartbeat = now + HEARTBEAT_SECONDS
                     self._heartbeat()
+                    # A run whose end was dropped stays running in the table (until the
+                    # leader takes it for lost): no longer one to finish by an update.
+                    self._running_rows.intersection_update(self._unfinished)
                 if now >= self._housekeeping_due and not stopping:
                     self._housekeeping_due = now + HOUSEKEEPING_SECONDS
                     if self.leading():
@@ -397,13 +380,6 @@ class RunRecorder:
                 # Not woken by new records (they come all the time): by stop() only.
                 self._stopped.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))
 
-    def _take(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
-        """A record as the writer takes it: a run's is its start ("run": the run goes on, its
-        end follows) or the whole run ("whole": it ended before the writer looked)."""
-        if record[0] != "run" or self._unwritten_starts.pop(record[1], None) is not None:
-            return record
-        return ("whole", *self._ends.pop(record[1])[1:])
-
     def _write_each(self, batch: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Write records one at a time; drop those the database refuses; return the rest
         when it cannot be reached."""
@@ -416,16 +392,18 @@ class RunRecorder:
                 kind = item[0]
                 logger.warning("run history: the job store refused a %s record of job %r; it "
                                "is dropped: %s", kind,
-                               item[2] if kind in ("run", "finish", "whole") else None,
+                               item[1][2] if kind == "end" else
+                               item[2] if kind in ("run", "whole") else None,
                                describe_database_error(error))
-                if kind in ("finish", "whole"):
-                    self._unwritten_ends.discard(item[1])
+                if kind == "end":
+                    self._unfinished.discard(item[1][1])
         return []
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
         inserts: dict[str, dict[str, Any]] = {}
         finishes: dict[str, dict[str, Any]] = {}
         events: list[dict[str, Any]] = []
+        ended: list[str] = []
         forgotten: list[str | None] = []
         not_last: set[str] = set()
         for record in batch:
@@ -444,26 +422,29 @@ class RunRecorder:
                 not_last.update(run_id for run_id, row in (*inserts.items(), *finishes.items())
                                 if job_id is None or row["job_id"] == storable(job_id))
             elif kind == "run":
-                row = inserts[record[1]] = self._row(record)
+                row = inserts[record[1]] = self._row((*record, "running", None, None, None))
                 events.append(self._run_event("run_started", row, record[5]))
             elif kind == "whole":
-                if record[5] is not None:
-                    events.append(self._run_event(
-                        "run_started", self._row(record, ended=False), record[5]))
                 row = inserts[record[1]] = self._row(record)
                 events.append(self._run_event("run_finished", row, record[7]))
-            else:  # "finish"
-                row = self._row(record)
-                # started and ended within one batch: one insert
-                (inserts if record[1] in inserts else finishes)[record[1]] = row
-                events.append(self._run_event("run_finished", row, record[7]))
+            else:  # "end"
+                _, start, ended_at, outcome, error, result = record
+                run_id = start[1]
+                ended.append(run_id)
+                row = self._row(("whole", *start[1:], outcome, ended_at, error, result))
+                # Started and ended within one batch, or its start dropped: one insert.
+                (finishes if run_id in self._running_rows and run_id not in inserts
+                 else inserts)[run_id] = row
+                events.append(self._run_event("run_finished", row, ended_at))
         with self.history.engine.begin() as connection:
             self.history.write(connection, list(inserts.values()), list(finishes.values()),
                                events, forgotten, not_last)
+        self._running_rows.update(run_id for run_id, row in inserts.items()
+                                  if row["outcome"] == "running")
         # Written as ended: no longer this process's to vouch for when the leader looks for
         # lost runs.
-        self._unwritten_ends.difference_update(finishes)
-        self._unwritten_ends.difference_update(inserts)
+        self._running_rows.difference_update(ended)
+        self._unfinished.difference_update(ended)
         if events:
             try:
                 self.history.notify()
@@ -471,16 +452,16 @@ class RunRecorder:
                 logger.warning("run history: cannot notify the event streams (they see the "
                                "events at their next poll)", exc_info=True)
 
-    def _row(self, record: tuple[Any, ...], ended: bool = True) -> dict[str, Any]:
-        """A run record's row in the runs table (``ended=False``: as the run started)."""
+    def _row(self, record: RunRecord) -> dict[str, Any]:
+        """A run record's row in the runs table."""
         _, run_id, job_id, reason, scheduled_at, started, outcome, ended_at, error, result = \
-            record if ended else (*record[:6], "running", None, None, None)
+            record
         finished = ended_at if started is not None else None
         error_type, message, text = error or (None, None, None)
         return {"id": run_id, "job_id": storable(job_id), "reason": reason, "outcome": outcome,
                 "scheduled_at": scheduled_at.timestamp(), "started_at": started,
                 "finished_at": finished,
-                "duration": None if finished is None else finished - started,
+                "duration": None if finished is None or started is None else finished - started,
                 "heartbeat_at": started, "error_type": error_type, "error_message": message,
                 "traceback": text, "result": result,
                 "host": self.host, "node": self.node, "pid": os.getpid()}
@@ -493,14 +474,14 @@ class RunRecorder:
                 "data": json.dumps({"run": run}, default=str)}
 
     def _heartbeat(self) -> None:
-        ids = list(self._in_flight)
+        ids = list(self._unfinished)
         if ids:
             self.history.heartbeat(ids, time.time())
 
     def mark_lost(self) -> None:
         """Mark lost the runs whose process is gone (see :meth:`RunHistory.mark_lost`): the
         leader's housekeeping, and a Celery worker process as it starts."""
-        mine = set(self._in_flight) | self._unwritten_ends
+        mine = set(self._unfinished)
         for row in self.history.mark_lost(self.node, os.getpid(), mine,
                                           time.time() - LOST_AFTER_SECONDS):
             logger.warning("run %s of job %s was lost: %s", row["id"], row["job_id"],

@@ -479,7 +479,7 @@ class APScheduler:
             if event.code in (EVENT_JOB_REMOVED, EVENT_ALL_JOBS_REMOVED) and \
                     not engine.in_scheduling_step():
                 self.recorder.forget_last_run(job_id)
-            self.recorder.emit(_CHANGE_KINDS[event.code], job_id=job_id)
+            self.recorder.job_event(_CHANGE_KINDS[event.code], job_id)
 
     def _announce_state(self) -> None:
         if self.recorder is not None:

@@ -5,6 +5,7 @@ Each case once stopped recording for good, lost a run's end, or showed wrong dat
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -15,12 +16,15 @@ import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
 
 from scheduler_api import APScheduler
+from scheduler_api import recorder as recorder_module
 from scheduler_api.history import RunHistory, clip
+from scheduler_api.recorder import RunRecorder
 
+from . import tasks
 from .api_helpers import APIClient, running_api
 from .conftest import POSTGRES_URL
 
@@ -292,3 +296,98 @@ def test_a_dead_pid_in_another_pid_namespace_of_the_same_host_is_not_taken_for_l
         lost = history.mark_lost(recorder.node, 12345, set(), time.time() - 60)
         assert [row["id"] for row in lost] == [dead_here["id"]]
 
+
+
+# -- what the writer does with a run's start and end ---------------------------------------
+
+class StubJob:
+    """What RunRecorder.run_job reads of a job."""
+
+    misfire_grace_time = None
+
+    def __init__(self, job_id: str, func: Any, *args: Any) -> None:
+        self.id, self.func, self.args = job_id, func, args
+        self.kwargs: dict[str, Any] = {}
+
+    def __str__(self) -> str:
+        return self.id
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Iterator[RunRecorder]:
+    history = RunHistory(create_engine(f"sqlite:///{tmp_path / 'runs.sqlite'}"),
+                         "apscheduler_jobs", timezone.utc)
+    history.create_schema()
+    recorder = RunRecorder(history)
+    yield recorder
+    recorder.stop()
+
+
+def run_in_thread(recorder: RunRecorder, job: StubJob) -> threading.Thread:
+    thread = threading.Thread(target=recorder.run_job, args=(
+        job, "default", [datetime.now(timezone.utc)], "apscheduler.executors.default"))
+    thread.start()
+    return thread
+
+
+def outcomes(recorder: RunRecorder) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for run in recorder.history.page(limit=100).runs:
+        found.setdefault(run.job_id, []).append(run.outcome)
+    return found
+
+
+def test_a_run_written_as_running_is_vouched_for_until_its_end_is_written(
+        recorder: RunRecorder) -> None:
+    recorder.start()
+    tasks.gate.clear()
+    thread = run_in_thread(recorder, StubJob("long", tasks.wait_for_gate))
+    deadline = time.monotonic() + 10
+    while outcomes(recorder) != {"long": ["running"]} and time.monotonic() < deadline:
+        recorder.flush()
+    assert outcomes(recorder) == {"long": ["running"]}
+    recorder.mark_lost()  # the leader's housekeeping, in the process that runs it
+    assert outcomes(recorder) == {"long": ["running"]}
+    tasks.gate.set()
+    thread.join(10)
+    assert recorder.flush()
+    assert outcomes(recorder) == {"long": ["success"]}  # one row, updated
+    assert recorder.history.page(job_id="long").total == 1
+    run, = recorder.history.page(job_id="long").runs
+    assert run.result == "'gate opened'" and run.duration is not None
+
+
+def test_when_the_queue_overflows_a_run_whose_start_was_dropped_is_recorded_whole(
+        recorder: RunRecorder, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(recorder_module, "MAX_PENDING", 3)
+    for job_id in ("first", "second"):  # the writer not started: four records, one dropped
+        run_in_thread(recorder, StubJob(job_id, succeed)).join(10)
+    recorder.start()
+    assert recorder.flush()
+    assert outcomes(recorder) == {"first": ["success"], "second": ["success"]}
+    assert "1 records dropped" in caplog.text
+
+
+def test_when_the_queue_overflows_a_run_whose_end_was_dropped_is_left_to_be_found_lost(
+        recorder: RunRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder.start()
+    tasks.gate.clear()
+    thread = run_in_thread(recorder, StubJob("long", tasks.wait_for_gate))
+    deadline = time.monotonic() + 10
+    while outcomes(recorder) != {"long": ["running"]} and time.monotonic() < deadline:
+        recorder.flush()
+    recorder.stop()  # the database away: records wait
+    monkeypatch.setattr(recorder_module, "MAX_PENDING", 2)
+    tasks.gate.set()
+    thread.join(10)  # its end queued
+    for job_id in ("next-1", "next-2"):  # the end dropped, then these runs' records
+        run_in_thread(recorder, StubJob(job_id, succeed)).join(10)
+    recorder.start()
+    assert recorder.flush()
+    recorder.mark_lost()
+    assert recorder.flush()
+    found = outcomes(recorder)
+    assert found["long"] == ["lost"]
+    run, = recorder.history.page(job_id="long").runs
+    assert run.error_type == "ProcessLost"
