@@ -446,21 +446,29 @@ def bound_catch_up(scheduler: BaseScheduler) -> None:
         return
 
     def process_bounded_jobs() -> Any:
+        # The stores' lock (re-entrant) is held for the whole step, as APScheduler's step
+        # holds it, so that shutdown() cannot close the executors between the check below
+        # and the step.
         with scheduler._jobstores_lock:
+            # APScheduler's loop runs one more step once shutdown() has closed the executors:
+            # each due job would go to a closed pool, its run be lost and logged as an error
+            # (every overdue job of a paused scheduler, at each shutdown).
+            if scheduler.state == STATE_STOPPED:
+                return None
             for alias, store in scheduler._jobstores.items():
                 if not getattr(store.get_due_jobs, "bounded", False):
                     store.get_next_run_time = _next_run_time_after_writes(
                         store, store.get_next_run_time)
                     store.get_due_jobs = _bounded_due_jobs(
                         store, store.get_due_jobs, partial(_announce_removal, scheduler, alias))
-        _step.stores = {}
-        try:
-            return process_jobs()
-        finally:
-            # Normally committed already (get_next_run_time); after an error, now.
-            stores, _step.stores = _step.stores, None
-            for writes in stores.values():
-                writes.commit()
+            _step.stores = {}
+            try:
+                return process_jobs()
+            finally:
+                # Normally committed already (get_next_run_time); after an error, now.
+                stores, _step.stores = _step.stores, None
+                for writes in stores.values():
+                    writes.commit()
 
     process_bounded_jobs.bounded = True  # type: ignore[attr-defined]
     scheduler._process_jobs = process_bounded_jobs  # type: ignore[method-assign]

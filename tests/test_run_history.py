@@ -5,6 +5,7 @@ always equal to a real count. On a SQLite file and, when there is one, on Postgr
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import time
@@ -540,6 +541,29 @@ def test_a_run_released_after_its_pool_shut_down_gives_its_instance_back(tmp_pat
         executor._pool = type(executor._pool)(1)
         executor.submit_job(job, engine.ManualRun([datetime.now(timezone.utc)]))
         ended_runs(scheduler, "held")  # the instance was given back: it runs
+
+
+def test_a_paused_scheduler_shut_down_hands_no_overdue_job_to_its_closed_pool(tmp_path,
+                                                                                caplog):
+    """APScheduler's loop takes one more step after shutdown() closed the pool: each overdue
+    job of a paused scheduler failed to start there, was logged as an error, recorded as a
+    failed run, and lost its run (its next run time moved on)."""
+    overdue = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    with running_api(tmp_path / "jobs.sqlite", paused=True) as (scheduler, _):
+        for number in range(3):
+            scheduler.add_job(f"overdue-{number}", "tests.tasks:record", trigger="interval",
+                              seconds=3600, next_run_time=overdue)
+        scheduler.shutdown(wait=True)
+        time.sleep(0.3)  # where the scheduling thread's last step ran
+        assert scheduler.recorder is not None and scheduler.recorder.flush()
+        store = engine.jobstores(scheduler.scheduler)["default"]
+        with store.engine.connect() as connection:
+            stored = dict(connection.execute(select(store.jobs_t.c.id,
+                                                    store.jobs_t.c.next_run_time)).all())
+        assert stored == {f"overdue-{number}": overdue.timestamp() for number in range(3)}
+        assert scheduler.get_runs().total == 0
+    assert [record.getMessage() for record in caplog.records
+            if record.levelno >= logging.WARNING] == []
 
 
 def test_the_memory_job_store_keeps_its_history_in_a_private_sqlite_file(tmp_path):
