@@ -337,8 +337,8 @@ def outcomes(recorder: RunRecorder) -> dict[str, list[str]]:
     return found
 
 
-def test_a_run_written_as_running_is_vouched_for_until_its_end_is_written(
-        recorder: RunRecorder) -> None:
+def start_a_long_run(recorder: RunRecorder) -> threading.Thread:
+    """Job "long" running (until tasks.gate opens), its start written."""
     recorder.start()
     tasks.gate.clear()
     thread = run_in_thread(recorder, StubJob("long", tasks.wait_for_gate))
@@ -346,6 +346,12 @@ def test_a_run_written_as_running_is_vouched_for_until_its_end_is_written(
     while outcomes(recorder) != {"long": ["running"]} and time.monotonic() < deadline:
         recorder.flush()
     assert outcomes(recorder) == {"long": ["running"]}
+    return thread
+
+
+def test_a_run_written_as_running_is_vouched_for_until_its_end_is_written(
+        recorder: RunRecorder) -> None:
+    thread = start_a_long_run(recorder)
     recorder.mark_lost()  # the leader's housekeeping, in the process that runs it
     assert outcomes(recorder) == {"long": ["running"]}
     tasks.gate.set()
@@ -371,12 +377,7 @@ def test_when_the_queue_overflows_a_run_whose_start_was_dropped_is_recorded_whol
 
 def test_when_the_queue_overflows_a_run_whose_end_was_dropped_is_left_to_be_found_lost(
         recorder: RunRecorder, monkeypatch: pytest.MonkeyPatch) -> None:
-    recorder.start()
-    tasks.gate.clear()
-    thread = run_in_thread(recorder, StubJob("long", tasks.wait_for_gate))
-    deadline = time.monotonic() + 10
-    while outcomes(recorder) != {"long": ["running"]} and time.monotonic() < deadline:
-        recorder.flush()
+    thread = start_a_long_run(recorder)
     recorder.stop()  # the database away: records wait
     monkeypatch.setattr(recorder_module, "MAX_PENDING", 2)
     tasks.gate.set()
