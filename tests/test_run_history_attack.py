@@ -154,3 +154,23 @@ def test_a_restart_after_a_stop_that_timed_out_leaves_one_writer_and_every_event
         assert scheduler.get_runs(limit=1).total == 301
         assert_totals_are_real_counts(scheduler)
         assert (writers, kinds["run_started"]) == (1, 300)
+
+
+# -- the leader's own live run, after its heartbeats could not be written ------------------
+
+def test_the_leader_does_not_mark_lost_a_run_it_is_running_itself(tmp_path, monkeypatch):
+    """mark_lost takes any run whose heartbeat is older than LOST_AFTER_SECONDS for lost,
+    also one of this very process that is in ``mine`` (_unfinished): after the database was
+    away for longer than that (heartbeats failed), the leader's first housekeeping (it may
+    come before the next heartbeat, up to 10 s later) marks its own live run lost and
+    announces it finished; the process knows the run goes on."""
+    from scheduler_api import recorder as recorder_module
+    monkeypatch.setattr(recorder_module, "LOST_AFTER_SECONDS", 0.5)
+    with running_api(tmp_path / "jobs.sqlite") as (scheduler, _):
+        scheduler.add_job("long", "tests.tasks:wait_for_gate", trigger="date")
+        run = running_run(scheduler, "long")
+        time.sleep(1)  # its heartbeat is now as old as after a minute's outage
+        assert run.id in scheduler.recorder._unfinished
+        scheduler.recorder.mark_lost()  # the leader's housekeeping
+        assert scheduler.recorder.flush()
+        assert scheduler.get_runs("long").runs[0].outcome == "running"
