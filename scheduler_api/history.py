@@ -7,7 +7,8 @@ Four tables beside APScheduler's (``<table>`` is ``SCHEDULER_JOBSTORE_TABLE``):
   page of a history of 1,000,000 runs costs what one of 1,000 does;
 - ``<table>_history_counts``: how many runs each job (and all jobs) has per outcome, kept in
   the same transactions as the runs, so that a page's ``total`` is not a count of the table;
-- ``<table>_last_runs``: each job's last run, as the JSON its listing shows (``last_run``);
+- ``<table>_last_runs``: each job's last run, as the JSON its listing shows (``last_run``),
+  or a marker (``run_id`` empty) dated when the job was forgotten (removed, or added anew);
 - ``<table>_run_stats``: what the metrics count and never decrease (run durations and start
   lateness by bucket, leader changes; :mod:`scheduler_api.run_stats`), beside the counts'
   scopes ``ran`` and ``ran_all`` (runs ended, by job and outcome, never pruned);
@@ -281,11 +282,20 @@ class RunHistory:
     # -- JSON ------------------------------------------------------------------------------
 
     def moment(self, seconds: float | None) -> datetime | None:
-        return None if seconds is None else datetime.fromtimestamp(seconds, self.timezone)
+        return None if seconds is None else self.time_at(seconds)
+
+    def time_at(self, seconds: float) -> datetime:
+        """A stored time in the scheduler's time zone; in UTC where that zone cannot show it
+        (a run due in year 1 is in year 0 west of UTC: an OverflowError lost the run, and
+        a 500 answered every page that held it)."""
+        try:
+            return datetime.fromtimestamp(seconds, self.timezone)
+        except (OverflowError, ValueError, OSError):
+            return datetime.fromtimestamp(seconds, timezone.utc)
 
     def run_from_row(self, row: Any) -> Run:
         return Run(id=row.id, job_id=row.job_id, reason=row.reason, outcome=row.outcome,
-                   scheduled_at=datetime.fromtimestamp(row.scheduled_at, self.timezone),
+                   scheduled_at=self.time_at(row.scheduled_at),
                    started_at=self.moment(row.started_at),
                    finished_at=self.moment(row.finished_at), duration=row.duration,
                    error_type=row.error_type, error_message=row.error_message,
@@ -353,7 +363,7 @@ class RunHistory:
     def last_run_summaries(self, job_ids: Iterable[str] | None = None) -> dict[str, str]:
         """Job id -> its ``last_run`` JSON text, for these jobs (all when None)."""
         table = self.last_runs
-        query = select(table.c.job_id, table.c.summary)
+        query = select(table.c.job_id, table.c.summary).where(table.c.run_id != "")  # no marker
         found: dict[str, str] = {}
         try:
             with self.engine.connect() as connection:
@@ -407,11 +417,12 @@ class RunHistory:
 
     def write(self, connection: Connection, inserts: list[dict[str, Any]],
               finishes: list[dict[str, Any]], events: list[dict[str, Any]],
-              forgotten: Collection[str | None] = (), not_last: Collection[str] = ()) -> None:
+              forgotten: Collection[tuple[str | None, float]] = (),
+              not_last: Collection[str] = ()) -> None:
         """Record new runs, the ends of runs recorded earlier, and events, in one transaction;
-        first forget the last runs of ``forgotten`` jobs (removed or added anew; None: all
-        jobs). The runs whose ids are in ``not_last`` (noted before their job was forgotten)
-        do not become their job's last run.
+        first forget the last runs of ``forgotten`` jobs ((job id, when): removed or added
+        anew; None: all jobs). The runs whose ids are in ``not_last`` (noted before their job
+        was forgotten) do not become their job's last run.
 
         ``inserts`` and ``finishes`` are whole rows of the runs table. A finish whose run is
         no longer ``running`` (the next leader took it for lost while it still ran) sets the
@@ -419,13 +430,7 @@ class RunHistory:
         that changes them, so that two never wait for each other (PostgreSQL deadlocks).
         """
         if forgotten:
-            self._count_last_run_change(connection)
-            table = self.last_runs
-            if None in forgotten:
-                connection.execute(delete(table))
-            else:
-                connection.execute(delete(table).where(table.c.job_id.in_(sorted(
-                    job_id for job_id in forgotten if job_id is not None))))
+            self._forget_last_runs(connection, forgotten)
         finishes = sorted(finishes, key=lambda row: row["id"])
         deltas: Counter[tuple[str, str]] = Counter()
         if inserts:
@@ -514,6 +519,32 @@ class RunHistory:
             upsert(connection, self.stats, values, ("metric", "bucket"),
                    lambda table, new: {"value": table.c.value + new.value})
 
+    def _forget_last_runs(self, connection: Connection,
+                          forgotten: Collection[tuple[str | None, float]]) -> None:
+        """Forget the last runs of jobs (job id, when; None: every job). A job's row becomes
+        a marker (``summary`` null) dated when it was forgotten, so that a run which started
+        before, and ends after (in a later transaction, maybe another process), does not
+        become the last run of the job added under its id: later runs only replace a row."""
+        table, runs = self.last_runs, self.runs
+        markers: dict[str, float] = {}
+        for job_id, at in forgotten:
+            if job_id is None:
+                # Every job: those with a last run, and those whose only run is going on.
+                connection.execute(update(table).where(table.c.at <= at).values(
+                    run_id="", at=at, summary="null"))
+                for running in connection.execute(select(runs.c.job_id).where(
+                        runs.c.outcome == "running").distinct()).scalars():
+                    markers[running] = max(at, markers.get(running, at))
+            else:
+                markers[storable(job_id)] = max(at, markers.get(storable(job_id), at))
+        if markers:
+            upsert(connection, table, [
+                {"job_id": job_id, "run_id": "", "at": at, "summary": "null"}
+                for job_id, at in sorted(markers.items())], ("job_id",),
+                lambda table, new: {"run_id": new.run_id, "at": new.at, "summary": new.summary},
+                only_if=lambda table, new: table.c.at <= new.at)
+        self._count_last_run_change(connection)
+
     def set_last_runs(self, connection: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         """Make each run its job's last run, unless one started later is."""
         newest: dict[str, Mapping[str, Any]] = {}
@@ -558,11 +589,15 @@ class RunHistory:
             result = connection.execute(select(runs).where(runs.c.outcome == "running"))
             columns = list(result.keys())
             rows = [SimpleNamespace(**dict(zip(columns, row, strict=True))) for row in result]
-        lost = sorted((row for row in rows if (
-            (row.heartbeat_at or row.scheduled_at) < stale_before
-            or (row.node == node and row.pid == pid and row.id not in mine)
-            or (row.node == node and row.pid != pid and not process_alive(row.pid)))),
-            key=lambda row: row.id)
+        def is_lost(row: Any) -> bool:
+            if row.node == node and row.pid == pid:
+                # This process knows its own runs, whatever their heartbeat (not written
+                # while the database was away).
+                return row.id not in mine
+            return ((row.heartbeat_at or row.scheduled_at) < stale_before
+                    or (row.node == node and not process_alive(row.pid)))
+
+        lost = sorted((row for row in rows if is_lost(row)), key=lambda row: row.id)
         if not lost:
             return []
         marked = []

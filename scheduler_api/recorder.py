@@ -262,7 +262,7 @@ class RunRecorder:
         """Runs of ``job_id`` (None: of every job) noted so far are not the last run of a
         job that has its id from now on (a job removed, or one added anew): its last run is
         forgotten, and none of them becomes it."""
-        self._push(("forget", job_id))
+        self._push(("forget", job_id, time.time()))
 
     def _push(self, record: tuple[Any, ...]) -> None:
         pending = self._pending
@@ -286,25 +286,43 @@ class RunRecorder:
             self._wake.notify()
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stopping = False
-        self._stopped.clear()
-        # The first once the scheduler has started (its tables exist): housekeeping_now().
-        self._housekeeping_due = time.monotonic() + HOUSEKEEPING_SECONDS
-        self._thread = threading.Thread(target=self._run, name="scheduler_api-recorder",
-                                        daemon=True)
-        self._thread.start()
+        with self._wake:
+            self._stopping = False
+            self._stopped.clear()
+            if self._thread is not None and self._thread.is_alive():
+                # A writer still finishing after a stop() that timed out (a write slower
+                # than its wait) goes on as the writer: a second one would take batches in
+                # turn with it, splitting runs' starts from their ends.
+                self._wake.notify()
+                return
+            # The first once the scheduler has started (its tables exist): housekeeping_now().
+            self._housekeeping_due = time.monotonic() + HOUSEKEEPING_SECONDS
+            self._thread = threading.Thread(target=self._run, name="scheduler_api-recorder",
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Write what is pending (for at most ``timeout`` seconds), then stop."""
+        """Write what is pending (for at most ``timeout`` seconds), then stop. The writer
+        forgets itself (``_thread``) as it ends, under ``_wake``: see :meth:`start`."""
         with self._wake:
             self._stopping = True
             self._stopped.set()
             self._wake.notify()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self._thread = None
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _ends_if_stopping(self, unwritten: list[tuple[Any, ...]]) -> bool:
+        """Whether the writer ends now: decided under ``_wake``, with start() (which then
+        starts a new writer). Records it could not write go back to the queue's front."""
+        with self._wake:
+            if not self._stopping:
+                return False
+            self._pending.extendleft(reversed(unwritten))
+            self._thread = None
+            self._idle = True
+            self._wake.notify_all()
+            return True
 
     def housekeeping_now(self) -> None:
         """Look for lost runs and prune at the next chance (a new leader calls it)."""
@@ -348,7 +366,7 @@ class RunRecorder:
             if dropped:
                 logger.warning("run history: %d records dropped, the database was away too "
                                "long", dropped)
-            if stopping and not batch:
+            if stopping and not batch and self._ends_if_stopping([]):
                 return
             try:
                 if batch and failures:
@@ -375,7 +393,7 @@ class RunRecorder:
                 logger.warning("run history: cannot write to the job store (try %d): %s",
                                failures, describe_database_error(error))
             if failures:
-                if stopping and failures >= 3:
+                if stopping and failures >= 3 and self._ends_if_stopping(batch):
                     return
                 # Not woken by new records (they come all the time): by stop() only.
                 self._stopped.wait(min(5.0, 0.1 * 2 ** min(failures, 6)))
@@ -404,7 +422,7 @@ class RunRecorder:
         finishes: dict[str, dict[str, Any]] = {}
         events: list[dict[str, Any]] = []
         ended: list[str] = []
-        forgotten: list[str | None] = []
+        forgotten: list[tuple[str | None, float]] = []
         not_last: set[str] = set()
         for record in batch:
             kind = record[0]
@@ -416,7 +434,7 @@ class RunRecorder:
                 events.append(self._run_event("run_finished", record[1], time.time()))
             elif kind == "forget":
                 job_id = record[1]
-                forgotten.append(job_id)
+                forgotten.append((job_id, record[2]))
                 # Runs noted before the forgetting are not the last run of the job now
                 # holding the id (they are written in this transaction, after the forgetting).
                 not_last.update(run_id for run_id, row in (*inserts.items(), *finishes.items())
