@@ -71,22 +71,32 @@ _INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 _CALENDAR_UNITS = ("years", "months", "weeks", "days")
 _TIME_OF_DAY = ("hour", "minute", "second")
 _CRON_FIELDS = ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")
+_DATES = {"start_date": "text", "end_date": "text"}
 _ZONE = {"timezone": "text"}
-#: The trigger types the form edits, each one's fields (the API's names) and how the script
-#: sends a field: "number" as a JSON number (what the API requires there), "json" parsed
-#: (the children of and/or), "text" as typed.
+_JITTER = {"jitter": "number"}
+#: The trigger types the form edits, each one's fields (the API's names: every field of
+#: jobs.TRIGGER_FIELDS, so that saving a job unchanged keeps its whole trigger) and how the
+#: script sends a field: "number" as a JSON number (what the API requires there), "json"
+#: parsed (the children of and/or), "text" as typed.
 FORM_TRIGGERS: dict[str, dict[str, str]] = {
-    "interval": {**dict.fromkeys(_INTERVAL_UNITS, "number"), **_ZONE},
-    "cron": {**dict.fromkeys(_CRON_FIELDS, "text"), **_ZONE},
+    "interval": {**dict.fromkeys(_INTERVAL_UNITS, "number"), **_DATES, **_ZONE, **_JITTER},
+    "cron": {**dict.fromkeys(_CRON_FIELDS, "text"), **_DATES, **_ZONE, **_JITTER},
     "date": {"run_date": "text", **_ZONE},
     "calendarinterval": {**dict.fromkeys((*_CALENDAR_UNITS, *_TIME_OF_DAY), "number"),
-                         "start_date": "text", "end_date": "text", **_ZONE},
-    "and": {"triggers": "json"},
-    "or": {"triggers": "json"},
+                         **_DATES, **_ZONE, **_JITTER},
+    "and": {"triggers": "json", **_JITTER},
+    "or": {"triggers": "json", **_JITTER},
 }
 #: Hints under a trigger's fields, by (trigger type, field); ("", field): any type's.
 _HINTS: dict[tuple[str, str], str] = {
     ("", "timezone"): "e.g. UTC; empty: the scheduler's",
+    ("", "jitter"): "seconds (an integer): each run starts up to this much later, at random; "
+                    "empty: none",
+    ("", "end_date"): "a date-time; empty: no end",
+    ("interval", "start_date"): "the date-time its runs are counted from, e.g. "
+                                "2027-01-31T09:00:00+01:00; empty: one interval after the save",
+    ("cron", "start_date"): "the date-time before which it does not run, e.g. "
+                            "2027-01-31T09:00:00+01:00; empty: now",
     ("calendarinterval", "hour"): "the time of day it runs: hour, minute, second",
     ("calendarinterval", "start_date"): "a date, e.g. 2027-01-31; empty: today",
     ("calendarinterval", "end_date"): "a date; empty: no end",

@@ -15,6 +15,7 @@ from werkzeug.test import Client
 
 from authmw import AuthMiddleware, HTTPBasicAuth, Rule, compare_secrets
 from scheduler_api import APScheduler
+from scheduler_api.jobs import TRIGGER_FIELDS
 from scheduler_api.ui import CSP, trigger_words
 
 from .api_helpers import AUTH, plain_app, running_api
@@ -292,16 +293,50 @@ def test_every_form_control_has_its_own_id_and_a_label(tmp_path):
         assert kinds == {"interval", "cron", "date", "calendarinterval", "and", "or"}
 
 
+def test_the_form_has_every_field_the_api_takes_for_each_trigger(tmp_path):
+    # Saving sends the trigger as a whole: a field the form lacks is dropped from the job.
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        form = form_of(client, "/ui/new")
+        for kind, fields in TRIGGER_FIELDS.items():
+            controls = {c["name"]: c for c in form.controls
+                        if c["id"].startswith(f"f-{kind}-")}
+            assert set(controls) == fields, kind
+            for name, control in controls.items():
+                assert control["id"] == f"f-{kind}-{name}"
+                assert f"err-{kind}-{name}" in form.ids
+                assert f"err-{kind}-{name}" in (control["aria-describedby"] or "").split()
+            if "jitter" in fields:
+                assert controls["jitter"]["data-send"] == "number"
+                assert f"hint-{kind}-jitter" in form.ids
+
+
 @pytest.mark.parametrize(("trigger", "shown"), [
     pytest.param({"trigger": "calendarinterval", "months": 1, "hour": 6, "minute": 30,
-                  "start_date": "2030-01-31", "timezone": "Europe/Berlin"},
+                  "start_date": "2030-01-31", "timezone": "Europe/Berlin", "jitter": 300},
                  {"months": "1", "hour": "6", "minute": "30", "second": "0", "years": "",
-                  "start_date": "2030-01-31", "timezone": "Europe/Berlin"},
+                  "start_date": "2030-01-31", "end_date": "", "timezone": "Europe/Berlin",
+                  "jitter": "300"},
                  id="calendarinterval"),
     pytest.param({"trigger": "or", "triggers": [{"trigger": "cron", "hour": "9"}]},
                  {"triggers": '[\n  {\n    "trigger": "cron",\n    "hour": "9",\n'
-                              '    "timezone": "UTC",\n    "jitter": null\n  }\n]'},
+                              '    "timezone": "UTC",\n    "jitter": null\n  }\n]',
+                  "jitter": ""},
                  id="or: its children as JSON"),
+    pytest.param({"trigger": "or", "triggers": [{"trigger": "cron", "hour": "9"}],
+                  "jitter": 60},
+                 {"jitter": "60"}, id="or: its own jitter"),
+    pytest.param({"trigger": "interval", "hours": 6, "start_date": "2030-01-31T09:00:00+01:00",
+                  "end_date": "2031-01-31T09:00:00.250000+01:00",
+                  "timezone": "Europe/Berlin", "jitter": 30},
+                 {"hours": "6", "days": "", "start_date": "2030-01-31T09:00:00+01:00",
+                  "end_date": "2031-01-31T09:00:00.250000+01:00",
+                  "timezone": "Europe/Berlin", "jitter": "30"},
+                 id="interval: jitter, start and end dates as the API shows them"),
+    pytest.param({"trigger": "cron", "hour": "9", "start_date": "2030-01-31",
+                  "end_date": "2030-12-31T18:00:00Z", "jitter": 0},
+                 {"hour": "9", "start_date": "2030-01-31T00:00:00+00:00",
+                  "end_date": "2030-12-31T18:00:00+00:00", "timezone": "UTC", "jitter": "0"},
+                 id="cron: jitter, start and end dates as the API shows them"),
 ])
 def test_the_edit_form_holds_the_jobs_trigger_fields(tmp_path, trigger, shown):
     with running_api(tmp_path / "jobs.sqlite") as (_, client):

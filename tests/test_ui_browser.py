@@ -195,8 +195,19 @@ def holds(actual, expected) -> bool:
                  {"triggers": [{"trigger": "cron", "hour": "9"},
                                {"trigger": "interval", "hours": 6}]},
                  id="or of a cron and an interval"),
+    pytest.param("interval", {"interval-hours": "6", "interval-jitter": "30",
+                              "interval-start_date": "2030-01-31T09:00:00+01:00"},
+                 "every 6 hours",
+                 {"hours": 6, "jitter": 30, "start_date": "2030-01-31T09:00:00+01:00"},
+                 id="interval with jitter and a start date"),
+    pytest.param("cron", {"cron-hour": "9", "cron-jitter": "120",
+                          "cron-start_date": "2030-01-31", "cron-end_date": "2030-12-31"},
+                 "cron hour=9",  # dates alone are midnight in the trigger's zone
+                 {"hour": "9", "jitter": 120, "start_date": "2030-01-31T00:00:00+00:00",
+                  "end_date": "2030-12-31T00:00:00+00:00"},
+                 id="cron with jitter, start and end dates"),
 ])
-def test_add_a_job_of_another_trigger_type_through_the_form(server, browser, kind, values,
+def test_add_a_job_with_its_trigger_fields_through_the_form(server, browser, kind, values,
                                                             words, stored):
     base, session = server
     log_in(browser, "admin")
@@ -225,6 +236,14 @@ def test_add_a_job_of_another_trigger_type_through_the_form(server, browser, kin
                  "hour: Error validating expression '25'", id="a child's field at the children"),
     pytest.param("or", {"or-triggers": '[{"trigger": "cron",'}, "or-triggers",
                  "triggers: is not valid JSON", id="children that are not JSON at the children"),
+    pytest.param("or", {"or-triggers": '[{"trigger": "cron", "hour": "9", "jitter": -1}]'},
+                 "or-triggers", "jitter: must be an integer",
+                 id="a child's jitter at the children when the or's own is empty"),
+    pytest.param("or", {"or-triggers": '[{"trigger": "cron", "hour": "9"}]', "or-jitter": "1.5"},
+                 "or-jitter", "jitter: must be an integer", id="the or's own jitter at it"),
+    pytest.param("interval", {"interval-seconds": "30", "interval-start_date": "31.01.2030"},
+                 "interval-start_date", "start_date: '31.01.2030' is not an ISO 8601 date-time",
+                 id="an interval's start date at its own field"),
 ])
 def test_the_apis_validation_message_is_shown_at_its_field(server, browser, kind, values, key,
                                                            message):
@@ -251,28 +270,50 @@ def test_the_apis_validation_message_is_shown_at_its_field(server, browser, kind
     shot(browser, "validation" if kind == "cron" else f"validation-{key}")
 
 
-#: A job of each trigger type, as the API takes it, for the edit form.
-EDITED = {
-    "interval": {"trigger": "interval", "hours": 2, "minutes": 30, "timezone": "Europe/Berlin"},
-    "cron": {"trigger": "cron", "day_of_week": "mon-fri", "hour": "9", "minute": "15"},
-    "date": {"trigger": "date", "run_date": "2031-01-01T09:00:00+00:00"},
-    "calendarinterval": {"trigger": "calendarinterval", "months": 1, "days": 2, "hour": 6,
-                         "minute": 30, "start_date": "2030-01-31"},
-    "and": {"trigger": "and", "triggers": [
+#: Jobs as the API takes them, for the edit form: one of each trigger type, then jitter and
+#: start and end dates (saving the form once dropped them).
+EDITED = [
+    pytest.param("edit-interval", {"trigger": "interval", "hours": 2, "minutes": 30,
+                                   "timezone": "Europe/Berlin"}, id="interval"),
+    pytest.param("edit-cron", {"trigger": "cron", "day_of_week": "mon-fri", "hour": "9",
+                               "minute": "15"}, id="cron"),
+    pytest.param("edit-date", {"trigger": "date", "run_date": "2031-01-01T09:00:00+00:00"},
+                 id="date"),
+    pytest.param("edit-calendarinterval", {"trigger": "calendarinterval", "months": 1,
+                                           "days": 2, "hour": 6, "minute": 30,
+                                           "start_date": "2030-01-31"}, id="calendarinterval"),
+    pytest.param("edit-and", {"trigger": "and", "triggers": [
         {"trigger": "cron", "day_of_week": "mon-fri", "hour": "9"},
-        {"trigger": "cron", "day": "1-7", "hour": "9"}]},
-    "or": {"trigger": "or", "triggers": [
+        {"trigger": "cron", "day": "1-7", "hour": "9"}]}, id="and"),
+    pytest.param("edit-or", {"trigger": "or", "triggers": [
         {"trigger": "cron", "hour": "9"},
-        {"trigger": "calendarinterval", "weeks": 2, "hour": 18}]},
-}
+        {"trigger": "calendarinterval", "weeks": 2, "hour": 18}]}, id="or"),
+    pytest.param("edit-interval-dates", {
+        "trigger": "interval", "hours": 2, "start_date": "2026-01-31T09:00:00.250000+01:00",
+        "end_date": "2036-01-31T09:00:00+01:00", "timezone": "Europe/Berlin", "jitter": 30,
+    }, id="interval with jitter, a start date in the past and an end date"),
+    pytest.param("edit-cron-dates", {
+        "trigger": "cron", "hour": "9", "minute": "15", "start_date": "2030-01-31",
+        "end_date": "2030-12-31T18:00:00Z", "jitter": 600,
+    }, id="cron with jitter, start and end dates"),
+    pytest.param("edit-calendarinterval-jitter", {
+        "trigger": "calendarinterval", "weeks": 2, "hour": 18, "start_date": "2030-01-31",
+        "end_date": "2031-01-31", "jitter": 300,
+    }, id="calendarinterval with jitter and an end date"),
+    pytest.param("edit-or-jitter", {"trigger": "or", "jitter": 60, "triggers": [
+        {"trigger": "cron", "hour": "9", "jitter": 5},
+        {"trigger": "interval", "hours": 6, "start_date": "2030-01-31T09:00:00+00:00"}]},
+        id="or with jitter"),
+]
 
 
-@pytest.mark.parametrize("kind", list(EDITED))
-def test_editing_a_job_prefills_its_trigger_and_saves_it_unchanged(server, browser, kind):
+@pytest.mark.parametrize(("job_id", "trigger"), EDITED)
+def test_editing_a_job_prefills_its_trigger_and_saves_it_unchanged(server, browser, job_id,
+                                                                   trigger):
     base, session = server
-    job_id = f"edit-{kind}"
+    kind = trigger["trigger"]
     answer = session.post(f"{base}/jobs", json={"id": job_id, "func": "tests.tasks:record",
-                                                **EDITED[kind]}, timeout=10)
+                                                **trigger}, timeout=10)
     assert answer.status_code == 200, answer.text
     before = answer.json()
     log_in(browser, "admin")
@@ -290,12 +331,12 @@ def test_editing_a_job_prefills_its_trigger_and_saves_it_unchanged(server, brows
         else:
             assert value == ("" if expected is None else str(expected)), name
     browser.execute_script("arguments[0].scrollIntoView()", shown[0])
-    shot(browser, f"edit-{kind}")
+    shot(browser, job_id)
     submit(browser)
     reached_job_page(browser, job_id)
     after = session.get(f"{base}/jobs/{job_id}", timeout=10).json()
-    # An interval's start is now + the interval again when its trigger is saved.
-    moving = {"next_run_time", "last_run", *(("start_date",) if kind == "interval" else ())}
+    # Every field kept, an interval's start too; a jitter draws the next run time again.
+    moving = {"next_run_time", "last_run"}
     assert {k: v for k, v in after.items() if k not in moving} == {
         k: v for k, v in before.items() if k not in moving}
 

@@ -85,6 +85,9 @@
     select.addEventListener("change", showFields);
     showFields();
 
+    // The input an error slot describes (its aria-describedby names the slot).
+    const inputOf = (slot) => form.querySelector('[aria-describedby~="' + slot.id + '"]');
+
     // Where the API's message about `field` goes: the visible trigger's own field first
     // (interval and calendarinterval both have weeks and days), then the job's fields; a
     // trigger field the visible and/or does not have is one of its children's.
@@ -92,15 +95,18 @@
       const named = '[data-error-for="' + CSS.escape(field) + '"]';
       const set = visibleSet();
       const children = set && set.querySelector("[data-child-fields]");
-      return (set && set.querySelector(named)) ||
-        form.querySelector(".job-fields " + named) ||
-        (children && children.dataset.childFields.split(" ").includes(field) ? children : null);
+      const childField = Boolean(children) &&
+        children.dataset.childFields.split(" ").includes(field);
+      let own = set && set.querySelector(named);
+      // An and/or's own field left empty (its jitter) was not sent: the message is a child's.
+      if (own && childField && !inputOf(own).value.trim()) own = null;
+      return own || form.querySelector(".job-fields " + named) || (childField ? children : null);
     };
 
     const showError = (field, message) => {
       const slot = field ? slotFor(field) : null;
       (slot || document.getElementById("form-error")).textContent = message;
-      const input = slot && form.querySelector('[aria-describedby~="' + slot.id + '"]');
+      const input = slot && inputOf(slot);
       if (input) {
         input.setAttribute("aria-invalid", "true");
         input.focus({preventScroll: true});
