@@ -91,6 +91,14 @@ def wait(driver, condition, seconds: float = 10):
         StaleElementReferenceException,)).until(condition)
 
 
+def click_button(driver, text: str) -> None:
+    """Click the button labelled ``text``, found again if the live page swapped it first."""
+    def clicked(d) -> bool:
+        d.find_element(By.XPATH, f"//button[text()='{text}']").click()
+        return True
+    wait(driver, clicked)
+
+
 def shot(driver, name: str) -> None:
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
@@ -347,7 +355,7 @@ def test_pause_then_run_and_see_the_run_and_its_traceback_live(server, browser):
     browser.get(f"{base}/ui/jobs/failing")
     wait(browser, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-live")
          == "open")
-    browser.find_element(By.XPATH, "//button[text()='Pause']").click()
+    click_button(browser, "Pause")
     wait(browser, lambda d: d.find_elements(By.XPATH, "//button[text()='Resume']"))
     assert session.get(f"{base}/jobs/failing", timeout=10).json()["next_run_time"] is None
     # A run started elsewhere (another client of the API) appears without a reload.
@@ -369,7 +377,7 @@ def test_run_now_from_the_page(server, browser):
     base, _ = server
     log_in(browser, "admin")
     browser.get(f"{base}/ui/jobs/report")
-    browser.find_element(By.XPATH, "//button[text()='Run now']").click()
+    click_button(browser, "Run now")
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-run] .outcome.success"))
     shot(browser, "run-success")
 
@@ -378,13 +386,13 @@ def test_delete_asks_first(server, browser):
     base, session = server
     log_in(browser, "admin")
     browser.get(f"{base}/ui/jobs/nightly")
-    browser.find_element(By.XPATH, "//button[text()='Delete']").click()
+    click_button(browser, "Delete")
     alert = wait(browser, EC.alert_is_present())
     assert alert.text == "Delete job nightly?"
     alert.dismiss()
     time.sleep(0.3)
     assert session.get(f"{base}/jobs/nightly", timeout=10).status_code == 200
-    browser.find_element(By.XPATH, "//button[text()='Delete']").click()
+    click_button(browser, "Delete")
     wait(browser, EC.alert_is_present()).accept()
     wait(browser, lambda d: d.current_url.endswith("/ui/jobs"))
     assert session.get(f"{base}/jobs/nightly", timeout=10).status_code == 404
@@ -418,19 +426,19 @@ def test_shut_down_asks_first_and_start_brings_the_scheduler_back(server, browse
         return info["running"], info["state"]
 
     assert shown("running")(browser) and api_state() == (True, "running")
-    browser.find_element(By.XPATH, "//button[text()='Shut down']").click()
+    click_button(browser, "Shut down")
     alert = wait(browser, EC.alert_is_present())
     assert alert.text == "Shut the scheduler down?"
     alert.dismiss()
     time.sleep(0.3)
     assert shown("running")(browser) and api_state() == (True, "running")
-    browser.find_element(By.XPATH, "//button[text()='Shut down']").click()
+    click_button(browser, "Shut down")
     wait(browser, EC.alert_is_present()).accept()
     wait(browser, shown("stopped"))
     assert api_state() == (False, "stopped")
     assert browser.find_element(By.ID, "flash").text == "Shut down: done"
     shot(browser, "scheduler-stopped")
-    browser.find_element(By.XPATH, "//button[text()='Start']").click()  # asks nothing
+    click_button(browser, "Start")  # asks nothing
     wait(browser, shown("running"))
     assert api_state() == (True, "running")
     assert browser.find_element(By.ID, "flash").text == "Start: done"
