@@ -184,13 +184,15 @@ def bulk_insert(store: SQLAlchemyJobStore, count: int, func: str = FUNC,
 
 
 def ours(label: str, jobstores: dict[str, Any] | None, url: str | None = None,
-         paused: bool = True) -> Variant:
-    """scheduler_api's app around a 404 app, started (paused unless ``paused=False``)."""
+         paused: bool = True, settings: dict[str, Any] | None = None) -> Variant:
+    """scheduler_api's app around a 404 app, started (paused unless ``paused=False``), with
+    these ``settings`` besides."""
     from scheduler_api import APScheduler
 
     scheduler = APScheduler(BackgroundScheduler())
     config: dict[str, Any] = {"SCHEDULER_API_ENABLED": True,
-                              "SCHEDULER_API_ALLOWED_FUNCS": ["benchmarks.tasks:*"]}
+                              "SCHEDULER_API_ALLOWED_FUNCS": ["benchmarks.tasks:*"],
+                              **(settings or {})}
     if jobstores is not None:
         config["SCHEDULER_JOBSTORES"] = jobstores
     if url is not None:
