@@ -626,8 +626,13 @@ class RunHistory:
         runs = self.runs
         cutoff = time.time() - keep_seconds
         with self.engine.connect() as connection:
-            old_jobs = set(connection.execute(select(runs.c.job_id).where(
-                runs.c.scheduled_at < cutoff).group_by(runs.c.job_id)).scalars())
+            # The oldest run first, from its index: the jobs' query scans every run (SQLite
+            # groups by the job index), 1.7 s of CPU each minute for a history of 1,000,000
+            # runs with none to prune.
+            oldest = connection.execute(select(func.min(runs.c.scheduled_at))).scalar()
+            old_jobs = set() if oldest is None or oldest >= cutoff else set(connection.execute(
+                select(runs.c.job_id).where(runs.c.scheduled_at < cutoff)
+                .group_by(runs.c.job_id)).scalars())
         removed = sorted(old_jobs - set(live_jobs))
         deleted = 0
         for start in range(0, len(removed), batch):
