@@ -58,6 +58,9 @@ LISTINGS_PER_ROUND = 3       # warm listings per variant and round (after one un
 SINGLE_FIRES = 30            # single-job fires per variant and round
 SINGLE_LEAD = 0.2            # seconds between scheduling a single job and its run time
 BURST_JOBS = 5000
+#: scheduler_api bursts per round with the recorder on, and as many off (A B B A, repeated):
+#: one burst's jobs/s sways by 10-20 % on shared CPUs, as much as the cost measured.
+BURSTS_PER_SIDE = 4
 BURST_LEAD = 4.0             # seconds between choosing the burst's instant and the instant
 HISTORY_SIZES = (1000, 1_000_000)
 RUNS_PER_JOB = 1000          # each job's history: the 1M history has 1,000 such jobs
@@ -362,9 +365,13 @@ def main() -> None:
             for round_index in range(rounds):
                 bench_listing(variants, round_index, LISTINGS_PER_ROUND, listing)
                 single_fires(runners, round_index, fires, single)
-                # scheduler_api with the recorder on and off twice (A B B A), APScheduler once
+                # scheduler_api with the recorder on and off BURSTS_PER_SIDE times each
+                # (A B B A, repeated), APScheduler once
                 order = rotated(list(bursts), round_index)
-                order += [kind for kind in reversed(order) if kind != "apscheduler"]
+                pair = [kind for kind in order if kind != "apscheduler"]
+                for _ in range(BURSTS_PER_SIDE // 2 - 1):
+                    order += [*reversed(pair), *pair]
+                order += list(reversed(pair))
                 runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in bursts}
                 for number, kind in enumerate(order):
                     runs[kind].append(burst(
@@ -433,9 +440,9 @@ def main() -> None:
         "scheduler", "first job's lateness (ms)", "last job's lateness (ms)",
         "jobs/s (all dispatched and done)", "history written, after the last run (ms)",
         "first per round (ms)", "last per round (ms)"], burst_rows, [
-        "Per round: scheduler_api with the recorder on and off twice each (A B B A, the mean "
-        "of the two), APScheduler 3 once. Each burst: a fresh SQLite file, the scheduler "
-        "started, then the jobs bulk-inserted "
+        f"Per round: scheduler_api with the recorder on and off {BURSTS_PER_SIDE} times each "
+        "(A B B A, repeated; the mean of each side), APScheduler 3 once. Each burst: a "
+        "fresh SQLite file, the scheduler started, then the jobs bulk-inserted "
         f"(one transaction) with one run date {BURST_LEAD} s ahead. Every job's run is "
         "noted by the job itself: each of the jobs ran exactly once, the store is empty "
         "afterwards, and scheduler_api's history holds one successful run per job (rows and "
