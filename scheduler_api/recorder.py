@@ -134,7 +134,6 @@ def new_run_id() -> str:
 RunStart = tuple[str, str, str, str, datetime, float]
 #: Its end: ("end", start, ended_at, outcome, error, result); error: (type, message,
 #: traceback) or None. The writer joins a start and an end it takes together into one insert.
-RunEnd = tuple[str, RunStart, float, str, tuple[str, str, str] | None, str | None]
 #: A whole run, as the writer writes it, and as queued for a run that did not start
 #: (started_at None) or that another executor ran:
 #: ("whole", id, job_id, reason, scheduled_at, started_at, outcome, ended_at, error, result).
