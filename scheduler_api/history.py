@@ -536,7 +536,8 @@ class RunHistory:
                         runs.c.outcome == "running").distinct()).scalars():
                     markers[running] = max(at, markers.get(running, at))
             else:
-                markers[storable(job_id)] = max(at, markers.get(storable(job_id), at))
+                key = storable(job_id)
+                markers[key] = max(at, markers.get(key, at))
         if markers:
             upsert(connection, table, [
                 {"job_id": job_id, "run_id": "", "at": at, "summary": "null"}
