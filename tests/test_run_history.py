@@ -504,8 +504,11 @@ def test_the_leader_marks_lost_the_runs_of_a_dead_process_and_its_own_forgotten_
     with history.engine.begin() as connection:
         history.write(connection, rows, [], [])
     marked = history.mark_lost(node, os.getpid(), set(), time.time() - 60)
-    assert sorted(row["job_id"] for row in marked) == ["dead", "forgotten"]
-    assert scheduler.get_runs("alive").runs[0].outcome == "running"
+    # The leader's own housekeeping may have marked some first: judge by what is stored.
+    assert {row["job_id"] for row in marked} <= {"dead", "forgotten"}
+    assert {job_id: scheduler.get_runs(job_id).runs[0].outcome
+            for job_id in ("dead", "alive", "forgotten")} == {
+        "dead": "lost", "alive": "running", "forgotten": "lost"}
     assert_totals_are_real_counts(scheduler)
 
 
