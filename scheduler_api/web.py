@@ -110,10 +110,13 @@ def query_int(request: Request, name: str, default: int, minimum: int,
     if raw is None:
         return default
     maximum = MAX_OFFSET if maximum is None else maximum
-    # isdigit() alone admits '²' and '①'; the bound keeps a SQL OFFSET within 64 bits.
-    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+    # isdigit() alone admits '²' and '①'; int() refuses more than 4,300 digits (ValueError);
+    # the bound keeps a SQL OFFSET within 64 bits.
+    digits = raw.lstrip("0") or "0"
+    if (not (raw.isascii() and raw.isdigit()) or len(digits) > 19
+            or not minimum <= int(digits) <= maximum):
         raise InvalidField(name, f"must be a whole number from {minimum} to {maximum}")
-    return int(raw)
+    return int(digits)
 
 
 def check_query(request: Request, known: set[str]) -> None:
