@@ -135,6 +135,8 @@ _CALENDAR_UNITS = ("years", "months", "weeks", "days")
 _TIME_OF_DAY = ("hour", "minute", "second")
 _CRON_FIELDS = tuple(CronTrigger.FIELD_NAMES)
 _DATES = ("start_date", "end_date")
+#: The trigger arguments that are dates (of any trigger type).
+TRIGGER_DATES = frozenset({*_DATES, "run_date"})
 
 #: The fields each trigger type takes, besides ``trigger`` itself.
 TRIGGER_FIELDS: dict[str, frozenset[str]] = {
@@ -280,11 +282,42 @@ def parse_timezone(value: object, field: str = "timezone") -> tzinfo:
         raise InvalidField(field, f"unknown time zone {value!r}") from None
 
 
+#: APScheduler's date grammar (``convert_to_datetime``), in ASCII digits and nothing after it.
+_ISO_8601 = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{1,2}):(\d{1,2})"
+                       r"(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)?)?", re.ASCII)
+
+
+def read_iso_8601(text: str) -> datetime:
+    """``text`` as a datetime, naive unless it gives an offset; ValueError if it is none.
+
+    APScheduler's own reading takes the fraction's digits for microseconds ('.5' was 5 us,
+    JavaScript's '.500' 500 us), any Unicode digit and a final newline; this is its grammar
+    read as ISO 8601 means it (up to 9 fraction digits, cut to microseconds)."""
+    match = _ISO_8601.fullmatch(text)
+    if match is None:
+        raise ValueError("Invalid date string")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    zone = None
+    if offset == "Z":
+        zone = timezone.utc
+    elif offset:
+        sign = -1 if offset[0] == "-" else 1
+        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:])))
+    return datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                    int(second or 0), int((fraction or "0").ljust(6, "0")[:6]), tzinfo=zone)
+
+
+def to_datetime(value: object, tz: tzinfo, name: str) -> datetime:
+    """APScheduler's ``convert_to_datetime``, with a string read by :func:`read_iso_8601`."""
+    return convert_to_datetime(  # type: ignore[no-any-return]
+        read_iso_8601(value) if isinstance(value, str) else value, tz, name)
+
+
 def parse_datetime(value: object, field: str, tz: tzinfo) -> datetime:
     if not isinstance(value, str):
         raise InvalidField(field, "must be an ISO 8601 date-time string")
     try:
-        return convert_to_datetime(value, tz, field)  # type: ignore[no-any-return]
+        return to_datetime(value, tz, field)
     except ValueError:
         raise InvalidField(field, f"{value!r} is not an ISO 8601 date-time") from None
     except OverflowError:  # 9999-12-31T23:59 localised to a zone east of UTC

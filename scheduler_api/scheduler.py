@@ -43,7 +43,7 @@ from apscheduler.schedulers.base import (
     BaseScheduler,
 )
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.util import convert_to_datetime, obj_to_ref
+from apscheduler.util import obj_to_ref
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -68,7 +68,14 @@ from .deadlines import DeadlineLock, bound_store_waits
 from .events import EventLimits
 from .funcs import FuncPolicy
 from .history import RunHistory, RunPage, private_sqlite_engine
-from .jobs import DEFAULT_MIN_INTERVAL, check_next_run_time, check_trigger
+from .jobs import (
+    DEFAULT_MIN_INTERVAL,
+    TRIGGER_DATES,
+    check_next_run_time,
+    check_trigger,
+    read_iso_8601,
+    to_datetime,
+)
 from .listing import JobListing
 from .metrics import MAX_JOBS, Metrics, instrument, metrics_enabled
 from .process import defer_to_workers, retrying_while_busy, start_scheduler
@@ -282,7 +289,8 @@ class APScheduler:
         Raises ValueError naming the job when its trigger or next_run_time is refused.
         """
         options = {key: value for key, value in job.items() if key in _ADD_JOB_OPTIONS}
-        trigger_args = {key: value for key, value in job.items() if key not in _ADD_JOB_OPTIONS}
+        trigger_args = {key: read_iso_8601(value) if key in TRIGGER_DATES and isinstance(
+            value, str) else value for key, value in job.items() if key not in _ADD_JOB_OPTIONS}
         timezone = self._scheduler.timezone
         try:
             trigger = options.get("trigger")
@@ -291,8 +299,8 @@ class APScheduler:
             engine.bound_trigger(trigger)
             check_trigger(trigger, timezone, self.min_interval)
             if options.get("next_run_time") is not None:
-                check_next_run_time(convert_to_datetime(options["next_run_time"], timezone,
-                                                        "next_run_time"), datetime.now(timezone))
+                options["next_run_time"] = check_next_run_time(to_datetime(
+                    options["next_run_time"], timezone, "next_run_time"), datetime.now(timezone))
         except (TypeError, ValueError, LookupError) as exc:
             raise ValueError(f"SCHEDULER_JOBS: job {job.get('id')!r}: {exc}") from None
         options["trigger"] = trigger
@@ -560,7 +568,7 @@ class APScheduler:
             # date job, which is before its run, store first: that forgot nothing, and cost a
             # record per run on the way to every job.) A replacement keeps its last run:
             # SCHEDULER_JOBS are added again at every start.
-            self.recorder.forget_last_run(id)
+            self.recorder.forget_last_run(id, at_once=True)
         return job
 
     def remove_job(self, id: str, jobstore: str | None = None) -> None:
@@ -651,7 +659,7 @@ class APScheduler:
         if self.history is None:
             raise RuntimeError("the run history is set up when the scheduler starts")
         outcomes = [outcome] if isinstance(outcome, str) else list(outcome)
-        since, until = (None if moment is None else convert_to_datetime(
+        since, until = (None if moment is None else to_datetime(
             moment, self.timezone, name) for moment, name in ((since, "since"), (until, "until")))
         return self.history.page(job_id, outcomes, since, until, limit, offset)
 

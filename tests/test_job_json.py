@@ -124,3 +124,38 @@ def test_an_interval_ending_before_its_first_fire_time_is_refused(api):
                                         "end_date": "2020-01-01T00:00:00+00:00"})
     assert answer.status_code == 400
     assert answer.json["error_message"].startswith("end_date: is before the first fire time")
+
+
+# -- dates as ISO 8601 means them ----------------------------------------------------------
+
+@pytest.mark.parametrize(("written", "shown"), [
+    ("2031-01-01T00:00:00.5Z", "2031-01-01T00:00:00.500000+00:00"),
+    ("2031-01-01T00:00:00.500+00:00", "2031-01-01T00:00:00.500000+00:00"),
+    ("2031-01-01T00:00:00.123456789Z", "2031-01-01T00:00:00.123456+00:00"),
+    ("2031-01-01 00:00:00.25", "2031-01-01T00:00:00.250000+00:00"),
+], ids=["one fraction digit is tenths", "milliseconds as JavaScript writes them",
+        "nanoseconds cut to microseconds", "naive, with a space"])
+def test_a_fraction_of_a_second_is_read_as_a_fraction(tmp_path, written, shown):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_TIMEZONE="UTC",
+                     SCHEDULER_JOBS=[{"id": "configured", "func": "tests.tasks:record",
+                                      "trigger": "cron", "hour": "3", "start_date": written,
+                                      "next_run_time": written}]) as (_, client):
+        posted = client.post("/jobs", json={"id": "posted", "func": "tests.tasks:record",
+                                            "trigger": "date", "run_date": written})
+        assert posted.status_code == 200, posted.json
+        assert posted.json["run_date"] == shown
+        configured = client.get("/jobs/configured").json
+        assert (configured["start_date"], configured["next_run_time"]) == (shown, shown)
+
+
+@pytest.mark.parametrize("written", ["\uff12\uff10\uff13\uff11-\uff10\uff11-\uff10\uff11",
+                                     "2031-01-01\n", "2031-01-01T00:00:00.",
+                                     "2031-01-01T00:00:00.1234567890Z"],
+                         ids=["fullwidth digits", "a trailing newline", "a dot and no digits",
+                              "ten fraction digits"])
+def test_a_date_not_in_iso_8601_as_written_is_a_400(tmp_path, written):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        answer = client.post("/jobs", json={"id": "posted", "func": "tests.tasks:record",
+                                            "trigger": "date", "run_date": written})
+        assert answer.status_code == 400
+        assert answer.json["error_message"].startswith("run_date")
