@@ -11,11 +11,12 @@ configuration errors do, instead of being silently ignored::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import tzinfo
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from authmw import HTTPAuth, Throttle
@@ -234,3 +235,17 @@ def make_engine(url: str | URL) -> Engine:
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     return engine
+
+
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection whose reads all see the database as it was at the first: a page and its
+    total agree while other processes write. Each statement took its own snapshot before
+    (pysqlite begins no transaction for a SELECT; PostgreSQL reads at READ COMMITTED)."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="REPEATABLE READ")
+        elif (connection.dialect.name == "sqlite"
+              and not connection.connection.driver_connection.in_transaction):  # type: ignore[union-attr]
+            connection.exec_driver_sql("BEGIN")  # deferred: under WAL, no writer waits for it
+        yield connection  # leaving connect() rolls the read transaction back

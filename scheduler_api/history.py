@@ -65,7 +65,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from .config import make_engine
+from .config import make_engine, read_snapshot
 from .coordination import advisory_key
 from .jobs import JSON, iso_8601
 from .run_stats import stat_deltas
@@ -329,13 +329,15 @@ class RunHistory:
             conditions.append(runs.c.scheduled_at < until.timestamp())
         query = select(runs).where(*conditions).order_by(runs.c.seq.desc())
         try:
-            with self.engine.connect() as connection:
-                rows = connection.execute(query.limit(limit).offset(offset)).all()
+            with read_snapshot(self.engine) as connection:
                 if since is None and until is None:
                     total = self._counted(connection, job_id, outcomes)
                 else:  # a range: counted through the scheduled-time index
                     total = connection.execute(
                         select(func.count()).select_from(runs).where(*conditions)).scalar_one()
+                # Past the total the page is empty: an OFFSET read would walk every run.
+                rows = [] if offset >= total else connection.execute(
+                    query.limit(limit).offset(offset)).all()
         except (OperationalError, ProgrammingError):
             if self._tables_exist():
                 raise
@@ -518,6 +520,15 @@ class RunHistory:
         if values:
             upsert(connection, self.stats, values, ("metric", "bucket"),
                    lambda table, new: {"value": table.c.value + new.value})
+
+    def forget_last_run_now(self, job_id: str, at: float) -> None:
+        """Forget ``job_id``'s last run in a transaction of its own (as :meth:`write` does),
+        if it has one: a read only, when it has none."""
+        table = self.last_runs
+        with self.engine.begin() as connection:
+            if connection.execute(select(table.c.job_id).where(
+                    table.c.job_id == storable(job_id), table.c.run_id != "")).first():
+                self._forget_last_runs(connection, [(job_id, at)])
 
     def _forget_last_runs(self, connection: Connection,
                           forgotten: Collection[tuple[str | None, float]]) -> None:

@@ -47,6 +47,7 @@ from sqlalchemy.schema import CreateIndex
 
 from . import engine
 from .codec import encode_json
+from .config import read_snapshot
 from .jobs import JSON, iso_8601, job_to_json, trigger_to_json
 
 CACHE_SIZE = 16384
@@ -193,7 +194,7 @@ class JobListing:
         """The (job_state, id) rows ``[offset, offset + limit)`` in the listing's order, and
         the number of jobs."""
         scheduled, paused = _ordered(store)
-        with store.engine.begin() as connection:
+        with read_snapshot(store.engine) as connection:  # counts and rows agree
             if limit is None and not offset:  # all(): one fetch, not one call per row
                 rows = [*connection.execute(scheduled).all(), *connection.execute(paused).all()]
                 return rows, len(rows)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
+import time
 
 import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -100,3 +103,33 @@ def test_a_stopped_schedulers_pending_jobs_are_searched_too(tmp_path):
     for job_id, name in (("a", "Nightly report"), ("b", "backup")):
         scheduler.add_job(job_id, "tests.tasks:record", name=name, trigger="interval", hours=1)
     assert searched(scheduler, "report") == (["a"], 1)
+
+
+def test_a_page_and_its_total_agree_while_jobs_are_added(client):
+    """The counts and the rows of a page are read in one snapshot: a job added between them
+    made the total differ from the page, or moved the boundary between scheduled and paused
+    jobs (a job listed twice, or left out)."""
+    scheduler, api = client
+    stop = threading.Event()
+
+    def add() -> None:
+        for n in itertools.count():
+            if stop.is_set() or n >= 400:
+                return
+            scheduler.add_job(f"job{n:03}", "tests.tasks:record", trigger="cron", hour="3",
+                              **({"next_run_time": None} if n % 2 else {}))
+
+    adder = threading.Thread(target=add)
+    adder.start()
+    disagreeing = []
+    try:
+        deadline = time.monotonic() + 3
+        while adder.is_alive() and time.monotonic() < deadline:
+            page = api.get("/jobs", query_string={"limit": 1000}).json
+            ids = [job["id"] for job in page["jobs"]]
+            if page["total"] != len(ids) or len(set(ids)) != len(ids):
+                disagreeing.append((page["total"], len(ids), len(set(ids))))
+    finally:
+        stop.set()
+        adder.join()
+    assert disagreeing == []
