@@ -257,11 +257,22 @@ class RunRecorder:
 
     # -- the writer thread -----------------------------------------------------------------
 
-    def forget_last_run(self, job_id: str | None) -> None:
+    def forget_last_run(self, job_id: str | None, *, at_once: bool = False) -> None:
         """Runs of ``job_id`` (None: of every job) noted so far are not the last run of a
         job that has its id from now on (a job removed, or one added anew): its last run is
-        forgotten, and none of them becomes it."""
-        self._push(("forget", job_id, time.time()))
+        forgotten, and none of them becomes it.
+
+        ``at_once``: a job added anew is read right after (by any process) with no last run,
+        not only once the writer has written the record (which still keeps the runs noted
+        before it from becoming the last run as they are written)."""
+        at = time.time()
+        if at_once and job_id is not None:
+            try:
+                self.history.forget_last_run_now(job_id, at)
+            except (InterfaceError, OperationalError):
+                logger.warning("could not forget the last run of job %r at once; the writer "
+                               "will", job_id, exc_info=True)
+        self._push(("forget", job_id, at))
 
     def _push(self, record: tuple[Any, ...]) -> None:
         pending = self._pending
