@@ -15,6 +15,7 @@ process died (``lost``) from a long one. The leader's recorder also prunes the h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,27 +77,38 @@ _repr.maxother = MAX_RESULT
 _repr.maxlevel = 3
 
 
+def _text(value: object) -> str:
+    """A plain str of ``value``, a str or a str subclass (whose methods may raise)."""
+    return str.__str__(value) if isinstance(value, str) else "<not a str>"
+
+
+def _class_name(value: object) -> str:
+    # type's own descriptor: a metaclass's __qualname__ cannot make reading it raise.
+    return _text(type.__dict__["__qualname__"].__get__(type(value)))
+
+
 def describe_result(value: object) -> str | None:
     """A return value's repr, bounded (None stays None)."""
     if value is None:
         return None
     try:
-        return clip(_repr.repr(value), MAX_RESULT)
+        return clip(_text(_repr.repr(value)), MAX_RESULT)
     except BaseException:  # noqa: BLE001 - a broken __repr__ (even SystemExit) must not lose the run
-        return clip(f"<{type(value).__qualname__} object: repr() failed>", MAX_RESULT)
+        return clip(f"<{_class_name(value)} object: repr() failed>", MAX_RESULT)
 
 
 def describe_error(error: BaseException) -> tuple[str, str, str]:
-    """(type, message, traceback) of an exception, each bounded."""
+    """(type, message, traceback) of an exception, each bounded; never raises, whatever the
+    exception's methods do (a run whose end cannot be described would stay running)."""
     try:
-        message = str(error)
+        message = _text(str(error))
     except BaseException:  # noqa: BLE001 - as describe_result
         message = "<str() failed>"
     try:
         text = "".join(traceback.format_exception(error))
     except BaseException:  # noqa: BLE001
         text = "<the traceback could not be formatted>"
-    return (clip(type(error).__qualname__, 255), clip(message, MAX_MESSAGE),
+    return (clip(_class_name(error), 255), clip(message, MAX_MESSAGE),
             clip(text, MAX_TRACEBACK))
 
 
@@ -222,12 +234,16 @@ class RunRecorder:
             self._push(run)
             try:
                 result = job.func(*job.args, **job.kwargs)
-            except BaseException as error:  # as APScheduler: a job's SystemExit is its error
+            except BaseException as error:
+                # The end first: logging an exception whose methods raise may fail.
+                self._push(("end", run, time.time(), "error", describe_error(error), None))
                 events.append(_RecordedEvent(
                     EVENT_JOB_ERROR, job.id, jobstore_alias, run_time, exception=error,
                     traceback="".join(traceback.format_tb(error.__traceback__))))
-                job_logger.exception('Job "%s" raised an exception', job)
-                self._push(("end", run, time.time(), "error", describe_error(error), None))
+                # Logging's own report of a failed record can raise (a class whose name
+                # raises): the pool's thread must not die of it.
+                with contextlib.suppress(Exception):
+                    job_logger.exception('Job "%s" raised an exception', job)
                 traceback.clear_frames(error.__traceback__)
                 del error
             else:

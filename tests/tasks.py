@@ -72,6 +72,43 @@ def fail_unprintably() -> None:
     raise UnprintableError("hidden")
 
 
+class TreacherousText(str):
+    """A str whose own methods raise: what a broken __str__ or __repr__ may return."""
+
+    def __len__(self) -> int:
+        raise RuntimeError("no len")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class NamelessClass(type):
+    """A metaclass whose classes' names cannot be read."""
+
+    def __getattribute__(cls, name: str) -> object:
+        if name in ("__name__", "__qualname__"):
+            raise RuntimeError("no name")
+        return super().__getattribute__(name)
+
+
+class TreacherousError(Exception, metaclass=NamelessClass):
+    def __str__(self) -> str:
+        return TreacherousText("a treacherous message")
+
+
+class NamelessUnprintable(metaclass=NamelessClass):
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def fail_treacherously() -> None:
+    raise TreacherousError()
+
+
+def give_nameless_unprintable() -> NamelessUnprintable:
+    return NamelessUnprintable()
+
+
 class Unstorable:
     """A repr no database takes as it is: a NUL and an unpaired surrogate."""
 

@@ -207,12 +207,18 @@ def check_bounded(run: Run) -> None:
     ("tests.tasks:give_unstorable", [], "success", {"result": "surrogate"}),
     ("tests.tasks:fail_unstorably", [], "error", {"error_message": "surrogate"}),
     ("tests.tasks:fail_with_long_type_name", [], "error", {"error_type": "EEEE"}),
+    ("tests.tasks:fail_treacherously", [], "error",
+     {"error_type": "TreacherousError", "error_message": "a treacherous message"}),
+    ("tests.tasks:give_nameless_unprintable", [], "success",
+     {"result": "NamelessUnprintable object: repr() failed"}),
 ], ids=["a 1 MB exception message is cut", "a 5 MB result is cut to its repr's bound",
         "a list of 100,000 numbers is cut", "a result whose repr fails is still recorded",
         "an error whose str fails is still recorded",
         "a result repr with NUL and a lone surrogate is stored escaped",
         "an error message with NUL and a lone surrogate is stored escaped",
-        "an exception class name of 300 characters is cut to its column"])
+        "an exception class name of 300 characters is cut to its column",
+        "an error whose str is a str subclass that raises and whose class name raises",
+        "a result whose repr raises and whose class name raises"])
 def test_fields_are_bounded_and_storable_and_later_runs_still_recorded(history_api, func, args,
                                                                       outcome, shows):
     scheduler, client = history_api

@@ -14,7 +14,6 @@ from scheduler_api.history import RunHistory
 from .api_helpers import running_api
 from .test_run_history import BASE, wait_until
 
-
 # -- query numbers too long for int() --------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/runs", "/jobs/alpha/runs"])
