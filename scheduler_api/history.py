@@ -521,14 +521,11 @@ class RunHistory:
             upsert(connection, self.stats, values, ("metric", "bucket"),
                    lambda table, new: {"value": table.c.value + new.value})
 
-    def forget_last_run_now(self, job_id: str, at: float) -> None:
-        """Forget ``job_id``'s last run in a transaction of its own (as :meth:`write` does),
-        if it has one: a read only, when it has none."""
-        table = self.last_runs
+    def forget_last_run_now(self, job_id: str | None, at: float) -> None:
+        """Forget ``job_id``'s last run (None: every job's) in a transaction of its own, as
+        :meth:`write` does."""
         with self.engine.begin() as connection:
-            if connection.execute(select(table.c.job_id).where(
-                    table.c.job_id == storable(job_id), table.c.run_id != "")).first():
-                self._forget_last_runs(connection, [(job_id, at)])
+            self._forget_last_runs(connection, [(job_id, at)])
 
     def _forget_last_runs(self, connection: Connection,
                           forgotten: Collection[tuple[str | None, float]]) -> None:

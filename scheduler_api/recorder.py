@@ -278,16 +278,17 @@ class RunRecorder:
         job that has its id from now on (a job removed, or one added anew): its last run is
         forgotten, and none of them becomes it.
 
-        ``at_once``: a job added anew is read right after (by any process) with no last run,
-        not only once the writer has written the record (which still keeps the runs noted
-        before it from becoming the last run as they are written)."""
+        ``at_once``: forgotten before this returns (a job removed: one added under its id
+        right after is read with no last run by any process), not only once the writer has
+        written the record (which still keeps the runs noted before it from becoming the
+        last run as they are written)."""
         at = time.time()
-        if at_once and job_id is not None:
+        if at_once:
             try:
                 self.history.forget_last_run_now(job_id, at)
             except (InterfaceError, OperationalError):
                 logger.warning("could not forget the last run of job %r at once; the writer "
-                               "will", job_id, exc_info=True)
+                               "will", "*" if job_id is None else job_id, exc_info=True)
         self._push(("forget", job_id, at))
 
     def _push(self, record: tuple[Any, ...]) -> None:

@@ -483,10 +483,11 @@ class APScheduler:
         if self.recorder is not None:
             job_id = getattr(event, "job_id", None)
             # A new job with its id has not run (the scheduler's own removals, of jobs with
-            # no fire time left, are forgotten as a job with the id is added: add_job).
+            # no fire time left, are forgotten as a job with the id is added: add_job). At
+            # once: a job added under the id right after shows no last run, in any process.
             if event.code in (EVENT_JOB_REMOVED, EVENT_ALL_JOBS_REMOVED) and \
                     not engine.in_scheduling_step():
-                self.recorder.forget_last_run(job_id)
+                self.recorder.forget_last_run(job_id, at_once=True)
             self.recorder.job_event(_CHANGE_KINDS[event.code], job_id)
 
     def _announce_state(self) -> None:
@@ -568,7 +569,7 @@ class APScheduler:
             # date job, which is before its run, store first: that forgot nothing, and cost a
             # record per run on the way to every job.) A replacement keeps its last run:
             # SCHEDULER_JOBS are added again at every start.
-            self.recorder.forget_last_run(id, at_once=True)
+            self.recorder.forget_last_run(id)
         return job
 
     def remove_job(self, id: str, jobstore: str | None = None) -> None:
