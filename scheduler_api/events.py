@@ -17,6 +17,7 @@ import bisect
 import itertools
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -42,8 +43,12 @@ logger = logging.getLogger("scheduler_api")
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_MAX_STREAMS = 16
 #: A comment is sent after this many seconds without an event: proxies keep the connection,
-#: and a client that went away is noticed (the write fails).
+#: and a client that went away is noticed on a server that gives no socket (a write fails;
+#: the first after the client's close is still taken by the kernel, the next one fails).
 KEEPALIVE_SECONDS = 15.0
+#: With the server's socket, a waiting stream looks this often whether its client closed the
+#: connection: its place under the cap is free at once, not two keepalives later.
+CLIENT_CHECK_SECONDS = 1.0
 #: A stream whose client has not taken a chunk for this long is dropped (gunicorn's socket,
 #: or werkzeug's server's; on another server a blocked write holds the stream's thread).
 SEND_TIMEOUT_SECONDS = 30.0
@@ -303,7 +308,9 @@ class EventStreamBody:
         self._closed = False
         self._socket = sock if isinstance(sock, socket.socket) else None
         self._socket_timeout: float | None = None
+        self._readable = select.poll()
         if self._socket is not None:
+            self._readable.register(self._socket, select.POLLIN)
             # A client that stops reading fills the socket's buffer; a send then fails after
             # this long, instead of holding the worker's thread until the stream's end.
             self._socket_timeout = self._socket.gettimeout()
@@ -342,13 +349,34 @@ class EventStreamBody:
             if now >= keepalive:
                 yield b": keepalive\n\n"
                 keepalive = now + KEEPALIVE_SECONDS
+            wait = min(end, keepalive) - now
+            if self._socket is not None:
+                wait = min(wait, CLIENT_CHECK_SECONDS)
             try:
-                events = self.feed.read(after, min(end, keepalive) - now)
+                events = self.feed.read(after, wait)
             except Exception:  # the database, while catching up: end; the client comes back
                 logger.warning("event stream: cannot read events after %d; the stream ends",
                                after, exc_info=True)
+                return
+            if not events and self._client_gone():
                 return
             for event in events:
                 yield encode_event(event)
                 after = event.seq
                 keepalive = time.monotonic() + KEEPALIVE_SECONDS
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed the connection (or reset it): seen without blocking and
+        without taking a byte from the socket, which stays the server's."""
+        sock = self._socket
+        if sock is None or not self._readable.poll(0):
+            return False
+        try:
+            # The TCP connection itself, also under TLS (an SSLSocket's recv takes no flags).
+            # Bytes waiting say nothing (a pipelined request, or TLS's close_notify ahead of
+            # the FIN): a failing write finds out then.
+            return socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:  # nothing to read after all
+            return False
+        except OSError:  # reset, or closed already
+            return True
