@@ -234,7 +234,7 @@ class RunRecorder:
             self._push(run)
             try:
                 result = job.func(*job.args, **job.kwargs)
-            except BaseException as error:
+            except BaseException as error:  # as APScheduler: a job's SystemExit is its error
                 # The end first: logging an exception whose methods raise may fail.
                 self._push(("end", run, time.time(), "error", describe_error(error), None))
                 events.append(_RecordedEvent(
