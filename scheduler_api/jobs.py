@@ -295,7 +295,7 @@ def read_iso_8601(text: str) -> datetime:
     read as ISO 8601 means it (up to 9 fraction digits, cut to microseconds)."""
     match = _ISO_8601.fullmatch(text)
     if match is None:
-        raise ValueError("Invalid date string")
+        raise ValueError(f"{text[:64]!r} is not an ISO 8601 date-time")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     zone = None
     if offset == "Z":
@@ -308,9 +308,13 @@ def read_iso_8601(text: str) -> datetime:
 
 
 def to_datetime(value: object, tz: tzinfo, name: str) -> datetime:
-    """APScheduler's ``convert_to_datetime``, with a string read by :func:`read_iso_8601`."""
-    return convert_to_datetime(  # type: ignore[no-any-return]
+    """APScheduler's ``convert_to_datetime``, with a string read by :func:`read_iso_8601`;
+    OverflowError for an instant outside the years 1 to 9999 in UTC (9999-12-31T23:59-23:59),
+    which the job store cannot write."""
+    moment: datetime = convert_to_datetime(
         read_iso_8601(value) if isinstance(value, str) else value, tz, name)
+    moment.astimezone(timezone.utc)  # raises OverflowError out of range
+    return moment
 
 
 def parse_datetime(value: object, field: str, tz: tzinfo) -> datetime:

@@ -289,19 +289,22 @@ class APScheduler:
         Raises ValueError naming the job when its trigger or next_run_time is refused.
         """
         options = {key: value for key, value in job.items() if key in _ADD_JOB_OPTIONS}
-        trigger_args = {key: read_iso_8601(value) if key in TRIGGER_DATES and isinstance(
-            value, str) else value for key, value in job.items() if key not in _ADD_JOB_OPTIONS}
+        trigger_args = {key: value for key, value in job.items() if key not in _ADD_JOB_OPTIONS}
         timezone = self._scheduler.timezone
         try:
             trigger = options.get("trigger")
             if not isinstance(trigger, BaseTrigger):
+                if trigger != "calendarinterval":  # whose dates are dates, not date-times
+                    trigger_args = {key: read_iso_8601(value) if key in TRIGGER_DATES and
+                                    isinstance(value, str) else value
+                                    for key, value in trigger_args.items()}
                 trigger = engine.build_trigger(self._scheduler, trigger, trigger_args)
             engine.bound_trigger(trigger)
             check_trigger(trigger, timezone, self.min_interval)
             if options.get("next_run_time") is not None:
                 options["next_run_time"] = check_next_run_time(to_datetime(
                     options["next_run_time"], timezone, "next_run_time"), datetime.now(timezone))
-        except (TypeError, ValueError, LookupError) as exc:
+        except (TypeError, ValueError, LookupError, OverflowError) as exc:
             raise ValueError(f"SCHEDULER_JOBS: job {job.get('id')!r}: {exc}") from None
         options["trigger"] = trigger
         return options

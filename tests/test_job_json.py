@@ -159,3 +159,72 @@ def test_a_date_not_in_iso_8601_as_written_is_a_400(tmp_path, written):
                                             "trigger": "date", "run_date": written})
         assert answer.status_code == 400
         assert answer.json["error_message"].startswith("run_date")
+
+
+# -- dates: an offset of up to +-23:59 takes the instant out of years 1..9999 ---------------
+#
+# read_iso_8601 (scheduler_api/jobs.py) returns an aware datetime, which convert_to_datetime
+# passes through untouched; APScheduler's own reading localised the naive value and its
+# normalize() (fromtimestamp) refused an instant before 0001-01-01 or after 9999-12-31 UTC:
+# a 400 before. Now the job store's datetime_to_utc_timestamp overflows in add_job: a 500.
+
+OUT_OF_RANGE_INSTANTS = {
+    "date run_date 9999-12-31 at -23:59 (UTC: year 10000)":
+        {"trigger": "date", "run_date": "9999-12-31T23:59:59-23:59"},
+    "date run_date 0001-01-01 at +23:59 (UTC: year 0)":
+        {"trigger": "date", "run_date": "0001-01-01T00:00:00+23:59"},
+    "next_run_time 9999-12-31 at -23:59":
+        {"trigger": "interval", "hours": 1, "next_run_time": "9999-12-31T23:59:59-23:59"},
+}
+
+
+@pytest.mark.parametrize("fields", OUT_OF_RANGE_INSTANTS.values(),
+                         ids=OUT_OF_RANGE_INSTANTS.keys())
+def test_a_date_whose_instant_is_outside_years_1_to_9999_is_a_400_not_a_500(tmp_path, fields):
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        answer = client.post("/jobs", json={"id": "j", "func": "tests.tasks:record", **fields})
+        assert answer.status_code == 400, (answer.status_code, answer.json)
+
+
+def test_an_end_date_accepted_at_minus_23_59_posts_back_from_what_get_shows(tmp_path):
+    """POST takes end_date 9999-12-31T23:59:59-23:59 (a 400 before the change); GET shows it
+    with "timezone": "UTC", and that body is refused (out of range in UTC): what GET returns
+    no longer POSTs back. Either both are refused or both are taken."""
+    with running_api(tmp_path / "jobs.sqlite") as (_, client):
+        created = client.post("/jobs", json={
+            "id": "j", "func": "tests.tasks:record", "trigger": "interval", "hours": 1,
+            "end_date": "9999-12-31T23:59:59-23:59"})
+        if created.status_code == 400:
+            return  # refused outright: consistent
+        shown = client.get("/jobs/j").json
+        assert client.delete("/jobs/j").status_code == 204
+        again = client.post("/jobs", json=shown)
+        assert again.status_code == 200, again.json
+        assert again.json == shown
+
+
+# -- dates: SCHEDULER_JOBS' calendarinterval takes dates, not date-times ----------------------
+#
+# _checked_config_job (scheduler_api/scheduler.py:292) reads every start_date/end_date as a
+# datetime (TRIGGER_DATES) whatever the trigger; CalendarIntervalTrigger's are dates
+# (convert_to_date): its end_date check compares a datetime with a date (TypeError), and a
+# start_date is kept as a datetime, shown as a date-time by GET.
+
+def test_scheduler_jobs_calendarinterval_with_an_end_date_still_starts(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_JOBS=[{
+            "id": "c", "func": "tests.tasks:record", "trigger": "calendarinterval",
+            "days": 1, "start_date": "2030-01-31", "end_date": "2031-01-31"}]) as (_, client):
+        shown = client.get("/jobs/c").json
+        assert (shown["start_date"], shown["end_date"]) == ("2030-01-31", "2031-01-31")
+
+
+def test_scheduler_jobs_calendarinterval_start_date_is_a_date_and_posts_back(tmp_path):
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_JOBS=[{
+            "id": "c", "func": "tests.tasks:record", "trigger": "calendarinterval",
+            "days": 1, "start_date": "2030-01-31"}]) as (_, client):
+        shown = client.get("/jobs/c").json
+        assert shown["start_date"] == "2030-01-31"  # was '2030-01-31T00:00:00'
+        assert client.delete("/jobs/c").status_code == 204
+        again = client.post("/jobs", json=shown)
+        assert again.status_code == 200, again.json
+        assert again.json == shown
