@@ -240,9 +240,9 @@ class RunRecorder:
                 events.append(_RecordedEvent(
                     EVENT_JOB_ERROR, job.id, jobstore_alias, run_time, exception=error,
                     traceback="".join(traceback.format_tb(error.__traceback__))))
-                # Logging's own report of a failed record can raise (a class whose name
-                # raises): the pool's thread must not die of it.
-                with contextlib.suppress(Exception):
+                # Logging's own report of a failed record can raise, even SystemExit (a
+                # class whose name raises it): the pool's thread must not die of it.
+                with contextlib.suppress(BaseException):
                     job_logger.exception('Job "%s" raised an exception', job)
                 traceback.clear_frames(error.__traceback__)
                 del error

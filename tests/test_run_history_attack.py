@@ -176,3 +176,62 @@ def test_the_leader_does_not_mark_lost_a_run_it_is_running_itself(tmp_path, monk
         scheduler.recorder.mark_lost()  # the leader's housekeeping
         assert scheduler.recorder.flush()
         assert scheduler.get_runs("long").runs[0].outcome == "running"
+
+
+# -- a run's error: logging it can still raise a BaseException --------------------------------
+#
+# An exception class whose metaclass makes ``__module__`` raise SystemExit makes logging's
+# traceback formatting raise it (Handler.emit catches only Exception; TracebackException reads
+# exc_type.__module__ unguarded). When run_job suppressed only Exception around logging the
+# job's error, it left run_job, and APScheduler's done-callback logged it again (in the pool's
+# thread, or the scheduling thread when the run ended first): each such run killed a pool
+# thread, which ThreadPoolExecutor never replaces; after 10 the process ran no job at all.
+
+_ODD = {"raising": False}  # off once the test ends: pytest's own report formats them too
+
+
+class _ModuleRaises(type):
+    @property
+    def __module__(cls):  # type: ignore[override]
+        if _ODD["raising"]:
+            raise SystemExit("no module")
+        return __name__
+
+
+class OddError(Exception, metaclass=_ModuleRaises):
+    pass
+
+
+def fail_oddly() -> None:
+    raise OddError("odd")
+
+
+def test_runs_whose_error_cannot_be_logged_leave_the_pool_able_to_run_jobs(tmp_path):
+    _ODD["raising"] = True
+    try:
+        _run_odd_failures(tmp_path)
+    except SystemExit as exit_:  # escaped into the request thread (or pytest's)
+        pytest.fail(f"SystemExit({exit_.code!r}) escaped a job's run into the caller")
+    finally:
+        _ODD["raising"] = False
+
+
+def _run_odd_failures(tmp_path) -> None:
+    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_API_ALLOWED_FUNCS=[
+            "tests.tasks:*", "tests.test_run_history_attack:fail_oddly"]) as (scheduler, client):
+        for i in range(12):
+            added = client.post("/jobs", json={
+                "id": f"odd{i}", "func": "tests.test_run_history_attack:fail_oddly"})
+            assert added.status_code == 200
+        time.sleep(3)
+        assert scheduler.recorder.flush()
+        outcomes = [[run.outcome for run in scheduler.get_runs(f"odd{i}").runs]
+                    for i in range(12)]
+        assert outcomes == [["error"]] * 12, f"the runs' ends are recorded: {outcomes}"
+        tasks.ran.clear()
+        assert client.post("/jobs", json={"id": "after", "func": "tests.tasks:record"}
+                           ).status_code == 200
+        assert tasks.ran.wait(5), "no pool thread is left to run a job"
+        pool = scheduler._scheduler._executors["default"]._pool
+        dead = sum(not thread.is_alive() for thread in pool._threads)
+        assert dead == 0, f"{dead} of the pool's {len(pool._threads)} threads died"
