@@ -72,6 +72,18 @@ def test_a_stream_ends_within_about_a_second_of_its_client_going(client, how):
         assert place_free(client)
 
 
+def test_a_client_that_only_shut_down_its_sending_side_is_taken_as_gone(client):
+    """A decision (docs/events.md): a half-close (shutdown(SHUT_WR), netcat -N) cannot be told
+    from a close without writing to the client, and nginx, which the docs put in front, ends
+    a proxied request on it too (proxy_ignore_client_abort off)."""
+    with connection() as (server_side, client_side), stream_on(client, server_side) as chunks:
+        client_side.shutdown(socket.SHUT_WR)
+        gone = time.monotonic()
+        assert next(chunks, None) is None
+        assert time.monotonic() - gone < CLIENT_CHECK_SECONDS + 1
+        assert place_free(client)
+
+
 def test_a_request_sent_behind_the_stream_is_no_close_and_stays_unread(client, monkeypatch):
     monkeypatch.setattr(events_module, "KEEPALIVE_SECONDS", 2.5)
     pipelined = b"GET /scheduler HTTP/1.1\r\nHost: x\r\n\r\n"
