@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     Engine,
     Float,
@@ -640,7 +641,7 @@ class RunHistory:
             # runs with none to prune.
             oldest = connection.execute(select(func.min(runs.c.scheduled_at))).scalar()
             old_jobs = set() if oldest is None or oldest >= cutoff else set(connection.execute(
-                select(runs.c.job_id).where(runs.c.scheduled_at < cutoff)
+                select(runs.c.job_id).where(*self._old(cutoff))
                 .group_by(runs.c.job_id)).scalars())
         removed = sorted(old_jobs - set(live_jobs))
         deleted = 0
@@ -685,12 +686,20 @@ class RunHistory:
                 connection.execute(delete(events).where(events.c.seq.in_(seqs)))
         return deleted
 
+    def _old(self, cutoff: float) -> tuple[ColumnElement[bool], ...]:
+        """Runs older than ``cutoff``: a run's age counts from its start, a run that never
+        started (missed, skipped) from when it was due. Both conditions: the first is the
+        index's (a run due in year 1 that ran a minute ago is young)."""
+        runs = self.runs
+        return (runs.c.scheduled_at < cutoff,
+                func.coalesce(runs.c.started_at, runs.c.scheduled_at) < cutoff)
+
     def _delete_old(self, job_ids: list[str], up_to: int | None, cutoff: float,
                     batch: int) -> int:
         """Delete these jobs' ended runs scheduled before ``cutoff`` (and numbered at most
         ``up_to``), ``batch`` rows per transaction."""
         runs = self.runs
-        conditions = [runs.c.job_id.in_(job_ids), runs.c.scheduled_at < cutoff,
+        conditions = [runs.c.job_id.in_(job_ids), *self._old(cutoff),
                       runs.c.outcome != "running"]
         if up_to is not None:
             conditions.append(runs.c.seq <= up_to)

@@ -77,6 +77,11 @@ def test_a_run_due_in_year_1_is_recorded_when_the_time_zone_is_west_of_utc(tmp_p
         assert wait_until(lambda: tasks.runs), "the job did not run"
         assert scheduler.recorder.flush(10)
         assert client.get("/runs").json["total"] == 1, "the run was never recorded"
+        # It ran a moment ago: young, whenever it was due. The leader's housekeeping (as it
+        # starts, then each minute) deleted it when its age counted from its due time.
+        scheduler.history.prune(keep_runs=0, keep_seconds=86_400, keep_events_seconds=86_400,
+                                live_jobs=())
+        assert client.get("/runs").json["total"] == 1, "retention deleted a run just made"
         assert_totals_are_real_counts(scheduler)
 
 
