@@ -40,7 +40,7 @@ FAR = "2999-01-01T00:00:00+00:00"
 #: A job that never runs during a test.
 IDLE_JOB = {"id": "idle", "func": "tests.tasks:record", "trigger": "date", "run_date": FAR}
 #: Each stream of these tests ends by itself after this long.
-STREAM_SECONDS = 5
+STREAM_SECONDS = 30
 
 
 # -- reading a stream -------------------------------------------------------------------------

@@ -811,10 +811,19 @@ def test_a_changed_file_drops_the_cache(alice_file, verified):
     assert len(users.cache) == 0
 
 
-def test_entries_expire_after_the_ttl(alice_file, verified):
+def test_entries_expire_after_the_ttl(alice_file, verified, monkeypatch):
+    # The cache's clock, moved by hand: with a real one, a loaded machine took longer than
+    # the 0.05 s TTL between the first two checks (a third verification).
+    import authmw.credential_cache
+
+    now = [1000.0]
+    monkeypatch.setattr(authmw.credential_cache, "time",
+                        type("Clock", (), {"monotonic": staticmethod(lambda: now[0])}))
     users = HtpasswdFile(alice_file, cache=CredentialCache(ttl=0.05))
-    assert users.check_password("alice", PASSWORD) and users.check_password("alice", PASSWORD)
-    time.sleep(0.1)
+    assert users.check_password("alice", PASSWORD)
+    now[0] += 0.049
+    assert users.check_password("alice", PASSWORD)  # still cached
+    now[0] += 0.002
     assert users.check_password("alice", PASSWORD) is True
     assert passwords(verified) == [PASSWORD, PASSWORD]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select
 from sqlalchemy.exc import OperationalError
@@ -131,6 +131,7 @@ def test_a_run_any_database_refuses_as_is_is_stored_escaped_and_recording_goes_o
         "odd": outcome, "plain": "success"}
 
 
+@settings(deadline=None)  # (a loaded machine's pause is no failure of clip)
 @given(st.text(), st.integers(min_value=1, max_value=20_000))
 def test_clip_never_answers_more_than_its_limit(text: str, limit: int) -> None:
     clipped = clip(text * 3, limit)

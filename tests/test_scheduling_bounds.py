@@ -349,12 +349,14 @@ def test_an_accepted_cron_never_searches_past_400_years_in_the_scheduler():
 def test_resuming_a_job_with_no_fire_time_left_keeps_it_paused(api):
     _, client = api
     now = datetime.datetime.now(UTC)
+    end = now + datetime.timedelta(seconds=1.5)
+    # Added paused: paused after the POST, it ran (and was removed) when the POST took 1 s.
     assert client.post("/jobs", json={
-        **JOB, "trigger": "interval", "hours": 1,
+        **JOB, "trigger": "interval", "hours": 1, "next_run_time": None,
         "start_date": (now + datetime.timedelta(seconds=1)).isoformat(),
-        "end_date": (now + datetime.timedelta(seconds=1.5)).isoformat()}).status_code == 200
+        "end_date": end.isoformat()}).status_code == 200
     assert client.post("/jobs/evil/pause").status_code == 200
-    time.sleep(2)
+    time.sleep(max(0.0, (end - datetime.datetime.now(UTC)).total_seconds()) + 0.5)
     refused = client.post("/jobs/evil/resume")
     assert refused.status_code == 409
     assert "no fire time left" in refused.json["error_message"]

@@ -16,6 +16,7 @@ import requests
 from requests.auth import HTTPBasicAuth
 
 from .conftest import ROOT, free_port, gunicorn, wait_until_listening
+from .test_cluster import leader_pid
 
 
 @pytest.fixture
@@ -85,6 +86,7 @@ def test_seed_curl_examples(server_env):
 def test_the_example_gunicorn_config_serves_with_one_leader(server_env):
     with gunicorn("gunicorn_app:app", "-c", "examples/gunicorn.conf.py", "--workers", "3",
                   env=server_env) as (host, port):
+        leader_pid(f"http://{host}:{port}")  # elected (a worker may answer before)
         answers = [requests.get(f"http://{host}:{port}/scheduler", timeout=10,
                                 auth=HTTPBasicAuth("admin", "secret"),
                                 headers={"Connection": "close"}).json() for _ in range(12)]
