@@ -30,6 +30,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
 from .deadlines import STORE_WAIT_SECONDS, deadline
+from .errors import JobKeptChanging
 from .events import EventStreams
 from .funcs import ForbiddenFunc
 from .history import OUTCOMES
@@ -172,6 +173,8 @@ class SchedulerAPI:
         except UnrestorableJob as exc:
             return error_response(409, f"Job {exc.job_id} {restore_error(exc.error)}: it can "
                                   "only be read and deleted")
+        except JobKeptChanging as exc:  # (another process wrote it at each attempt)
+            return error_response(409, f"{exc}; this change was not made: try again")
         except JobLookupError:  # removed by someone else between lookup and change
             return error_response(404, f"Job {values.get('job_id')} not found")
         except MethodNotAllowed as exc:

@@ -32,13 +32,19 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from datetime import time as time_of_day
 from functools import partial
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_REMOVED, EVENT_JOB_SUBMITTED, JobEvent, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_MODIFIED,
+    EVENT_JOB_REMOVED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.base import run_job as base_run_job
 from apscheduler.executors.pool import BasePoolExecutor, ThreadPoolExecutor
@@ -46,14 +52,16 @@ from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.calendarinterval import CalendarIntervalTrigger
 from apscheduler.triggers.combining import AndTrigger, OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
+
+from .errors import MODIFY_ATTEMPTS, JobKeptChanging
 
 logger = logging.getLogger("scheduler_api")
 
@@ -374,10 +382,13 @@ def _due_jobs(store: BaseJobStore, get_due_jobs: Callable[[datetime], list[Job]]
              .order_by(table.c.next_run_time).limit(DUE_JOBS_PER_STEP))
     jobs: list[Job] = []
     failed: set[str] = set()
+    # In a step, the states read: the step writes a job only over the state it read.
+    read = _step.read.setdefault(id(store), {}) if in_scheduling_step() else {}
     with store.engine.begin() as connection:
         for row in connection.execute(query):
             try:
                 jobs.append(store._reconstitute_job(row.job_state))
+                read[row.id] = row.job_state
             except BaseException:
                 store._logger.exception('Unable to restore job "%s" -- removing it', row.id)
                 failed.add(row.id)
@@ -461,14 +472,17 @@ def bound_catch_up(scheduler: BaseScheduler) -> None:
                         store, store.get_next_run_time)
                     store.get_due_jobs = _bounded_due_jobs(
                         store, store.get_due_jobs, partial(_announce_removal, scheduler, alias))
-            _step.stores = {}
+            _step.stores, _step.read = {}, {}
             try:
                 return process_jobs()
             finally:
                 # Normally committed already (get_next_run_time); after an error, now.
                 stores, _step.stores = _step.stores, None
-                for writes in stores.values():
-                    writes.commit()
+                try:
+                    for writes in stores.values():
+                        writes.commit()
+                finally:
+                    _step.read = {}
 
     process_bounded_jobs.bounded = True  # type: ignore[attr-defined]
     scheduler._process_jobs = process_bounded_jobs  # type: ignore[method-assign]
@@ -685,6 +699,10 @@ class _StepWrites:
     (right after its due jobs) or at the end of the step; then each job's held submission
     is released (``written``), or dropped if the commit failed (``unwritten``: the store
     still says the job is due, so the next step submits it again).
+
+    A job is written only over the state the step read it with: one that another process
+    changed meanwhile (a pause, a PATCH through another worker) keeps that change, and its
+    held run is dropped (``unwritten``): the next step reads the job as it now is.
     """
 
     def __init__(self, store: SQLAlchemyJobStore, written: Callable[[str], None],
@@ -694,6 +712,8 @@ class _StepWrites:
         self.unwritten = unwritten
         self.updates: dict[str, Job] = {}
         self.removals: dict[str, None] = {}
+        #: The states this step read the store's jobs with (by :func:`_due_jobs`).
+        self.read: dict[str, bytes] = _step.read.get(id(store), {})
 
     def update(self, job: Job) -> None:
         self.removals.pop(job.id, None)
@@ -708,31 +728,121 @@ class _StepWrites:
         self.updates, self.removals = {}, {}
         if not updates and not removals:
             return
-        store, table = self.store, self.store.jobs_t
+        store = self.store
+        writes: dict[str, Job | None] = {**updates, **removals}
         try:
             with store.engine.begin() as connection:
-                if updates:
-                    connection.execute(
-                        table.update().where(table.c.id == bindparam("job_id_")).values(
-                            next_run_time=bindparam("next_run_time_"),
-                            job_state=bindparam("job_state_")),
-                        [{"job_id_": job.id,
-                          "next_run_time_": datetime_to_utc_timestamp(job.next_run_time),
-                          "job_state_": pickle.dumps(job.__getstate__(), store.pickle_protocol)}
-                         for job in updates.values()])
-                if removals:
-                    connection.execute(table.delete().where(table.c.id.in_(list(removals))))
+                changed = swap_jobs(connection, store, writes, self.read)
         except BaseException:
-            for job_id in [*updates, *removals]:
+            for job_id in writes:
                 self.unwritten(job_id)
             raise
-        for job_id in [*updates, *removals]:
-            self.written(job_id)
+        for job_id in writes:
+            if job_id in changed:
+                logger.info("job %r was changed by another process as the scheduler wrote "
+                            "its next run time: the change is kept, and the job is read "
+                            "again", job_id)
+                self.unwritten(job_id)
+            else:
+                self.written(job_id)
         # Hand the interpreter to the jobs just released: a job thread woken by its
         # submission would otherwise wait for the GIL until this thread has finished the
         # rest of the step (the next run time's query, the events), ~0.35 ms for a lone job.
         # One yield a commit, so at most one per DUE_JOBS_PER_STEP jobs of a burst.
         time.sleep(0)
+
+
+def swap_jobs(connection: Connection, store: SQLAlchemyJobStore, writes: dict[str, Job | None],
+              read: Mapping[str, bytes]) -> set[str]:
+    """Write each job of ``writes`` (None: remove it) where ``store`` still holds the state
+    it was read with (``read``; a job not in it is written whatever is stored): a compare and
+    swap, as APScheduler's own writes (``WHERE id = ...``) would undo another process's
+    change made in between. Returns the ids not written: their stored job is another."""
+    table = store.jobs_t
+    states = {job_id: None if job is None else pickle.dumps(job.__getstate__(),
+                                                            store.pickle_protocol)
+              for job_id, job in writes.items()}
+
+    def write(job_ids: list[str], *where: Any) -> int:
+        rows = [{"id_": job_id, "read_": read.get(job_id), "state_": states[job_id],
+                 "next_": datetime_to_utc_timestamp(getattr(writes[job_id], "next_run_time",
+                                                            None))}
+                for job_id in job_ids]
+        updates = [row for row in rows if row["state_"] is not None]
+        removals = [row for row in rows if row["state_"] is None]
+        count = 0
+        if updates:
+            count += connection.execute(table.update().where(*where).values(
+                next_run_time=bindparam("next_"), job_state=bindparam("state_")),
+                updates).rowcount
+        if removals:
+            count += connection.execute(table.delete().where(*where), removals).rowcount
+        return count
+
+    by_id = table.c.id == bindparam("id_")
+    guarded = [job_id for job_id in writes if job_id in read]
+    write([job_id for job_id in writes if job_id not in read], by_id)
+    if write(guarded, by_id, table.c.job_state == bindparam("read_")) == len(guarded):
+        return set()
+    # Some found another state: those whose store does not now hold what they wrote (a
+    # removal: no job) were not written.
+    stored: dict[str, bytes] = dict(connection.execute(select(table.c.id, table.c.job_state).where(
+        table.c.id.in_(guarded))).all())
+    return {job_id for job_id in guarded if stored.get(job_id) != states[job_id]}
+
+
+def modify_jobs_by_swap(scheduler: BaseScheduler) -> None:
+    """Make ``scheduler.modify_job`` (and its ``pause_job``, ``resume_job`` and
+    ``reschedule_job``, which call it) write a job of a SQL store only over the state it read
+    (:func:`swap_jobs`), reading it again and redoing the change when another process wrote
+    it in between: APScheduler's read, change and write would put back the next run time
+    the leader had just moved on (the run would run twice) or undo its removal. Idempotent.
+    """
+    modify_job = scheduler.modify_job
+    if getattr(modify_job, "swaps", False):
+        return
+
+    def modify_job_by_swap(job_id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        if scheduler.state == STATE_STOPPED or in_scheduling_step():
+            return modify_job(job_id, jobstore, **changes)  # pending jobs; a step's writes
+        with scheduler._jobstores_lock:  # as APScheduler's modify_job, but for the write
+            for alias, store in scheduler._jobstores.items():
+                if jobstore not in (None, alias):
+                    continue
+                if type(store) is SQLAlchemyJobStore:
+                    job = _swap_change(store, job_id, changes)
+                elif (job := store.lookup_job(job_id)) is not None:
+                    job._modify(**changes)
+                    store.update_job(job)
+                if job is not None:
+                    break
+            else:
+                raise JobLookupError(job_id)
+        scheduler._dispatch_event(JobEvent(EVENT_JOB_MODIFIED, job_id, alias))
+        if scheduler.state == STATE_RUNNING:
+            scheduler.wakeup()
+        return job
+
+    modify_job_by_swap.swaps = True  # type: ignore[attr-defined]
+    scheduler.modify_job = modify_job_by_swap  # type: ignore[method-assign]
+
+
+def _swap_change(store: SQLAlchemyJobStore, job_id: str, changes: dict[str, Any]) -> Job | None:
+    """The job ``job_id`` of ``store`` with ``changes``, written over the state it was read
+    with; None if the store has no such job."""
+    table = store.jobs_t
+    for _ in range(MODIFY_ATTEMPTS):
+        with store.engine.begin() as connection:
+            state = connection.execute(select(table.c.job_state).where(
+                table.c.id == job_id)).scalar()
+        if state is None:
+            return None
+        job = store._reconstitute_job(state)
+        job._modify(**changes)
+        with store.engine.begin() as connection:
+            if not swap_jobs(connection, store, {job_id: job}, {job_id: state}):
+                return job
+    raise JobKeptChanging(job_id)
 
 
 def _after_writes(store: BaseJobStore, written: Callable[[str], None],

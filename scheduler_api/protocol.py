@@ -24,7 +24,9 @@ from .history import RunHistory, RunPage
 class JobScheduler(Protocol):
     """A scheduler the API can serve. Job methods raise APScheduler's ``JobLookupError``
     (unknown id), ``ConflictingIdError`` (duplicate id) and ``MaxInstancesReachedError``
-    (``run_job`` while ``max_instances`` are running), as APScheduler's own do."""
+    (``run_job`` while ``max_instances`` are running), as APScheduler's own do, and
+    :class:`~scheduler_api.errors.JobKeptChanging` (a change another process kept undoing).
+    """
 
     #: The callables the API may schedule.
     func_policy: FuncPolicy

@@ -131,6 +131,8 @@ class APScheduler:
     def __init__(self, scheduler: BaseScheduler | None = None, app: Any = None) -> None:
         self._scheduler = scheduler or BackgroundScheduler()
         engine.bound_catch_up(self._scheduler)  # no scheduling step lists run times unbounded
+        # A change never undoes another process's write made since the job was read.
+        engine.modify_jobs_by_swap(self._scheduler)
         # A request waits for APScheduler's store lock no longer than its deadline allows.
         engine.wrap_store_lock(self._scheduler, DeadlineLock)
         self.listing = JobListing(self._scheduler)
