@@ -149,7 +149,7 @@ class CeleryExecutor(StoreFirstThreadPoolExecutor):
             self._do_submit_job(job, run_times)
 
     def _drop_job(self, job_id: str) -> None:
-        with self._held_lock:  # not written: not sent (the job stays due in the store)
+        with self._held_lock:  # not written (or changed elsewhere meanwhile): not sent
             self._held.pop(job_id, None)
 
     def _submit(self, job: Job, run_times: list[datetime]) -> None:

@@ -641,8 +641,9 @@ class StoreFirstThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
             self._submit(job, run_times)
 
     def _drop_job(self, job_id: str) -> None:
-        """Its next run time could not be stored: it did not run, and stays due in the store
-        (the scheduler submits it again), so it is no running instance either."""
+        """Its next run time could not be stored (it stays due in the store: the scheduler
+        submits it again), or another process changed the job meanwhile (the next step reads
+        it as it now is): it did not run, so it is no running instance either."""
         with self._held_lock:
             held = self._held.pop(job_id, ())
         for _ in held:
@@ -737,6 +738,11 @@ class _StepWrites:
             for job_id in writes:
                 self.unwritten(job_id)
             raise
+        finally:
+            # Read again by the next step; a write later in this one (a listener's) follows
+            # a read of its own, not this step's.
+            for job_id in writes:
+                self.read.pop(job_id, None)
         for job_id in writes:
             if job_id in changed:
                 logger.info("job %r was changed by another process as the scheduler wrote "

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from apscheduler.events import EVENT_JOB_SUBMITTED
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -127,6 +128,33 @@ def test_a_date_job_moved_by_another_process_during_the_leaders_step_is_not_remo
     assert ran("once") == 0
 
 
+def test_a_listener_that_changes_a_job_as_it_is_submitted_keeps_its_change(tmp_path):
+    """A listener runs in the scheduling thread, after the step wrote its jobs: its change
+    is written over the job it reads, not over the state the step had read."""
+    tasks.runs.clear()
+    changed: list[str] = []
+    with running_api(tmp_path / "jobs.sqlite") as (scheduler, client):
+
+        def rename_once(event: Any) -> None:
+            if event.job_id == "report" and not changed:
+                changed.append(event.job_id)
+                scheduler.modify_job("report", name="renamed by a listener")
+
+        scheduler.add_listener(rename_once, EVENT_JOB_SUBMITTED)
+        assert client.post("/jobs", json={
+            "id": "report", "func": "tests.tasks:record", "args": ["report"],
+            "trigger": "interval", "hours": 1, "next_run_time": soon().isoformat(),
+        }).status_code == 200
+        assert wait_until(lambda: ran("report")), "the job never ran"
+        assert wait_until(lambda: changed)
+        shown = wait_until(lambda: (job := client.get("/jobs/report").json)["name"] != "report"
+                           and job)
+        assert shown, "the listener's change was lost"
+        assert shown["name"] == "renamed by a listener"
+        assert datetime.fromisoformat(shown["next_run_time"]) > soon(3000)
+        assert ran("report") == 1
+
+
 # -- a change read before the leader wrote the job ------------------------------------------
 
 @pytest.fixture
@@ -175,6 +203,15 @@ def test_a_change_read_before_the_leader_moved_the_job_on_does_not_move_it_back(
         assert datetime.fromisoformat(stored["next_run_time"]) == moved, \
             "the change put back the next run time the leader had moved on"
     assert answer.json == stored
+
+
+def test_two_patches_of_one_job_at_once_both_hold_field_by_field(paused_api, monkeypatch):
+    client, other = paused_api
+    writing_elsewhere_before_each_change(
+        monkeypatch, lambda _: write_elsewhere(other, "tick", name="renamed"), times=1)
+    assert client.patch("/jobs/tick", json={"args": ["new"]}).status_code == 200
+    stored = client.get("/jobs/tick").json
+    assert (stored["name"], stored["args"]) == ("renamed", ["new"])
 
 
 def test_a_job_another_process_keeps_changing_is_a_409_and_this_change_is_not_made(

@@ -6,6 +6,7 @@ import itertools
 import json
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -65,9 +66,12 @@ def test_every_change_shows_in_the_next_listing(client):
 
 def test_pages_follow_the_listing_order(client):
     _, client = client
-    for index, hour in enumerate([5, 3, 4, 1, 2]):
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    for index, days in enumerate([5, 3, 4, 1, 2]):  # (not hours of a day: their order
+        # depends on the hour the test runs at)
         client.post("/jobs", json={"id": f"job-{index}", "func": "tests.tasks:record",
-                                   "trigger": "cron", "hour": str(hour)})
+                                   "trigger": "date",
+                                   "run_date": (today + timedelta(days=days)).isoformat()})
     client.post("/jobs/job-1/pause")
     everything = client.get("/jobs").json
     assert [job["id"] for job in everything] == ["job-3", "job-4", "job-2", "job-0", "job-1"]
@@ -85,10 +89,12 @@ def searched(scheduler, query: str, limit: int | None = None, offset: int = 0):
 
 def test_a_search_finds_ids_and_names_in_listing_order_and_sees_a_rename(client):
     scheduler, client = client
-    for job_id, name, hour in (("a", "Nightly report", 5), ("b", "backup", 3),
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    for job_id, name, days in (("a", "Nightly report", 5), ("b", "backup", 3),
                                ("nightly-c", "copy", 4), ("d", "other", 1)):
         client.post("/jobs", json={"id": job_id, "name": name, "func": "tests.tasks:record",
-                                   "trigger": "cron", "hour": str(hour)})
+                                   "trigger": "date",
+                                   "run_date": (today + timedelta(days=days)).isoformat()})
     assert searched(scheduler, "NIGHTLY") == (["nightly-c", "a"], 2)  # case folded
     assert searched(scheduler, "nightly", limit=1, offset=1) == (["a"], 2)
     assert searched(scheduler, "archive") == ([], 0)
