@@ -848,10 +848,31 @@ def _swap_change(store: SQLAlchemyJobStore, job_id: str, changes: dict[str, Any]
 def _after_writes(store: BaseJobStore, written: Callable[[str], None],
                   unwritten: Callable[[str], None]) -> None:
     """Call ``written(job_id)`` after ``store`` updated or removed a job, ``unwritten(job_id)``
-    when that failed (once per store). In a scheduling step, a SQL store's writes are
-    committed together (:class:`_StepWrites`)."""
-    if getattr(store.update_job, "reports_writes", False):
+    when that failed. In a scheduling step, a SQL store's writes are committed together
+    (:class:`_StepWrites`).
+
+    Each store-first executor of the scheduler is told (the Celery executor and the
+    ``leader`` pool both hold runs): the store's methods are wrapped once, and report to
+    every pair of callbacks given, each pair once.
+    """
+    reports: list[tuple[Callable[[str], None], Callable[[str], None]]] | None = getattr(
+        store, "_scheduler_api_write_reports", None)
+    if reports is not None:
+        if (written, unwritten) not in reports:
+            reports.append((written, unwritten))
         return
+    reports = [(written, unwritten)]
+    store._scheduler_api_write_reports = reports  # type: ignore[attr-defined]
+
+    def written_everywhere(job_id: str) -> None:
+        for report, _ in list(reports):
+            report(job_id)
+
+    def unwritten_everywhere(job_id: str) -> None:
+        for _, report in list(reports):
+            report(job_id)
+
+    written, unwritten = written_everywhere, unwritten_everywhere
     update_job, remove_job = store.update_job, store.remove_job
     batched = type(store) is SQLAlchemyJobStore
 
@@ -891,6 +912,5 @@ def _after_writes(store: BaseJobStore, written: Callable[[str], None],
             raise
         written(job_id)
 
-    update_and_report.reports_writes = True  # type: ignore[attr-defined]
     store.update_job = update_and_report  # type: ignore[method-assign]
     store.remove_job = remove_and_report  # type: ignore[method-assign]
