@@ -712,8 +712,10 @@ class _StepWrites:
         self.unwritten = unwritten
         self.updates: dict[str, Job] = {}
         self.removals: dict[str, None] = {}
-        #: The states this step read the store's jobs with (by :func:`_due_jobs`).
-        self.read: dict[str, bytes] = _step.read.get(id(store), {})
+        #: The states this step read the store's jobs with (by :func:`_due_jobs`), then
+        #: those it wrote them with: a write later in the step (a listener's, as the step's
+        #: events are dispatched) is made over the step's own, not refused as another's.
+        self.read: dict[str, bytes] = _step.read.setdefault(id(store), {})
 
     def update(self, job: Job) -> None:
         self.removals.pop(job.id, None)
@@ -732,11 +734,14 @@ class _StepWrites:
         writes: dict[str, Job | None] = {**updates, **removals}
         try:
             with store.engine.begin() as connection:
-                changed = swap_jobs(connection, store, writes, self.read)
+                states: dict[str, bytes | None] = {}
+                changed = swap_jobs(connection, store, writes, self.read, states)
         except BaseException:
             for job_id in writes:
                 self.unwritten(job_id)
             raise
+        self.read.update((job_id, state) for job_id, state in states.items()
+                         if state is not None and job_id not in changed)
         for job_id in writes:
             if job_id in changed:
                 logger.info("job %r was changed by another process as the scheduler wrote "
@@ -753,15 +758,19 @@ class _StepWrites:
 
 
 def swap_jobs(connection: Connection, store: SQLAlchemyJobStore, writes: dict[str, Job | None],
-              read: Mapping[str, bytes]) -> set[str]:
+              read: Mapping[str, bytes], states: dict[str, bytes | None] | None = None
+              ) -> set[str]:
     """Write each job of ``writes`` (None: remove it) where ``store`` still holds the state
     it was read with (``read``; a job not in it is written whatever is stored): a compare and
     swap, as APScheduler's own writes (``WHERE id = ...``) would undo another process's
-    change made in between. Returns the ids not written: their stored job is another."""
+    change made in between. Returns the ids not written: their stored job is another.
+    ``states``, if given, gets the state each job was to be written with (None: removed)."""
     table = store.jobs_t
-    states = {job_id: None if job is None else pickle.dumps(job.__getstate__(),
-                                                            store.pickle_protocol)
-              for job_id, job in writes.items()}
+    if states is None:
+        states = {}
+    states.update({job_id: None if job is None else pickle.dumps(job.__getstate__(),
+                                                                 store.pickle_protocol)
+                   for job_id, job in writes.items()})
 
     def write(job_ids: list[str], *where: Any) -> int:
         rows = [{"id_": job_id, "read_": read.get(job_id), "state_": states[job_id],

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from apscheduler.events import EVENT_JOB_REMOVED
+from apscheduler.events import EVENT_JOB_REMOVED, EVENT_JOB_SUBMITTED
 
 from scheduler_api import engine
 
@@ -121,3 +121,20 @@ def test_a_date_job_moved_elsewhere_during_the_step_is_not_announced_removed(
         assert client.get("/jobs/once").status_code == 200
         other.shutdown()
         assert removed == [], "listeners were told a job that stays was removed"
+
+
+def test_a_listener_pausing_a_submitted_job_in_the_step_pauses_it(tmp_path, store_config):
+    """A write the scheduling thread makes after the step wrote the job (a listener of the
+    step's events) is made over the step's own write: not refused as another process's."""
+    tasks.runs.clear()
+    with running_api(tmp_path / "jobs.sqlite", **store_config) as (scheduler, client):
+        scheduler.add_listener(lambda event: scheduler.pause_job(event.job_id),
+                               EVENT_JOB_SUBMITTED)
+        assert client.post("/jobs", json={
+            "id": "tick", "func": "tests.tasks:record", "args": ["tick"],
+            "trigger": "interval", "seconds": 1,
+            "next_run_time": soon().isoformat()}).status_code == 200
+        assert wait_until(lambda: tasks.runs), "the job never ran"
+        wait_until(lambda: len(tasks.runs) > 1, timeout=2.5)  # (a run not paused: now)
+        assert client.get("/jobs/tick").json["next_run_time"] is None, "the pause was lost"
+        assert len(tasks.runs) == 1
