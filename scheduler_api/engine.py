@@ -713,8 +713,10 @@ class _StepWrites:
         self.unwritten = unwritten
         self.updates: dict[str, Job] = {}
         self.removals: dict[str, None] = {}
-        #: The states this step read the store's jobs with (by :func:`_due_jobs`).
-        self.read: dict[str, bytes] = _step.read.get(id(store), {})
+        #: The states this step read the store's jobs with (by :func:`_due_jobs`), then
+        #: those it wrote them with: a write later in the step (a listener's, as the step's
+        #: events are dispatched) is made over the step's own, not refused as another's.
+        self.read: dict[str, bytes] = _step.read.setdefault(id(store), {})
 
     def update(self, job: Job) -> None:
         self.removals.pop(job.id, None)
@@ -733,16 +735,19 @@ class _StepWrites:
         writes: dict[str, Job | None] = {**updates, **removals}
         try:
             with store.engine.begin() as connection:
-                changed = swap_jobs(connection, store, writes, self.read)
+                states: dict[str, bytes | None] = {}
+                changed = swap_jobs(connection, store, writes, self.read, states)
         except BaseException:
             for job_id in writes:
                 self.unwritten(job_id)
             raise
-        finally:
-            # Read again by the next step; a write later in this one (a listener's) follows
-            # a read of its own, not this step's.
-            for job_id in writes:
+        # A write later in this step (a listener's, as the step's events are dispatched) is
+        # made over the step's own write; of a job the step did not write, over what is stored.
+        for job_id, state in states.items():
+            if state is None or job_id in changed:
                 self.read.pop(job_id, None)
+            else:
+                self.read[job_id] = state
         for job_id in writes:
             if job_id in changed:
                 logger.info("job %r was changed by another process as the scheduler wrote "
@@ -759,15 +764,19 @@ class _StepWrites:
 
 
 def swap_jobs(connection: Connection, store: SQLAlchemyJobStore, writes: dict[str, Job | None],
-              read: Mapping[str, bytes]) -> set[str]:
+              read: Mapping[str, bytes], states: dict[str, bytes | None] | None = None
+              ) -> set[str]:
     """Write each job of ``writes`` (None: remove it) where ``store`` still holds the state
     it was read with (``read``; a job not in it is written whatever is stored): a compare and
     swap, as APScheduler's own writes (``WHERE id = ...``) would undo another process's
-    change made in between. Returns the ids not written: their stored job is another."""
+    change made in between. Returns the ids not written: their stored job is another.
+    ``states``, if given, gets the state each job was to be written with (None: removed)."""
     table = store.jobs_t
-    states = {job_id: None if job is None else pickle.dumps(job.__getstate__(),
-                                                            store.pickle_protocol)
-              for job_id, job in writes.items()}
+    if states is None:
+        states = {}
+    states.update({job_id: None if job is None else pickle.dumps(job.__getstate__(),
+                                                                 store.pickle_protocol)
+                   for job_id, job in writes.items()})
 
     def write(job_ids: list[str], *where: Any) -> int:
         rows = [{"id_": job_id, "read_": read.get(job_id), "state_": states[job_id],
@@ -854,10 +863,31 @@ def _swap_change(store: SQLAlchemyJobStore, job_id: str, changes: dict[str, Any]
 def _after_writes(store: BaseJobStore, written: Callable[[str], None],
                   unwritten: Callable[[str], None]) -> None:
     """Call ``written(job_id)`` after ``store`` updated or removed a job, ``unwritten(job_id)``
-    when that failed (once per store). In a scheduling step, a SQL store's writes are
-    committed together (:class:`_StepWrites`)."""
-    if getattr(store.update_job, "reports_writes", False):
+    when that failed. In a scheduling step, a SQL store's writes are committed together
+    (:class:`_StepWrites`).
+
+    Each store-first executor of the scheduler is told (the Celery executor and the
+    ``leader`` pool both hold runs): the store's methods are wrapped once, and report to
+    every pair of callbacks given, each pair once.
+    """
+    reports: list[tuple[Callable[[str], None], Callable[[str], None]]] | None = getattr(
+        store, "_scheduler_api_write_reports", None)
+    if reports is not None:
+        if (written, unwritten) not in reports:
+            reports.append((written, unwritten))
         return
+    reports = [(written, unwritten)]
+    store._scheduler_api_write_reports = reports  # type: ignore[attr-defined]
+
+    def written_everywhere(job_id: str) -> None:
+        for report, _ in list(reports):
+            report(job_id)
+
+    def unwritten_everywhere(job_id: str) -> None:
+        for _, report in list(reports):
+            report(job_id)
+
+    written, unwritten = written_everywhere, unwritten_everywhere
     update_job, remove_job = store.update_job, store.remove_job
     batched = type(store) is SQLAlchemyJobStore
 
@@ -897,6 +927,5 @@ def _after_writes(store: BaseJobStore, written: Callable[[str], None],
             raise
         written(job_id)
 
-    update_and_report.reports_writes = True  # type: ignore[attr-defined]
     store.update_job = update_and_report  # type: ignore[method-assign]
     store.remove_job = remove_and_report  # type: ignore[method-assign]
