@@ -94,6 +94,8 @@ def _apscheduler_errors(job_id: str, func: object) -> Iterator[None]:
         raise APIError(404, f"Job {job_id} not found") from None
     except (LookupError, ImportError):
         raise InvalidField("func", f"{func!r} cannot be imported") from None
+    except InvalidField:  # ours (a trigger validated again on the job as written over)
+        raise
     except ValueError as exc:  # APScheduler checks args and kwargs against the signature
         raise InvalidField("args", str(exc)) from None
 
@@ -403,23 +405,35 @@ class SchedulerAPI:
             changes["func"] = self.scheduler.func_policy.check(body["func"])
         if "executor" in body:
             changes["executor"] = body["executor"]
-        trigger_fields = trigger_part(body)
-        if trigger_fields:
-            # New fields of the same trigger type are merged into the current ones; a
-            # "trigger" key replaces the trigger as a whole.
-            spec = trigger_fields if "trigger" in body else {
-                **trigger_to_json(job.trigger), **trigger_fields
-            }
-            trigger, first_fire_time = schedule_from_json(spec, self.scheduler.timezone,
-                                                          self.scheduler.min_interval)
-            changes["trigger"] = trigger
-            if not job.pending and job.next_run_time is not None:  # paused stays paused
-                changes["next_run_time"] = first_fire_time
         if "next_run_time" in body:
             changes["next_run_time"] = self._next_run_time(body["next_run_time"])
+        trigger_fields = trigger_part(body)
+        if not trigger_fields:
+            with _apscheduler_errors(job_id, body.get("func")):
+                job = self.scheduler.modify_job(job_id, **changes)  # validated, then one write
+            return json_response(self._job_json(job))
+        # Validated before any write, then decided again on the job the change is written
+        # over (another process may have paused it, or changed its trigger, meanwhile).
+        scheduled = self._schedule(body, trigger_fields, job)
+
+        def change(current: Job) -> dict[str, Any]:
+            trigger, first_fire_time = scheduled if trigger_to_json(current.trigger) == \
+                trigger_to_json(job.trigger) else self._schedule(body, trigger_fields, current)
+            paused = current.pending or current.next_run_time is None  # paused stays paused
+            return {"trigger": trigger, **({} if paused else {"next_run_time": first_fire_time}),
+                    **changes}
+
         with _apscheduler_errors(job_id, body.get("func")):
-            job = self.scheduler.modify_job(job_id, **changes)  # validated, then one write
+            job = self.scheduler.change_job(job_id, change)
         return json_response(self._job_json(job))
+
+    def _schedule(self, body: JSON, trigger_fields: JSON, job: Job) -> tuple[Any, Any]:
+        """The trigger a PATCH gives ``job``, and its first fire time: new fields of the same
+        trigger type are merged into the current ones; a "trigger" key replaces the trigger
+        as a whole."""
+        spec = trigger_fields if "trigger" in body else {
+            **trigger_to_json(job.trigger), **trigger_fields}
+        return schedule_from_json(spec, self.scheduler.timezone, self.scheduler.min_interval)
 
     def on_delete_job(self, request: Request, job_id: str) -> JSONResponse:
         try:
@@ -433,14 +447,21 @@ class SchedulerAPI:
         return json_response(self._job_json(self.scheduler.pause_job(job_id)))
 
     def on_resume_job(self, request: Request, job_id: str) -> JSONResponse:
-        job = self._job(job_id)
-        # The next fire time, within the work budget and before any lock: APScheduler's
-        # resume_job computes it under its job-store lock, however long that takes.
-        next_run_time = next_fire_time(job.trigger, self.scheduler.timezone)
-        if next_run_time is None:
-            raise APIError(409, f"Job {job_id} has no fire time left, so it stays paused")
-        return json_response(self._job_json(
-            self.scheduler.modify_job(job_id, next_run_time=next_run_time)))
+        self._job(job_id)
+
+        def resume(current: Job) -> dict[str, Any]:
+            # Decided on the job as it is written over: one not paused keeps its schedule
+            # (a next run time computed from now could be one the leader has just run, on a
+            # host whose clock is ahead); a paused one runs next from now, within the work
+            # budget (APScheduler's resume_job computes it however long that takes).
+            if current.next_run_time is not None:
+                return {}
+            next_run_time = next_fire_time(current.trigger, self.scheduler.timezone)
+            if next_run_time is None:
+                raise APIError(409, f"Job {job_id} has no fire time left, so it stays paused")
+            return {"next_run_time": next_run_time}
+
+        return json_response(self._job_json(self.scheduler.change_job(job_id, resume)))
 
     def on_run_job(self, request: Request, job_id: str) -> JSONResponse:
         job = self._job(job_id)

@@ -806,45 +806,61 @@ def swap_jobs(connection: Connection, store: SQLAlchemyJobStore, writes: dict[st
     return {job_id for job_id in guarded if stored.get(job_id) != states[job_id]}
 
 
+#: A change of a job computed from the job as it is read: the keyword arguments of
+#: ``modify_job``.
+JobChange = Callable[[Job], dict[str, Any]]
+
+
 def modify_jobs_by_swap(scheduler: BaseScheduler) -> None:
     """Make ``scheduler.modify_job`` (and its ``pause_job``, ``resume_job`` and
-    ``reschedule_job``, which call it) write a job of a SQL store only over the state it read
-    (:func:`swap_jobs`), reading it again and redoing the change when another process wrote
-    it in between: APScheduler's read, change and write would put back the next run time
-    the leader had just moved on (the run would run twice) or undo its removal. Idempotent.
+    ``reschedule_job``, which call it) a :func:`change_job`: APScheduler's read, change and
+    write would put back the next run time the leader had just moved on (the run would run
+    twice) or undo its removal. Idempotent.
     """
-    modify_job = scheduler.modify_job
-    if getattr(modify_job, "swaps", False):
+    if getattr(scheduler.modify_job, "swaps", False):
         return
 
     def modify_job_by_swap(job_id: str, jobstore: str | None = None, **changes: Any) -> Job:
-        if scheduler.state == STATE_STOPPED or in_scheduling_step():
-            return modify_job(job_id, jobstore, **changes)  # pending jobs; a step's writes
-        with scheduler._jobstores_lock:  # as APScheduler's modify_job, but for the write
-            for alias, store in scheduler._jobstores.items():
-                if jobstore not in (None, alias):
-                    continue
-                if type(store) is SQLAlchemyJobStore:
-                    job = _swap_change(store, job_id, changes)
-                elif (job := store.lookup_job(job_id)) is not None:
-                    job._modify(**changes)
-                    store.update_job(job)
-                if job is not None:
-                    break
-            else:
-                raise JobLookupError(job_id)
-        scheduler._dispatch_event(JobEvent(EVENT_JOB_MODIFIED, job_id, alias))
-        if scheduler.state == STATE_RUNNING:
-            scheduler.wakeup()
-        return job
+        return change_job(scheduler, job_id, lambda _: changes, jobstore)
 
     modify_job_by_swap.swaps = True  # type: ignore[attr-defined]
     scheduler.modify_job = modify_job_by_swap  # type: ignore[method-assign]
 
 
-def _swap_change(store: SQLAlchemyJobStore, job_id: str, changes: dict[str, Any]) -> Job | None:
-    """The job ``job_id`` of ``store`` with ``changes``, written over the state it was read
-    with; None if the store has no such job."""
+def change_job(scheduler: BaseScheduler, job_id: str, change: JobChange,
+               jobstore: str | None = None) -> Job:
+    """APScheduler's ``modify_job`` with the changes ``change(job)`` computes from the job
+    as read, written to a SQL store only over the state it was read with
+    (:func:`swap_jobs`): when another process wrote the job in between, it is read again and
+    the change computed again, up to :data:`MODIFY_ATTEMPTS` times (then
+    :class:`JobKeptChanging`). An error ``change`` raises is raised, nothing written."""
+    if scheduler.state == STATE_STOPPED or in_scheduling_step():
+        # Pending jobs; a write of the scheduling thread is one of its step's: APScheduler's
+        job, _ = scheduler._lookup_job(job_id, jobstore)
+        return type(scheduler).modify_job(scheduler, job_id, jobstore,  # type: ignore[no-any-return]
+                                          **change(job))
+    with scheduler._jobstores_lock:  # as APScheduler's modify_job, but for the write
+        for alias, store in scheduler._jobstores.items():
+            if jobstore not in (None, alias):
+                continue
+            if type(store) is SQLAlchemyJobStore:
+                job = _swap_change(store, job_id, change)
+            elif (job := store.lookup_job(job_id)) is not None:
+                job._modify(**change(job))
+                store.update_job(job)
+            if job is not None:
+                break
+        else:
+            raise JobLookupError(job_id)
+    scheduler._dispatch_event(JobEvent(EVENT_JOB_MODIFIED, job_id, alias))
+    if scheduler.state == STATE_RUNNING:
+        scheduler.wakeup()
+    return job
+
+
+def _swap_change(store: SQLAlchemyJobStore, job_id: str, change: JobChange) -> Job | None:
+    """The job ``job_id`` of ``store`` with ``change(job)``, written over the state it was
+    read with; None if the store has no such job."""
     table = store.jobs_t
     for _ in range(MODIFY_ATTEMPTS):
         with store.engine.begin() as connection:
@@ -853,7 +869,7 @@ def _swap_change(store: SQLAlchemyJobStore, job_id: str, changes: dict[str, Any]
         if state is None:
             return None
         job = store._reconstitute_job(state)
-        job._modify(**changes)
+        job._modify(**change(job))
         with store.engine.begin() as connection:
             if not swap_jobs(connection, store, {job_id: job}, {job_id: state}):
                 return job

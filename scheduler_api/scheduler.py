@@ -620,6 +620,13 @@ class APScheduler:
     def modify_job(self, id: str, jobstore: str | None = None, **changes: Any) -> Job:
         return self._scheduler.modify_job(id, jobstore, **changes)
 
+    def change_job(self, id: str, change: engine.JobChange, jobstore: str | None = None) -> Job:
+        """:meth:`modify_job` with the changes ``change(job)`` computes from the job as it is
+        read: computed again if another process writes the job before the change is written
+        (a decision made on the job, such as whether it is paused, is made on the job the
+        change is written over)."""
+        return engine.change_job(self._scheduler, id, change, jobstore)
+
     def pause_job(self, id: str, jobstore: str | None = None) -> Job:
         return self._scheduler.pause_job(id, jobstore)
 

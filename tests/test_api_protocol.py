@@ -4,7 +4,7 @@ scheduler, no store, no facade (``scheduler_api.protocol.JobScheduler``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from typing import Any
 
@@ -72,6 +72,10 @@ class FakeScheduler:
         raise JobLookupError(id)  # the fake stores nothing it could answer with
 
     def modify_job(self, id: str, jobstore: str | None = None, **changes: Any) -> Job:
+        raise JobLookupError(id)
+
+    def change_job(self, id: str, change: Callable[[Job], dict[str, Any]],
+                   jobstore: str | None = None) -> Job:
         raise JobLookupError(id)
 
     def remove_job(self, id: str, jobstore: str | None = None) -> None:

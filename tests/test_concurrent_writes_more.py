@@ -26,8 +26,6 @@ from .test_concurrent_writes import (  # noqa: F401 - fixtures
 from .test_run_history import wait_until
 
 
-@pytest.mark.xfail(strict=True, reason="on_update_job decides 'paused stays paused' (and merges "
-                   "trigger fields) from its own read, before modify_job's compare and swap")
 def test_a_trigger_patch_read_before_a_pause_elsewhere_keeps_the_pause(
         paused_api, monkeypatch):  # noqa: F811 - the fixture
     client, other = paused_api
@@ -39,8 +37,6 @@ def test_a_trigger_patch_read_before_a_pause_elsewhere_keeps_the_pause(
         "the PATCH, read before the pause, resumed the job"
 
 
-@pytest.mark.xfail(strict=True, reason="on_resume_job computes next_run_time before modify_job's "
-                   "compare and swap, and writes it over a job that is not paused")
 def test_a_resume_read_before_the_leader_moved_the_job_on_does_not_move_it_back(
         paused_api, monkeypatch):  # noqa: F811 - the fixture
     client, other = paused_api
