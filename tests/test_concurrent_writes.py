@@ -231,3 +231,25 @@ def test_a_job_another_process_keeps_changing_is_a_409_and_this_change_is_not_ma
     assert stored["args"] == ["old"]
     assert datetime.fromisoformat(stored["next_run_time"]) == \
         first + timedelta(hours=MODIFY_ATTEMPTS)
+
+
+def test_change_job_computes_its_change_again_from_the_job_another_process_wrote(
+        tmp_path, store_config, monkeypatch):
+    with running_api(tmp_path / "jobs.sqlite", paused=True, **store_config) as (
+            scheduler, _):
+        scheduler.add_job("tick", "tests.tasks:record", args=["first"], trigger="interval",
+                          hours=1)
+        other = other_process_store(tmp_path, store_config)
+        seen: list[tuple[Any, ...]] = []
+        writing_elsewhere_before_each_change(
+            monkeypatch, lambda _: write_elsewhere(other, "tick", args=["other"]), times=1)
+
+        def append_again(job: Job) -> dict[str, Any]:
+            seen.append(job.args)
+            return {"args": [*job.args, "again"]}
+
+        changed = scheduler.change_job("tick", append_again)
+        other.shutdown()
+        # the second attempt read the other write
+        assert [list(args) for args in seen] == [["first"], ["other"]]
+        assert list(changed.args) == ["other", "again"] == list(scheduler.get_job("tick").args)
