@@ -424,8 +424,46 @@ def _bounded_due_jobs(store: BaseJobStore, get_due_jobs: Callable[[datetime], li
     return get_bounded_due_jobs
 
 
-def _announce_removal(scheduler: BaseScheduler, alias: str, job_id: str) -> None:
-    scheduler._dispatch_event(JobEvent(EVENT_JOB_REMOVED, job_id, alias))
+def _announce_removal(scheduler: BaseScheduler, store: BaseJobStore, alias: str,
+                      job_id: str) -> None:
+    """Tell listeners the job was removed from ``store``: in a scheduling step, once the
+    step has written the removal, and not at all if it was refused (another process changed
+    the job meanwhile: it stays)."""
+    def announce() -> None:
+        scheduler._dispatch_event(JobEvent(EVENT_JOB_REMOVED, job_id, alias))
+
+    steps = getattr(_step, "stores", None)
+    writes = steps.get(id(store)) if steps else None
+    if writes is not None and job_id in writes.removals:
+        writes.announcements[job_id] = announce
+    else:
+        announce()
+
+
+def _removal_announced_once_written(scheduler: BaseScheduler) -> Callable[..., None]:
+    """``scheduler.remove_job``; in a scheduling step (a job with no fire time left), its
+    event is dispatched by :func:`_announce_removal`. APScheduler's dispatches it before the
+    step's write, which may be refused."""
+    remove_job = scheduler.remove_job
+
+    def remove_job_announced_once_written(job_id: str, jobstore: str | None = None) -> None:
+        if not in_scheduling_step():
+            remove_job(job_id, jobstore)
+            return
+        with scheduler._jobstores_lock:
+            for alias, store in scheduler._jobstores.items():
+                if jobstore in (None, alias):
+                    try:
+                        store.remove_job(job_id)
+                    except JobLookupError:
+                        continue
+                    break
+            else:
+                raise JobLookupError(job_id)
+        _announce_removal(scheduler, store, alias, job_id)
+        scheduler._logger.info("Removed job %s", job_id)  # as APScheduler logs it
+
+    return remove_job_announced_once_written
 
 
 def _next_run_time_after_writes(store: BaseJobStore,
@@ -470,8 +508,8 @@ def bound_catch_up(scheduler: BaseScheduler) -> None:
                 if not getattr(store.get_due_jobs, "bounded", False):
                     store.get_next_run_time = _next_run_time_after_writes(
                         store, store.get_next_run_time)
-                    store.get_due_jobs = _bounded_due_jobs(
-                        store, store.get_due_jobs, partial(_announce_removal, scheduler, alias))
+                    store.get_due_jobs = _bounded_due_jobs(store, store.get_due_jobs, partial(
+                        _announce_removal, scheduler, store, alias))
             _step.stores, _step.read = {}, {}
             try:
                 return process_jobs()
@@ -486,6 +524,8 @@ def bound_catch_up(scheduler: BaseScheduler) -> None:
 
     process_bounded_jobs.bounded = True  # type: ignore[attr-defined]
     scheduler._process_jobs = process_bounded_jobs  # type: ignore[method-assign]
+    scheduler.remove_job = _removal_announced_once_written(  # type: ignore[method-assign]
+        scheduler)
 
 
 def build_trigger(scheduler: BaseScheduler, trigger: object,
@@ -713,6 +753,8 @@ class _StepWrites:
         self.unwritten = unwritten
         self.updates: dict[str, Job] = {}
         self.removals: dict[str, None] = {}
+        #: Removals' events, dispatched once written (see :func:`_announce_removal`).
+        self.announcements: dict[str, Callable[[], None]] = {}
         #: The states this step read the store's jobs with (by :func:`_due_jobs`), then
         #: those it wrote them with: a write later in the step (a listener's, as the step's
         #: events are dispatched) is made over the step's own, not refused as another's.
@@ -720,6 +762,7 @@ class _StepWrites:
 
     def update(self, job: Job) -> None:
         self.removals.pop(job.id, None)
+        self.announcements.pop(job.id, None)
         self.updates[job.id] = job
 
     def remove(self, job_id: str) -> None:
@@ -727,8 +770,8 @@ class _StepWrites:
         self.removals[job_id] = None
 
     def commit(self) -> None:
-        updates, removals = self.updates, self.removals
-        self.updates, self.removals = {}, {}
+        updates, removals, announcements = self.updates, self.removals, self.announcements
+        self.updates, self.removals, self.announcements = {}, {}, {}
         if not updates and not removals:
             return
         store = self.store
@@ -748,6 +791,9 @@ class _StepWrites:
                 self.read.pop(job_id, None)
             else:
                 self.read[job_id] = state
+        for job_id, announce in announcements.items():  # before the runs they let start
+            if job_id not in changed:
+                announce()
         for job_id in writes:
             if job_id in changed:
                 logger.info("job %r was changed by another process as the scheduler wrote "

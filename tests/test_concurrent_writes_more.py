@@ -95,8 +95,6 @@ def test_a_patch_elsewhere_during_the_step_runs_once_in_every_pool(two_pools, mo
     assert [label for label, _ in tasks.runs] == ["new"], "the run time ran twice"
 
 
-@pytest.mark.xfail(strict=True, reason="APScheduler's remove_job dispatches EVENT_JOB_REMOVED in "
-                   "the step, before the step's compare and swap refuses the removal")
 def test_a_date_job_moved_elsewhere_during_the_step_is_not_announced_removed(
         tmp_path, store_config, monkeypatch):
     from apscheduler.triggers.date import DateTrigger
