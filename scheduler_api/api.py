@@ -454,8 +454,8 @@ class SchedulerAPI:
             # (a next run time computed from now could be one the leader has just run, on a
             # host whose clock is ahead); a paused one runs next from now, within the work
             # budget (APScheduler's resume_job computes it however long that takes).
-            if current.next_run_time is not None:
-                return {}
+            if getattr(current, "next_run_time", None) is not None:  # (a pending job may
+                return {}  # have none yet)
             next_run_time = next_fire_time(current.trigger, self.scheduler.timezone)
             if next_run_time is None:
                 raise APIError(409, f"Job {job_id} has no fire time left, so it stays paused")
