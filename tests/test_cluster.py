@@ -29,6 +29,16 @@ def cluster_env(run_log: Path, jobstore_url: str, table: str = "apscheduler_jobs
             "SCHEDULER_JOBSTORE_TABLE": table, "RUN_LOG": str(run_log)}
 
 
+def store_env(store: str, tmp_path: Path, run_log: Path, request) -> dict:
+    """:func:`cluster_env` of a SQLite file (``store`` "sqlite") or of a fresh PostgreSQL
+    table ("postgres"; skipped without one)."""
+    if store == "sqlite":
+        return cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    if not POSTGRES_URL:
+        pytest.skip("set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://...)")
+    return cluster_env(run_log, POSTGRES_URL, request.getfixturevalue("postgres_table"))
+
+
 def api(base: str, method: str = "GET", path: str = "", **kwargs) -> requests.Response:
     # A new connection each time, so that gunicorn hands requests to different workers.
     return requests.request(method, f"{base}/scheduler{path}", auth=AUTH, timeout=10,
@@ -163,12 +173,7 @@ def test_four_workers_on_sqlite_run_each_job_once_and_answer_alike(tmp_path):
 def test_a_job_added_through_any_worker_to_run_now_starts_within_a_second(tmp_path, store,
                                                                          request):
     run_log = tmp_path / "runs.log"
-    if store == "postgres":
-        if not POSTGRES_URL:
-            pytest.skip("set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://...)")
-        env = cluster_env(run_log, POSTGRES_URL, request.getfixturevalue("postgres_table"))
-    else:
-        env = cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    env = store_env(store, tmp_path, run_log, request)
     with gunicorn("tests.cluster_app:app", "--workers", "4", env=env) as (host, port):
         base = f"http://{host}:{port}"
         leader_pid(base)

@@ -52,12 +52,25 @@ def soon(seconds: float = 0.3) -> datetime:
     return datetime.now(timezone.utc) + timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def leader(tmp_path, store_config) -> Iterator[tuple[Any, SQLAlchemyJobStore]]:
+#: The leader's pools, and the executor the jobs are given: one pool, or two store-first
+#: pools (as SCHEDULER_EXECUTOR="celery" has: the Celery executor and the "leader" pool),
+#: each told of a write refused.
+POOLS = {"one pool": None, "two pools, the first": "default", "two pools, the second": "leader"}
+
+
+@pytest.fixture(params=POOLS.values(), ids=POOLS.keys())
+def leader(request, tmp_path, store_config
+           ) -> Iterator[tuple[Any, SQLAlchemyJobStore, dict[str, str]]]:
+    """The API of a leader, the store as another process has it, and the fields that give
+    a job the pool under test."""
     tasks.runs.clear()
-    with running_api(tmp_path / "jobs.sqlite", **store_config) as (_, client):
+    executor = request.param
+    pools = {} if executor is None else {"SCHEDULER_EXECUTORS": {
+        "default": engine.StoreFirstThreadPoolExecutor(),
+        "leader": engine.StoreFirstThreadPoolExecutor()}}
+    with running_api(tmp_path / "jobs.sqlite", **pools, **store_config) as (_, client):
         other = other_process_store(tmp_path, store_config)
-        yield client, other
+        yield client, other, {} if executor is None else {"executor": executor}
         other.shutdown()
 
 
@@ -81,12 +94,12 @@ def ran(label: str) -> int:
 
 
 def test_a_pause_by_another_process_during_the_leaders_step_is_kept(leader, monkeypatch):
-    client, other = leader
+    client, other, pool = leader
     pending = in_the_leaders_step(monkeypatch, "tick", lambda: write_elsewhere(
         other, "tick", next_run_time=None))
     assert client.post("/jobs", json={
         "id": "tick", "func": "tests.tasks:record", "args": ["tick"], "trigger": "interval",
-        "seconds": 1, "next_run_time": soon().isoformat()}).status_code == 200
+        "seconds": 1, "next_run_time": soon().isoformat(), **pool}).status_code == 200
     assert wait_until(lambda: not pending), "the step never found the job due"
     wait_until(lambda: ran("tick"), timeout=1.5)  # (a run let through would come now)
     assert client.get("/jobs/tick").json["next_run_time"] is None, "the pause was undone"
@@ -95,17 +108,17 @@ def test_a_pause_by_another_process_during_the_leaders_step_is_kept(leader, monk
 
 def test_a_patch_by_another_process_during_the_leaders_step_is_kept_and_runs(leader,
                                                                              monkeypatch):
-    client, other = leader
+    client, other, pool = leader
     pending = in_the_leaders_step(monkeypatch, "report", lambda: write_elsewhere(
         other, "report", args=["new"]))
     assert client.post("/jobs", json={
         "id": "report", "func": "tests.tasks:record", "args": ["old"], "trigger": "interval",
-        "hours": 1, "next_run_time": soon().isoformat()}).status_code == 200
+        "hours": 1, "next_run_time": soon().isoformat(), **pool}).status_code == 200
     assert wait_until(lambda: not pending), "the step never found the job due"
     # Still due as changed: the next step runs it, once, as it now is.
     assert wait_until(lambda: ran("new")), "the changed job never ran"
     wait_until(lambda: len(tasks.runs) > 1, timeout=1)
-    assert [label for label, _ in tasks.runs] == ["new"]
+    assert [label for label, _ in tasks.runs] == ["new"], "the run time ran twice"
     shown = client.get("/jobs/report").json
     assert shown["args"] == ["new"], "the PATCH was undone"
     assert datetime.fromisoformat(shown["next_run_time"]) > soon(3000)  # moved on an hour
@@ -113,13 +126,13 @@ def test_a_patch_by_another_process_during_the_leaders_step_is_kept_and_runs(lea
 
 def test_a_date_job_moved_by_another_process_during_the_leaders_step_is_not_removed(
         leader, monkeypatch):
-    client, other = leader
+    client, other, pool = leader
     later = soon(3600)
     pending = in_the_leaders_step(monkeypatch, "once", lambda: write_elsewhere(
         other, "once", trigger=DateTrigger(later), next_run_time=later))
     assert client.post("/jobs", json={
         "id": "once", "func": "tests.tasks:record", "args": ["once"], "trigger": "date",
-        "run_date": soon().isoformat()}).status_code == 200
+        "run_date": soon().isoformat(), **pool}).status_code == 200
     assert wait_until(lambda: not pending), "the step never found the job due"
     wait_until(lambda: ran("once"), timeout=1)
     shown = client.get("/jobs/once")

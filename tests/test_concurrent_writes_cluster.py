@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import POSTGRES_URL, gunicorn
-from .test_cluster import api, cluster_env, leader_pid
+from .conftest import gunicorn
+from .test_cluster import api, leader_pid, store_env
 
 JOBS = 200
 ROUNDS = 3
@@ -58,12 +58,7 @@ def through_every_worker(base: str, ids: list[str],
 def test_no_pause_or_patch_through_any_worker_is_undone_and_no_run_runs_twice(
         tmp_path, store, request):
     run_log = tmp_path / "runs.log"
-    if store == "postgres":
-        if not POSTGRES_URL:
-            pytest.skip("set SCHEDULER_TEST_POSTGRES_URL (e.g. postgresql+psycopg://...)")
-        env = cluster_env(run_log, POSTGRES_URL, request.getfixturevalue("postgres_table"))
-    else:
-        env = cluster_env(run_log, f"sqlite:///{tmp_path / 'jobs.sqlite'}")
+    env = store_env(store, tmp_path, run_log, request)
     config = tmp_path / "gunicorn.conf.py"  # the scheduler's INFO lines in the output
     config.write_text("from scheduler_api.logs import logging_config\n"
                       "logconfig_dict = logging_config('text', 'INFO')\n")

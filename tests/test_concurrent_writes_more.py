@@ -1,16 +1,13 @@
 """More writes by another process while this one changes a job (see
 tests/test_concurrent_writes.py): changes computed from a read made before the compare and
-swap's own, and a second store-first executor."""
+swap's own, a removal refused, a listener's write in the step."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from apscheduler.events import EVENT_JOB_REMOVED, EVENT_JOB_SUBMITTED
-
-from scheduler_api import engine
 
 from . import tasks
 from .api_helpers import running_api
@@ -47,52 +44,6 @@ def test_a_resume_read_before_the_leader_moved_the_job_on_does_not_move_it_back(
     assert client.post("/jobs/tick/resume").status_code == 200
     assert datetime.fromisoformat(client.get("/jobs/tick").json["next_run_time"]) == moved, \
         "the resume put back the run time the leader had run"
-
-
-@pytest.fixture
-def two_pools(tmp_path, store_config):
-    """A leader with two store-first pools (as SCHEDULER_EXECUTOR="celery" has: the
-    Celery executor and the "leader" pool)."""
-    tasks.runs.clear()
-    executors = {"default": engine.StoreFirstThreadPoolExecutor(),
-                 "leader": engine.StoreFirstThreadPoolExecutor()}
-    with running_api(tmp_path / "jobs.sqlite", SCHEDULER_EXECUTORS=executors,
-                     **store_config) as (_, client):
-        other = other_process_store(tmp_path, store_config)
-        yield client, other
-        other.shutdown()
-
-
-@pytest.mark.parametrize("executor", ["default", "leader"])
-def test_a_pause_elsewhere_during_the_step_is_kept_by_every_pool(two_pools, monkeypatch,
-                                                                  executor):
-    client, other = two_pools
-    pending = in_the_leaders_step(monkeypatch, "tick", lambda: write_elsewhere(
-        other, "tick", next_run_time=None))
-    assert client.post("/jobs", json={
-        "id": "tick", "func": "tests.tasks:record", "args": ["tick"], "trigger": "interval",
-        "seconds": 1, "executor": executor,
-        "next_run_time": soon().isoformat()}).status_code == 200
-    assert wait_until(lambda: not pending), "the step never found the job due"
-    wait_until(lambda: ran("tick"), timeout=1.5)
-    assert client.get("/jobs/tick").json["next_run_time"] is None
-    assert ran("tick") == 0, "a job paused before its run was written ran"
-
-
-@pytest.mark.parametrize("executor", ["default", "leader"])
-def test_a_patch_elsewhere_during_the_step_runs_once_in_every_pool(two_pools, monkeypatch,
-                                                                   executor):
-    client, other = two_pools
-    pending = in_the_leaders_step(monkeypatch, "report", lambda: write_elsewhere(
-        other, "report", args=["new"]))
-    assert client.post("/jobs", json={
-        "id": "report", "func": "tests.tasks:record", "args": ["old"], "trigger": "interval",
-        "hours": 1, "executor": executor,
-        "next_run_time": soon().isoformat()}).status_code == 200
-    assert wait_until(lambda: not pending), "the step never found the job due"
-    assert wait_until(lambda: ran("new")), "the changed job never ran"
-    wait_until(lambda: len(tasks.runs) > 1, timeout=1)
-    assert [label for label, _ in tasks.runs] == ["new"], "the run time ran twice"
 
 
 def test_a_date_job_moved_elsewhere_during_the_step_is_not_announced_removed(
