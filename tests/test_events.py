@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -530,11 +531,15 @@ def streams_on_every_worker(base: str, workers: int) -> dict[int, Stream]:
     until each worker has one."""
     streams: dict[int, Stream] = {}
     extra: list[Stream] = []
+    # Until a deadline, not a number of tries: a worker still booting on a loaded machine
+    # takes no connection, while the others, full, answer 503.
+    deadline = time.monotonic() + 30
     try:
-        for _ in range(4 * 3):
+        while time.monotonic() < deadline:
             status, stream = remote_stream(base)
             if status != 200:
                 stream.close()
+                time.sleep(0.2)
                 continue
             pid = greeting_pid(stream)
             if pid in streams:
