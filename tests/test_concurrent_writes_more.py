@@ -83,3 +83,17 @@ def test_a_listener_pausing_a_submitted_job_in_the_step_pauses_it(tmp_path, stor
         wait_until(lambda: len(tasks.runs) > 1, timeout=2.5)  # (a run not paused: now)
         assert client.get("/jobs/tick").json["next_run_time"] is None, "the pause was lost"
         assert len(tasks.runs) == 1
+
+
+def test_trigger_fields_are_merged_into_the_trigger_another_process_just_wrote(
+        paused_api, monkeypatch):  # noqa: F811 - the fixture
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    client, other = paused_api  # "tick": every hour
+    writing_elsewhere_before_each_change(monkeypatch, lambda _: write_elsewhere(
+        other, "tick", trigger=IntervalTrigger(hours=2)), times=1)
+    answer = client.patch("/jobs/tick", json={"minutes": 30})
+    assert answer.status_code == 200, answer.json
+    stored = client.get("/jobs/tick").json
+    assert (stored["hours"], stored["minutes"]) == (2, 30), \
+        "the trigger the other process wrote was replaced by the one first read"
